@@ -1,0 +1,148 @@
+//! Wires listener, pool, health checker and admin server; signals and drain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::admin::{self, AdminState};
+use crate::config::{url, Config, Secret};
+use crate::pool::{check_once, spawn_health_checker, Pool, Snapshot, Target};
+use crate::proxy::{serve_tcp, serve_unix, Shared};
+
+/// A running poolside: what tests and `main` hold on to.
+pub struct Running {
+    /// Where clients connect (the real port when configured with port 0).
+    pub client_addr: SocketAddr,
+    /// Where the admin HTTP server listens.
+    pub admin_addr: SocketAddr,
+    pub unix_socket: Option<PathBuf>,
+    pool: Pool,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts poolside on the current tokio runtime and returns once it listens.
+/// Redis need not be up: clients get errors until it is.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let parsed = url::parse(&config.upstream.url).map_err(|e| anyhow::anyhow!("upstream.url: {e}"))?;
+    let target = Target {
+        address: parsed.address(),
+        username: config.upstream.username.clone().or(parsed.username.clone()),
+        password: config.upstream.password.clone().or(parsed.password.clone().map(Secret::new)),
+        db: parsed.db,
+        connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
+    };
+    let pool = Pool::new(&config, target);
+    let shared = Arc::new(Shared::new(&config, pool.clone(), parsed.db));
+    let (shutdown, rx) = watch::channel(false);
+    let drain = Duration::from_millis(config.drain_timeout_ms);
+
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let client_addr = listener.local_addr()?;
+    let admin_listener = TcpListener::bind(&config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let mut tasks = vec![tokio::spawn(serve_tcp(listener, shared.clone(), rx.clone(), drain))];
+    if let Some(path) = &config.unix_socket {
+        // A socket file left by an earlier run would make bind fail.
+        let _ = std::fs::remove_file(path);
+        let unix = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+        tasks.push(tokio::spawn(serve_unix(unix, shared.clone(), rx.clone(), drain)));
+    }
+    let interval = Duration::from_secs(config.pool.health_check_interval_secs);
+    tasks.push(spawn_health_checker(pool.clone(), interval, rx.clone()));
+    let admin_state = Arc::new(AdminState {
+        pool: pool.clone(),
+        profile: config.profile,
+        upstream_address: parsed.address(),
+        min_idle: config.pool.min_idle,
+        listening: true.into(),
+    });
+    admin_state.listening.store(true, Ordering::Release);
+    tasks.push(tokio::spawn(admin::serve(admin_listener, admin_state, rx.clone())));
+    // Learn at once whether Redis answers, rather than at the first client.
+    let probe = pool.clone();
+    tokio::spawn(async move { check_once(&probe).await });
+
+    info!(
+        listen = %client_addr,
+        admin = %admin_addr,
+        upstream = %url::redact(&config.upstream.url),
+        profile = %config.profile,
+        max_connections = config.pool.max_connections,
+        "poolside started"
+    );
+    Ok(Running {
+        client_addr,
+        admin_addr,
+        unix_socket: config.unix_socket.clone(),
+        pool,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Pool occupancy and counters right now.
+    pub fn pool_snapshot(&self) -> Snapshot {
+        self.pool.snapshot()
+    }
+
+    /// Shutdown order:
+    /// 1. stop accepting clients and admin requests;
+    /// 2. let in-flight batches finish, up to the drain timeout, then cut sessions;
+    /// 3. drop the pool, which closes every upstream connection.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Some(path) = &self.unix_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        drop(self.pool);
+    }
+}
+
+/// Builds the runtime from `config.worker_threads`, starts, and runs until SIGTERM/SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = if config.worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        let running = start(config).await?;
+        wait_for_signal().await?;
+        info!("shutdown signal received: no new clients; draining");
+        running.shutdown().await;
+        info!("poolside stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The command table: what poolside must do with each command name.
+
+/// How the router treats a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Any pooled connection will do; one reply. Blocking commands are here
+    /// too: they simply hold their connection until Redis answers.
+    Stateless,
+    /// SELECT: forwarded, and on `+OK` the client's database changes.
+    Select,
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+    /// SUBSCRIBE family and MONITOR: replies no longer pair with commands, so
+    /// the session streams bytes both ways on a dedicated connection.
+    Stream,
+    /// Ties the client to one upstream connection for the rest of its session
+    /// (CLIENT ID and CLIENT TRACKING name that connection).
+    PinSession,
+    /// Changes connection state poolside does not track; the connection is
+    /// closed rather than returned to the pool.
+    Dirty,
+    /// Answered by poolside itself.
+    Local(Local),
+    /// Cannot work through a pool; answered with this error.
+    Unsupported(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    Auth,
+    Hello,
+    Quit,
+    Reset,
+    ClientSetName,
+    ClientGetName,
+}
+
+/// Longest command name in the table; longer names are plain `Stateless`.
+const MAX_NAME: usize = 24;
+
+/// Upper-cases `name` into `buf`; `None` when longer than any table entry.
+fn upper<'b>(name: &[u8], buf: &'b mut [u8; MAX_NAME]) -> Option<&'b [u8]> {
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    for (d, s) in buf.iter_mut().zip(name) {
+        *d = s.to_ascii_uppercase();
+    }
+    Some(&buf[..name.len()])
+}
+
+/// Classifies a command from its name and, for container commands, its
+/// subcommand. Never allocates.
+pub fn classify(name: &[u8], sub: Option<&[u8]>) -> Class {
+    let mut buf = [0u8; MAX_NAME];
+    let Some(name) = upper(name, &mut buf) else {
+        return Class::Stateless;
+    };
+    match name {
+        b"SELECT" => Class::Select,
+        b"MULTI" => Class::Multi,
+        b"EXEC" => Class::Exec,
+        b"DISCARD" => Class::Discard,
+        b"WATCH" => Class::Watch,
+        b"UNWATCH" => Class::Unwatch,
+        b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE"
+        | b"SUNSUBSCRIBE" | b"MONITOR" => Class::Stream,
+        b"AUTH" => Class::Local(Local::Auth),
+        b"HELLO" => Class::Local(Local::Hello),
+        b"QUIT" => Class::Local(Local::Quit),
+        b"RESET" => Class::Local(Local::Reset),
+        b"READONLY" | b"READWRITE" | b"ASKING" => Class::Dirty,
+        b"SYNC" | b"PSYNC" | b"REPLCONF" => {
+            Class::Unsupported("replication commands are not supported through poolside")
+        }
+        b"CLIENT" => classify_client(sub),
+        _ => Class::Stateless,
+    }
+}
+
+fn classify_client(sub: Option<&[u8]>) -> Class {
+    let mut buf = [0u8; MAX_NAME];
+    let Some(sub) = sub.and_then(|s| upper(s, &mut buf)) else {
+        return Class::Stateless;
+    };
+    match sub {
+        b"SETNAME" => Class::Local(Local::ClientSetName),
+        b"GETNAME" => Class::Local(Local::ClientGetName),
+        b"ID" | b"TRACKING" | b"CACHING" | b"GETREDIR" | b"TRACKINGINFO" => Class::PinSession,
+        b"NO-EVICT" | b"NO-TOUCH" | b"SETINFO" => Class::Dirty,
+        b"REPLY" => Class::Unsupported(
+            "CLIENT REPLY is not supported through poolside: replies must pair with commands",
+        ),
+        _ => Class::Stateless,
+    }
+}
+
+/// What an unauthenticated client may still send.
+pub fn allowed_before_auth(class: Class) -> bool {
+    matches!(
+        class,
+        Class::Local(Local::Auth | Local::Hello | Local::Quit)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_case_insensitively() {
+        assert_eq!(classify(b"get", None), Class::Stateless);
+        assert_eq!(classify(b"SeLeCt", None), Class::Select);
+        assert_eq!(classify(b"multi", None), Class::Multi);
+        assert_eq!(classify(b"subscribe", None), Class::Stream);
+        assert_eq!(classify(b"blpop", None), Class::Stateless);
+        assert_eq!(classify(b"auth", None), Class::Local(Local::Auth));
+    }
+
+    #[test]
+    fn classifies_client_subcommands() {
+        assert_eq!(
+            classify(b"client", Some(b"setname")),
+            Class::Local(Local::ClientSetName)
+        );
+        assert_eq!(classify(b"CLIENT", Some(b"TRACKING")), Class::PinSession);
+        assert_eq!(classify(b"CLIENT", Some(b"LIST")), Class::Stateless);
+        assert_eq!(classify(b"CLIENT", None), Class::Stateless);
+        assert!(matches!(
+            classify(b"CLIENT", Some(b"reply")),
+            Class::Unsupported(_)
+        ));
+    }
+
+    #[test]
+    fn long_names_are_stateless() {
+        assert_eq!(classify(&[b'A'; 100], None), Class::Stateless);
+    }
+}

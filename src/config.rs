@@ -1,0 +1,316 @@
+//! Typed configuration, per-environment profiles and figment layering.
+//!
+//! Layers, each overriding the one before (DESIGN.md "Configuration"):
+//! 1. compiled-in defaults of the selected profile;
+//! 2. `profiles/<profile>.toml` when present, or `--config FILE`;
+//! 3. environment: first the variables applications already use (`REDIS_URL`,
+//!    `REDIS_HOST`/`REDIS_PORT`, `REDIS_PASSWORD`, `REDIS_USERNAME`), then
+//!    poolside's own `POOLSIDE_*` (nested keys split on `__`), which win;
+//! 4. command-line flags.
+//!
+//! The profile itself comes from `--profile`, `POOLSIDE_PROFILE` or
+//! `DEPLOYMENT_ENV`; the file from `--config` or `POOLSIDE_CONFIG`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use figment::providers::{Format, Toml};
+use figment::value::Value;
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+mod render;
+mod sources;
+pub mod url;
+mod validate;
+
+pub use render::render_effective;
+pub use sources::Overrides;
+pub use validate::ConfigError;
+
+/// The deployment environment a pool is sized for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Development,
+    Staging,
+    Production,
+}
+
+impl Profile {
+    /// Parses a profile name as `--profile` or `DEPLOYMENT_ENV` spell it.
+    pub fn parse(name: &str) -> Option<Profile> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Some(Profile::Development),
+            "staging" | "stage" => Some(Profile::Staging),
+            "production" | "prod" => Some(Profile::Production),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Development => "development",
+            Profile::Staging => "staging",
+            Profile::Production => "production",
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A value that must never be printed: `Debug`, `Display` and `Serialize`
+/// all redact it. Only [`Secret::expose`] gives the real value.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Env values such as `REDIS_PASSWORD=12345` arrive as numbers.
+        let value = <figment::value::Value as Deserialize>::deserialize(d)?;
+        match value {
+            figment::value::Value::String(_, s) => Ok(Secret(s)),
+            figment::value::Value::Num(_, n) => Ok(Secret(num_to_string(n))),
+            figment::value::Value::Bool(_, b) => Ok(Secret(b.to_string())),
+            _ => Err(serde::de::Error::custom("expected a string")),
+        }
+    }
+}
+
+fn num_to_string(n: figment::value::Num) -> String {
+    use figment::value::Num;
+    match n {
+        Num::U8(v) => v.to_string(),
+        Num::U16(v) => v.to_string(),
+        Num::U32(v) => v.to_string(),
+        Num::U64(v) => v.to_string(),
+        Num::U128(v) => v.to_string(),
+        Num::USize(v) => v.to_string(),
+        Num::I8(v) => v.to_string(),
+        Num::I16(v) => v.to_string(),
+        Num::I32(v) => v.to_string(),
+        Num::I64(v) => v.to_string(),
+        Num::I128(v) => v.to_string(),
+        Num::ISize(v) => v.to_string(),
+        Num::F32(v) => v.to_string(),
+        Num::F64(v) => v.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole effective configuration. Every field has a compiled-in default
+/// per profile (see [`Config::for_profile`]); `profiles/*.toml` mirror them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Profile the defaults came from.
+    pub profile: Profile,
+    /// Client listener. Default `127.0.0.1:6380`.
+    pub listen: String,
+    /// Optional unix socket path for clients, in addition to `listen`.
+    pub unix_socket: Option<PathBuf>,
+    /// Admin HTTP listener. Default `127.0.0.1:9180`.
+    pub admin_listen: String,
+    /// `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// Runtime worker threads. Default 1: measured faster when Redis and the
+    /// clients share the cores (DESIGN.md, performance notes).
+    pub worker_threads: usize,
+    /// How long in-flight batches may run after SIGTERM. Default 10 s.
+    pub drain_timeout_ms: u64,
+    /// Password clients must send with AUTH/HELLO; none by default.
+    pub client_password: Option<Secret>,
+    pub upstream: UpstreamConfig,
+    pub pool: PoolConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `redis://[user[:password]@]host:port[/db]`. Default `redis://127.0.0.1:6379`.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// One TCP connect + AUTH attempt. Default 1000 ms.
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Upper bound on upstream connections: 20 / 60 / 160 by profile.
+    pub max_connections: u32,
+    /// Idle connections kept open and health-checked: 2 / 5 / 10.
+    pub min_idle: u32,
+    /// A checkout that waits longer is a pool-exhaustion event. Default 5000 ms.
+    pub checkout_timeout_ms: u64,
+    /// Connections older than this are closed at check-in. Default 1800 s.
+    pub max_lifetime_secs: u64,
+    /// Idle connections above `min_idle` are closed after this. Default 600 s.
+    pub idle_timeout_secs: u64,
+    /// Idle connections are PINGed this often. Default 30 s.
+    pub health_check_interval_secs: u64,
+    /// Connect retries after the first attempt. Default 3.
+    pub connect_retries: u32,
+    /// First backoff delay. Default 8 ms; each next one is `backoff_factor`
+    /// times larger (8, 32, 128, 512 ms), capped at `backoff_max_ms`, jittered.
+    pub backoff_base_ms: u64,
+    pub backoff_factor: u32,
+    pub backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Clients beyond this are sent an error and closed: 1000 / 5000 / 10000.
+    pub max_clients: usize,
+    /// Largest single RESP frame a client may send. Default 64 MiB.
+    pub max_frame_bytes: usize,
+    /// Deepest nesting accepted in a reply frame. Default 64.
+    pub max_array_depth: usize,
+    /// A client whose frame stays incomplete this long is closed. Default 30000 ms.
+    pub frame_timeout_ms: u64,
+    /// A client silent this long is closed; 0 disables (like Redis `timeout 0`).
+    pub client_idle_timeout_secs: u64,
+}
+
+impl Config {
+    /// Compiled-in defaults for a profile: the binary works with no file.
+    pub fn for_profile(profile: Profile) -> Config {
+        let (max_connections, min_idle, max_clients) = match profile {
+            Profile::Development => (20, 2, 1_000),
+            Profile::Staging => (60, 5, 5_000),
+            Profile::Production => (160, 10, 10_000),
+        };
+        Config {
+            profile,
+            listen: "127.0.0.1:6380".into(),
+            unix_socket: None,
+            admin_listen: "127.0.0.1:9180".into(),
+            log_format: LogFormat::Text,
+            worker_threads: 1,
+            drain_timeout_ms: 10_000,
+            client_password: None,
+            upstream: UpstreamConfig {
+                url: "redis://127.0.0.1:6379".into(),
+                username: None,
+                password: None,
+                connect_timeout_ms: 1_000,
+            },
+            pool: PoolConfig {
+                max_connections,
+                min_idle,
+                checkout_timeout_ms: 5_000,
+                max_lifetime_secs: 1_800,
+                idle_timeout_secs: 600,
+                health_check_interval_secs: 30,
+                connect_retries: 3,
+                backoff_base_ms: 8,
+                backoff_factor: 4,
+                backoff_max_ms: 512,
+            },
+            limits: LimitsConfig {
+                max_clients,
+                max_frame_bytes: 64 << 20,
+                max_array_depth: 64,
+                frame_timeout_ms: 30_000,
+                client_idle_timeout_secs: 0,
+            },
+        }
+    }
+
+    /// A development config for tests: loopback port 0 everywhere, pointed at `upstream_url`.
+    pub fn for_tests(upstream_url: &str) -> Config {
+        let mut config = Config::for_profile(Profile::Development);
+        config.listen = "127.0.0.1:0".into();
+        config.admin_listen = "127.0.0.1:0".into();
+        config.upstream.url = upstream_url.into();
+        config.pool.min_idle = 0;
+        config.drain_timeout_ms = 2_000;
+        config
+    }
+
+    /// Builds the layered figment for `profile` (layers 1-4 of the module doc).
+    pub fn figment(profile: Profile, overrides: &Overrides) -> Figment {
+        let defaults = match Value::serialize(Config::for_profile(profile)) {
+            Ok(Value::Dict(_, dict)) => dict,
+            _ => Default::default(),
+        };
+        let mut figment = Figment::from(sources::Named::new(
+            &format!("defaults ({profile})"),
+            defaults,
+        ));
+        figment = match overrides.select_file() {
+            Some((path, _)) => figment.merge(Toml::file_exact(path)),
+            // Only the working directory: a profile file found by searching
+            // parent directories would surprise whoever deploys the binary.
+            None => {
+                let path = PathBuf::from(format!("profiles/{}.toml", profile.name()));
+                match path.is_file() {
+                    true => figment.merge(Toml::file_exact(path)),
+                    false => figment,
+                }
+            }
+        };
+        figment = sources::merge_app_env(figment);
+        figment = sources::merge_poolside_env(figment);
+        overrides.merge_flags(figment)
+    }
+
+    /// Loads, extracts and validates the configuration.
+    pub fn load(overrides: &Overrides) -> Result<(Config, Figment), ConfigError> {
+        let (profile, profile_source) = overrides.choose_profile()?;
+        if let Some((path, source)) = overrides.select_file() {
+            if !path.is_file() {
+                return Err(ConfigError {
+                    key: "config".into(),
+                    value: path.display().to_string(),
+                    source: source.into(),
+                    reason: "no such file".into(),
+                });
+            }
+        }
+        // The chosen profile is recorded last, so `poolside config` names where
+        // the choice came from and a file's own `profile` key cannot contradict it.
+        let figment = Config::figment(profile, overrides).merge(sources::Named::single(
+            profile_source,
+            "profile",
+            profile.name().into(),
+        ));
+        let config: Config = figment.extract().map_err(ConfigError::from_figment)?;
+        validate::validate(&config, &figment)?;
+        Ok((config, figment))
+    }
+}

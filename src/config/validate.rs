@@ -1,0 +1,152 @@
+//! Validation: a bad value is rejected at start with its key, source and reason.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use figment::Figment;
+
+use super::{sources, url, Config};
+
+/// A rejected configuration value. `poolside` exits with code 2 on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub source: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(super) fn from_figment(e: figment::Error) -> ConfigError {
+        let key = e.path.join(".");
+        let source = e
+            .metadata
+            .as_ref()
+            .map(|m| sources::describe(m, &key))
+            .unwrap_or_else(|| "configuration".into());
+        ConfigError {
+            key: if key.is_empty() { "<root>".into() } else { key },
+            value: String::new(),
+            source,
+            reason: e.kind.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.key)?;
+        if !self.value.is_empty() {
+            write!(f, " = {}", self.value)?;
+        }
+        write!(f, " (from {}): {}", self.source, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
+    let fail = |key: &str, value: String, reason: String| -> Result<(), ConfigError> {
+        let source = sources::source_of(figment, key, "defaults");
+        Err(ConfigError {
+            key: key.into(),
+            value,
+            source,
+            reason,
+        })
+    };
+    for (key, addr) in [
+        ("listen", &config.listen),
+        ("admin_listen", &config.admin_listen),
+    ] {
+        if addr.parse::<SocketAddr>().is_err() {
+            return fail(key, addr.clone(), "expected an IP:port address".into());
+        }
+    }
+    if let Err(reason) = url::parse(&config.upstream.url) {
+        return fail("upstream.url", url::redact(&config.upstream.url), reason);
+    }
+    let pool = &config.pool;
+    let checks: [(&str, u64, bool, String); 9] = [
+        (
+            "pool.max_connections",
+            pool.max_connections.into(),
+            (1..=10_000).contains(&pool.max_connections),
+            "must be between 1 and 10000".into(),
+        ),
+        (
+            "pool.min_idle",
+            pool.min_idle.into(),
+            pool.min_idle <= pool.max_connections,
+            format!(
+                "must not exceed pool.max_connections ({})",
+                pool.max_connections
+            ),
+        ),
+        (
+            "pool.checkout_timeout_ms",
+            pool.checkout_timeout_ms,
+            pool.checkout_timeout_ms > 0,
+            "must be greater than 0".into(),
+        ),
+        (
+            "pool.health_check_interval_secs",
+            pool.health_check_interval_secs,
+            pool.health_check_interval_secs > 0,
+            "must be greater than 0".into(),
+        ),
+        (
+            "pool.backoff_factor",
+            pool.backoff_factor.into(),
+            pool.backoff_factor >= 1,
+            "must be at least 1".into(),
+        ),
+        (
+            "pool.backoff_base_ms",
+            pool.backoff_base_ms,
+            pool.backoff_base_ms > 0 && pool.backoff_base_ms <= pool.backoff_max_ms,
+            format!(
+                "must be between 1 and pool.backoff_max_ms ({})",
+                pool.backoff_max_ms
+            ),
+        ),
+        (
+            "worker_threads",
+            config.worker_threads as u64,
+            (1..=64).contains(&config.worker_threads),
+            "must be between 1 and 64".into(),
+        ),
+        (
+            "limits.max_clients",
+            config.limits.max_clients as u64,
+            config.limits.max_clients > 0,
+            "must be greater than 0".into(),
+        ),
+        (
+            "limits.max_frame_bytes",
+            config.limits.max_frame_bytes as u64,
+            (1024..=(1 << 30)).contains(&config.limits.max_frame_bytes),
+            "must be between 1024 and 1073741824".into(),
+        ),
+    ];
+    for (key, value, ok, reason) in checks {
+        if !ok {
+            return fail(key, value.to_string(), reason);
+        }
+    }
+    if config.upstream.connect_timeout_ms == 0 {
+        return fail(
+            "upstream.connect_timeout_ms",
+            "0".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    if config.limits.max_array_depth == 0 {
+        return fail(
+            "limits.max_array_depth",
+            "0".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! A raw RESP connection to Redis that poolside owns.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::UpstreamError;
+use crate::config::Secret;
+use crate::resp::ReplyScanner;
+
+/// Database index meaning "unknown": the next batch always SELECTs first.
+pub const DB_UNKNOWN: u32 = u32::MAX;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub address: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub db: u32,
+    pub connect_timeout: Duration,
+}
+
+/// One upstream connection. It is `broken` from the moment a batch is written
+/// until every reply to it has been read, so a connection dropped half-way
+/// (I/O error, cancelled client task) is discarded by the pool, never reused.
+#[derive(Debug)]
+pub struct UpstreamConn {
+    pub(crate) stream: TcpStream,
+    rbuf: BytesMut,
+    scanner: ReplyScanner,
+    /// The database this connection has selected.
+    pub db: u32,
+    broken: bool,
+    /// Connection state poolside does not track was changed (CLIENT NO-EVICT,
+    /// RESET...): the connection is closed at check-in.
+    dirty: bool,
+    pub created: Instant,
+}
+
+impl UpstreamConn {
+    /// TCP connect with NODELAY, then AUTH and SELECT as the target says.
+    pub async fn connect(target: &Target) -> Result<UpstreamConn, UpstreamError> {
+        let connecting = async {
+            let stream = TcpStream::connect(&target.address)
+                .await
+                .map_err(UpstreamError::Connect)?;
+            stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+            let mut conn = UpstreamConn {
+                stream,
+                rbuf: BytesMut::with_capacity(16 * 1024),
+                scanner: ReplyScanner::default(),
+                db: 0,
+                broken: false,
+                dirty: false,
+                created: Instant::now(),
+            };
+            if let Some(password) = &target.password {
+                let reply = match &target.username {
+                    Some(user) => {
+                        conn.command(&[b"AUTH", user.as_bytes(), password.expose().as_bytes()])
+                            .await?
+                    }
+                    None => {
+                        conn.command(&[b"AUTH", password.expose().as_bytes()])
+                            .await?
+                    }
+                };
+                if reply.first() == Some(&b'-') {
+                    return Err(UpstreamError::Auth(first_line(&reply)));
+                }
+            }
+            conn.select(target.db).await?;
+            Ok(conn)
+        };
+        match tokio::time::timeout(target.connect_timeout, connecting).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect timed out after {:?}", target.connect_timeout),
+            ))),
+        }
+    }
+
+    async fn select(&mut self, db: u32) -> Result<(), UpstreamError> {
+        let db_text = db.to_string();
+        let reply = self.command(&[b"SELECT", db_text.as_bytes()]).await?;
+        if reply.first() == Some(&b'-') {
+            return Err(UpstreamError::Reply(first_line(&reply)));
+        }
+        self.db = db;
+        Ok(())
+    }
+
+    /// Sends one command built from `args` and returns its whole reply.
+    pub async fn command(&mut self, args: &[&[u8]]) -> Result<Vec<u8>, UpstreamError> {
+        let mut req = BytesMut::new();
+        encode_command(&mut req, args);
+        self.write_batch(&[&req]).await?;
+        let mut out = BytesMut::new();
+        self.read_reply(&mut out).await?;
+        self.finish_batch();
+        Ok(out.to_vec())
+    }
+
+    /// PING, for health checks.
+    pub async fn ping(&mut self) -> Result<(), UpstreamError> {
+        let reply = self.command(&[b"PING"]).await?;
+        if reply.starts_with(b"+PONG") {
+            Ok(())
+        } else {
+            Err(UpstreamError::Reply(first_line(&reply)))
+        }
+    }
+
+    /// Writes the parts of one batch. Marks the connection broken until
+    /// [`finish_batch`](Self::finish_batch) says every reply was read.
+    pub async fn write_batch(&mut self, parts: &[&[u8]]) -> Result<(), UpstreamError> {
+        self.broken = true;
+        for part in parts {
+            self.stream
+                .write_all(part)
+                .await
+                .map_err(UpstreamError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the next complete reply to `out` and returns where it starts.
+    pub async fn read_reply(&mut self, out: &mut BytesMut) -> Result<usize, UpstreamError> {
+        loop {
+            if let Some(end) = self
+                .scanner
+                .scan(&self.rbuf, 0)
+                .map_err(UpstreamError::Protocol)?
+            {
+                let start = out.len();
+                out.put_slice(&self.rbuf[..end]);
+                self.rbuf.advance(end);
+                return Ok(start);
+            }
+            self.rbuf.reserve(16 * 1024);
+            let n = self
+                .stream
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(UpstreamError::Io)?;
+            if n == 0 {
+                return Err(UpstreamError::Closed);
+            }
+        }
+    }
+
+    /// Every reply of the batch was read: the connection is clean again
+    /// unless Redis sent more than was asked for.
+    pub fn finish_batch(&mut self) {
+        self.broken = !self.rbuf.is_empty();
+    }
+
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+        self.scanner.reset();
+    }
+
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken || self.dirty
+    }
+
+    /// True when the peer has closed this idle connection (Redis restarted, or
+    /// its `timeout` fired) or sent something unasked. Costs no syscall while
+    /// the socket is not readable, because tokio caches readiness.
+    pub fn is_closed(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(_) => true,
+        }
+    }
+}
+
+/// Encodes a command as a RESP array of bulk strings.
+pub fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
+    out.put_u8(b'*');
+    out.put_slice(args.len().to_string().as_bytes());
+    out.put_slice(b"\r\n");
+    for a in args {
+        out.put_u8(b'$');
+        out.put_slice(a.len().to_string().as_bytes());
+        out.put_slice(b"\r\n");
+        out.put_slice(a);
+        out.put_slice(b"\r\n");
+    }
+}
+
+fn first_line(reply: &[u8]) -> String {
+    let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
+    String::from_utf8_lossy(line.get(1..).unwrap_or_default()).into_owned()
+}

@@ -1,0 +1,186 @@
+//! Is Redis reachable? Fast failure while it is not, and the periodic health check.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{watch, Notify};
+use tracing::{debug, error, info, warn};
+
+use super::Pool;
+
+/// Upstream reachability as the pool last saw it.
+#[derive(Debug)]
+pub struct UpstreamHealth {
+    down: AtomicBool,
+    /// Milliseconds since `epoch` before which no new connect is attempted.
+    next_probe_ms: AtomicU64,
+    probe_every: Duration,
+    epoch: Instant,
+    notify: Notify,
+    reason: Mutex<String>,
+    /// Unix time (ms) of the last completed health check, 0 if none yet.
+    pub last_check_unix_ms: AtomicU64,
+    /// Round-trip time of the last health-check PING, in microseconds.
+    pub last_latency_us: AtomicU64,
+}
+
+impl UpstreamHealth {
+    pub fn new(probe_every: Duration) -> UpstreamHealth {
+        UpstreamHealth {
+            down: AtomicBool::new(false),
+            next_probe_ms: AtomicU64::new(0),
+            probe_every,
+            epoch: Instant::now(),
+            notify: Notify::new(),
+            reason: Mutex::new(String::new()),
+            last_check_unix_ms: AtomicU64::new(0),
+            last_latency_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// Whether a checkout may go ahead: always while up; while down, only the
+    /// one caller that claims the next probe slot.
+    pub fn may_try(&self) -> bool {
+        if !self.is_down() {
+            return true;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let next = self.next_probe_ms.load(Ordering::Acquire);
+        now >= next
+            && self
+                .next_probe_ms
+                .compare_exchange(
+                    next,
+                    now + self.probe_every.as_millis() as u64,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    pub fn reason(&self) -> String {
+        match self.reason.lock() {
+            Ok(r) if !r.is_empty() => r.clone(),
+            _ => "Redis is not reachable".into(),
+        }
+    }
+
+    /// Resolves when a connect attempt fails for good.
+    pub fn down_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    pub fn mark_up(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            info!("upstream up: Redis is reachable again");
+        }
+    }
+
+    pub fn mark_down(&self, why: &str) {
+        if let Ok(mut r) = self.reason.lock() {
+            *r = why.to_string();
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.next_probe_ms
+            .store(now + self.probe_every.as_millis() as u64, Ordering::Release);
+        if !self.down.swap(true, Ordering::AcqRel) {
+            error!(reason = why, "upstream down: cannot connect to Redis");
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn record_check(&self, latency: Duration) {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_check_unix_ms.store(unix_ms, Ordering::Relaxed);
+        self.last_latency_us
+            .store(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Every `interval` (every `probe_every` while Redis is down): PING each idle
+/// connection and close those that fail, so a client never meets a stale one;
+/// while down, try one connection so service resumes without a restart.
+pub fn spawn_health_checker(
+    pool: Pool,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let wait = if pool.health.is_down() {
+                pool.health.probe_every.min(interval)
+            } else {
+                interval
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+            check_once(&pool).await;
+        }
+    })
+}
+
+/// One health-check round; public so tests and the admin server can run one now.
+pub async fn check_once(pool: &Pool) {
+    pool.stats.health_check_ran();
+    let started = Instant::now();
+    let idle = pool.bb8().state().idle_connections;
+    if idle == 0 || pool.health.is_down() {
+        // Nothing pooled to test: open one connection outside the pool.
+        match pool.bb8().dedicated_connection().await {
+            Ok(mut conn) => match conn.ping().await {
+                Ok(()) => {
+                    pool.health.mark_up();
+                    pool.health.record_check(started.elapsed());
+                }
+                Err(e) => {
+                    pool.stats.health_check_failed();
+                    warn!(error = %e, "health check: PING failed");
+                }
+            },
+            Err(e) => {
+                pool.stats.health_check_failed();
+                debug!(error = %e, "health check: cannot connect");
+            }
+        }
+        return;
+    }
+    // Hold every idle connection at once so each is tested exactly once.
+    let mut held = Vec::with_capacity(idle as usize);
+    for _ in 0..idle {
+        match tokio::time::timeout(Duration::from_millis(10), pool.bb8().get()).await {
+            Ok(Ok(conn)) => held.push(conn),
+            _ => break,
+        }
+    }
+    let mut failed = 0;
+    for conn in held.iter_mut() {
+        let ping_started = Instant::now();
+        let ok = tokio::time::timeout(Duration::from_secs(2), conn.ping()).await;
+        match ok {
+            Ok(Ok(())) => pool.health.record_check(ping_started.elapsed()),
+            _ => {
+                conn.mark_broken();
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        pool.stats.health_check_failed();
+        warn!(
+            failed,
+            checked = held.len(),
+            "health check: closed stale connections"
+        );
+    } else {
+        pool.health.mark_up();
+    }
+}

@@ -1,0 +1,99 @@
+//! bb8's `ManageConnection` for raw upstream connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tracing::debug;
+
+use super::conn::{Target, UpstreamConn};
+use super::{Stats, UpstreamError, UpstreamHealth};
+use crate::config::PoolConfig;
+
+/// Reconnect policy: `retries` after the first attempt, delays
+/// `base * factor^n` capped at `max`, with jitter so a Redis restart is not
+/// answered by every sidecar reconnecting in the same millisecond.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub retries: usize,
+    pub base: Duration,
+    pub factor: f32,
+    pub max: Duration,
+}
+
+impl Backoff {
+    pub fn from_config(p: &PoolConfig) -> Backoff {
+        Backoff {
+            retries: p.connect_retries as usize,
+            base: Duration::from_millis(p.backoff_base_ms),
+            factor: p.backoff_factor as f32,
+            max: Duration::from_millis(p.backoff_max_ms),
+        }
+    }
+
+    pub fn builder(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.base)
+            .with_factor(self.factor)
+            .with_max_delay(self.max)
+            .with_max_times(self.retries)
+            .with_jitter()
+    }
+}
+
+/// Creates upstream connections for the pool and reports reachability.
+pub struct UpstreamManager {
+    target: Target,
+    backoff: Backoff,
+    health: Arc<UpstreamHealth>,
+    stats: Arc<Stats>,
+}
+
+impl UpstreamManager {
+    pub fn new(
+        target: Target,
+        backoff: Backoff,
+        health: Arc<UpstreamHealth>,
+        stats: Arc<Stats>,
+    ) -> UpstreamManager {
+        UpstreamManager {
+            target,
+            backoff,
+            health,
+            stats,
+        }
+    }
+}
+
+impl bb8::ManageConnection for UpstreamManager {
+    type Connection = UpstreamConn;
+    type Error = UpstreamError;
+
+    async fn connect(&self) -> Result<UpstreamConn, UpstreamError> {
+        let result = (|| UpstreamConn::connect(&self.target))
+            .retry(self.backoff.builder())
+            .when(UpstreamError::is_transient)
+            .notify(|e, delay| debug!(error = %e, ?delay, "upstream connect failed; retrying"))
+            .await;
+        match result {
+            Ok(conn) => {
+                self.stats.connection_created();
+                self.health.mark_up();
+                Ok(conn)
+            }
+            Err(e) => {
+                self.stats.upstream_error();
+                self.health.mark_down(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn is_valid(&self, conn: &mut UpstreamConn) -> Result<(), UpstreamError> {
+        conn.ping().await
+    }
+
+    fn has_broken(&self, conn: &mut UpstreamConn) -> bool {
+        conn.is_broken()
+    }
+}

@@ -1,0 +1,201 @@
+//! The bounded pool of upstream connections: bb8 with poolside's own
+//! connection manager, fast failure while Redis is down, and usage stats.
+
+mod conn;
+mod health;
+mod manager;
+mod stats;
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bb8::{PooledConnection, RunError};
+
+pub use conn::{encode_command, Target, UpstreamConn, DB_UNKNOWN};
+pub use health::{check_once, spawn_health_checker, UpstreamHealth};
+pub use manager::{Backoff, UpstreamManager};
+pub use stats::{Snapshot, Stats};
+
+use crate::config::Config;
+
+/// Failures talking to Redis. Everything here is the upstream side's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("unexpected reply: {0}")]
+    Reply(String),
+    #[error("I/O error: {0}")]
+    Io(std::io::Error),
+    #[error("connection closed by Redis")]
+    Closed,
+    #[error("malformed reply: {}", .0.message())]
+    Protocol(crate::resp::ProtocolError),
+}
+
+impl UpstreamError {
+    /// Worth retrying a connect: the network, not the credentials.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::Io(_) | UpstreamError::Closed
+        )
+    }
+}
+
+/// Why a client's batch got no connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckoutError {
+    Exhausted { waited: Duration, max: u32 },
+    UpstreamDown(String),
+}
+
+impl CheckoutError {
+    /// The `-ERR` text the client receives.
+    pub fn reply_text(&self) -> String {
+        match self {
+            CheckoutError::Exhausted { waited, max } => format!(
+                "ERR poolside: pool exhausted: no upstream connection free within {} ms (max_connections {})",
+                waited.as_millis(),
+                max
+            ),
+            CheckoutError::UpstreamDown(reason) => {
+                format!("ERR poolside: upstream unavailable: {reason}")
+            }
+        }
+    }
+}
+
+/// The data path's handle on the pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: bb8::Pool<UpstreamManager>,
+    pub health: Arc<UpstreamHealth>,
+    pub stats: Arc<Stats>,
+    checkout_timeout: Duration,
+    max: u32,
+}
+
+/// A connection checked out for a client. Counts as in use until dropped;
+/// dropping it checks it back in, or closes it when it is broken.
+pub struct Upstream {
+    conn: PooledConnection<'static, UpstreamManager>,
+    stats: Arc<Stats>,
+}
+
+impl Deref for Upstream {
+    type Target = UpstreamConn;
+    fn deref(&self) -> &UpstreamConn {
+        &self.conn
+    }
+}
+
+impl DerefMut for Upstream {
+    fn deref_mut(&mut self) -> &mut UpstreamConn {
+        &mut self.conn
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stats.checked_in();
+    }
+}
+
+impl Pool {
+    /// Builds the pool without connecting: poolside starts while Redis is down.
+    pub fn new(config: &Config, target: Target) -> Pool {
+        let health = Arc::new(UpstreamHealth::new(Duration::from_millis(
+            config.pool.backoff_max_ms,
+        )));
+        let stats = Arc::new(Stats::new(config.pool.max_connections));
+        let p = &config.pool;
+        let manager = UpstreamManager::new(
+            target,
+            Backoff::from_config(p),
+            health.clone(),
+            stats.clone(),
+        );
+        let checkout_timeout = Duration::from_millis(p.checkout_timeout_ms);
+        let inner = bb8::Pool::builder()
+            .max_size(p.max_connections)
+            .min_idle(Some(p.min_idle).filter(|n| *n > 0))
+            .test_on_check_out(false)
+            .retry_connection(false)
+            .connection_timeout(checkout_timeout)
+            .max_lifetime(Some(Duration::from_secs(p.max_lifetime_secs)).filter(|d| !d.is_zero()))
+            .idle_timeout(Some(Duration::from_secs(p.idle_timeout_secs)).filter(|d| !d.is_zero()))
+            .queue_strategy(bb8::QueueStrategy::Lifo)
+            .build_unchecked(manager);
+        Pool {
+            inner,
+            health,
+            stats,
+            checkout_timeout,
+            max: p.max_connections,
+        }
+    }
+
+    /// Checks out a clean, open connection for one client batch.
+    ///
+    /// While Redis is known to be down this fails at once (one caller at a
+    /// time is let through to probe), so clients get an error, not a hang.
+    pub async fn check_out(&self) -> Result<Upstream, CheckoutError> {
+        let started = Instant::now();
+        // Idle connections found closed (Redis restarted) are discarded and the
+        // next one tried; nothing was sent on them, so this is no retry.
+        for _ in 0..=self.max {
+            if !self.health.may_try() {
+                return Err(CheckoutError::UpstreamDown(self.health.reason()));
+            }
+            let down = self.health.down_notified();
+            tokio::pin!(down);
+            down.as_mut().enable();
+            let got = tokio::select! {
+                got = self.inner.get_owned() => got,
+                _ = down => return Err(CheckoutError::UpstreamDown(self.health.reason())),
+            };
+            match got {
+                Ok(mut conn) => {
+                    if conn.is_closed() {
+                        conn.mark_broken();
+                        continue;
+                    }
+                    self.stats.checked_out(started.elapsed());
+                    return Ok(Upstream {
+                        conn,
+                        stats: self.stats.clone(),
+                    });
+                }
+                Err(RunError::TimedOut) => {
+                    if self.health.is_down() {
+                        return Err(CheckoutError::UpstreamDown(self.health.reason()));
+                    }
+                    self.stats.exhausted();
+                    return Err(CheckoutError::Exhausted {
+                        waited: self.checkout_timeout,
+                        max: self.max,
+                    });
+                }
+                Err(RunError::User(e)) => return Err(CheckoutError::UpstreamDown(e.to_string())),
+            }
+        }
+        Err(CheckoutError::UpstreamDown(
+            "every pooled connection was found closed".into(),
+        ))
+    }
+
+    /// Pool occupancy and counters right now.
+    pub fn snapshot(&self) -> Snapshot {
+        let state = self.inner.state();
+        self.stats.snapshot(&state)
+    }
+
+    /// The underlying bb8 pool, for the health checker.
+    pub(crate) fn bb8(&self) -> &bb8::Pool<UpstreamManager> {
+        &self.inner
+    }
+}

@@ -1,0 +1,369 @@
+//! The router: turns one client batch into one upstream round trip plus
+//! local answers, in the client's order, and keeps the client's state.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::local::{self, Answer};
+use super::Shared;
+use crate::command::{allowed_before_auth, classify, Class};
+use crate::pool::{encode_command, Upstream};
+use crate::resp::{write_error, CommandScanner, Frame, ReplyScanner};
+
+/// What the session does after a batch.
+pub enum Flow {
+    Continue,
+    /// Reply, then close the client (QUIT).
+    Close,
+    /// Stream both ways from buffer offset `from` on this dedicated connection.
+    Stream {
+        from: usize,
+        conn: Upstream,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A local reply: `local[..end]` past the previous local step.
+    Local {
+        end: usize,
+    },
+    Remote(Remote),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Remote {
+    Plain,
+    Select(Option<u32>),
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+    PinSession,
+    Dirty,
+}
+
+/// Transaction and pinning state; while any of it holds, the client keeps its connection.
+#[derive(Debug, Default)]
+struct Pin {
+    multi: bool,
+    watch: bool,
+    session: bool,
+    queued: u32,
+    /// `SELECT`s queued inside MULTI: (position in the transaction, db).
+    queued_selects: Vec<(u32, u32)>,
+}
+
+impl Pin {
+    fn active(&self) -> bool {
+        self.multi || self.watch || self.session
+    }
+}
+
+/// Per-client state: the session's half of DESIGN.md's "session" hop.
+pub struct Router {
+    shared: Arc<Shared>,
+    pub(super) client: local::ClientState,
+    pinned: Option<Upstream>,
+    pin: Pin,
+    steps: Vec<Step>,
+    local: BytesMut,
+    upbuf: BytesMut,
+    prefix: BytesMut,
+}
+
+impl Router {
+    pub fn new(shared: Arc<Shared>) -> Router {
+        let client = local::ClientState::new(&shared);
+        Router {
+            shared,
+            client,
+            pinned: None,
+            pin: Pin::default(),
+            steps: Vec::with_capacity(64),
+            local: BytesMut::new(),
+            upbuf: BytesMut::with_capacity(16 * 1024),
+            prefix: BytesMut::new(),
+        }
+    }
+
+    /// Runs `frames` (complete commands in `buf`) and appends every reply to `out`.
+    pub async fn execute(
+        &mut self,
+        buf: &[u8],
+        scanner: &CommandScanner,
+        frames: &[Frame],
+        out: &mut BytesMut,
+    ) -> Flow {
+        let (stream_from, close) = self.plan(buf, scanner, frames);
+        let remote = self.upbuf.len() > 0 || stream_from.is_some();
+        if !remote {
+            self.emit_local_only(out);
+            return if close { Flow::Close } else { Flow::Continue };
+        }
+        let mut conn = match self.pinned.take() {
+            Some(c) => c,
+            None => match self.shared.pool.check_out().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let text = e.reply_text();
+                    self.emit_with_error(out, &text, stream_from.is_some());
+                    return if close { Flow::Close } else { Flow::Continue };
+                }
+            },
+        };
+        if let Err(text) = self.round_trip(&mut conn, out).await {
+            self.shared.stats.upstream_error();
+            conn.mark_broken();
+            drop(conn);
+            self.pin = Pin::default();
+            if stream_from.is_some() {
+                write_error(out, &text);
+            }
+            return if close { Flow::Close } else { Flow::Continue };
+        }
+        if let Some(from) = stream_from {
+            return Flow::Stream { from, conn };
+        }
+        if self.pin.active() {
+            self.pinned = Some(conn);
+        }
+        if close {
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
+    }
+
+    /// Sorts the batch into upstream bytes and local answers. Returns where a
+    /// streaming command starts, and whether the client asked to close.
+    fn plan(
+        &mut self,
+        buf: &[u8],
+        scanner: &CommandScanner,
+        frames: &[Frame],
+    ) -> (Option<usize>, bool) {
+        self.steps.clear();
+        self.local.clear();
+        self.upbuf.clear();
+        for f in frames {
+            if f.is_empty() {
+                continue;
+            }
+            self.shared.stats.commands.fetch_add(1, Relaxed);
+            let name = scanner.arg(buf, f, 0).unwrap_or_default();
+            let class = classify(name, scanner.arg(buf, f, 1));
+            if !self.client.authenticated && !allowed_before_auth(class) {
+                write_error(&mut self.local, "NOAUTH Authentication required.");
+                self.steps.push(Step::Local {
+                    end: self.local.len(),
+                });
+                continue;
+            }
+            let remote = match class {
+                Class::Local(l) => {
+                    let answer = self.client.answer(l, buf, scanner, f, &mut self.local);
+                    self.steps.push(Step::Local {
+                        end: self.local.len(),
+                    });
+                    match answer {
+                        Answer::Close => return (None, true),
+                        Answer::Reset => {
+                            if let Some(mut c) = self.pinned.take() {
+                                c.mark_broken();
+                            }
+                            self.pin = Pin::default();
+                        }
+                        Answer::Done => {}
+                    }
+                    continue;
+                }
+                Class::Unsupported(msg) => {
+                    write_error(&mut self.local, &format!("ERR poolside: {msg}"));
+                    self.steps.push(Step::Local {
+                        end: self.local.len(),
+                    });
+                    continue;
+                }
+                Class::Stream => return (Some(f.start), false),
+                Class::Stateless => Remote::Plain,
+                Class::Select => Remote::Select(
+                    scanner
+                        .arg(buf, f, 1)
+                        .filter(|_| f.argc() == 2)
+                        .and_then(|a| std::str::from_utf8(a).ok())
+                        .and_then(|a| a.parse().ok()),
+                ),
+                Class::Multi => Remote::Multi,
+                Class::Exec => Remote::Exec,
+                Class::Discard => Remote::Discard,
+                Class::Watch => Remote::Watch,
+                Class::Unwatch => Remote::Unwatch,
+                Class::PinSession => Remote::PinSession,
+                Class::Dirty => Remote::Dirty,
+            };
+            self.upbuf.extend_from_slice(&buf[f.start..f.end]);
+            self.steps.push(Step::Remote(remote));
+        }
+        (None, false)
+    }
+
+    fn emit_local_only(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(&self.local);
+    }
+
+    /// Local answers in place, `text` as the reply to every remote step.
+    fn emit_with_error(&mut self, out: &mut BytesMut, text: &str, stream: bool) {
+        let mut prev = 0;
+        for step in &self.steps {
+            match *step {
+                Step::Local { end } => {
+                    out.extend_from_slice(&self.local[prev..end]);
+                    prev = end;
+                }
+                Step::Remote(_) => write_error(out, text),
+            }
+        }
+        if stream {
+            write_error(out, text);
+        }
+    }
+
+    /// One write of the whole batch, then its replies in order, interleaved
+    /// with the local answers. On failure every unanswered remote step gets
+    /// the returned error text (already written to `out`).
+    async fn round_trip(&mut self, conn: &mut Upstream, out: &mut BytesMut) -> Result<(), String> {
+        self.prefix.clear();
+        let select_first = conn.db != self.client.db && !self.upbuf.is_empty();
+        if select_first {
+            let db = self.client.db.to_string();
+            encode_command(&mut self.prefix, &[b"SELECT", db.as_bytes()]);
+        }
+        if !self.upbuf.is_empty() {
+            if let Err(e) = conn.write_batch(&[&self.prefix, &self.upbuf]).await {
+                let text = format!("ERR poolside: upstream connection lost: {e}");
+                self.emit_with_error(out, &text, false);
+                return Err(text);
+            }
+        }
+        if select_first {
+            let mark = out.len();
+            let ok = match conn.read_reply(out).await {
+                Ok(start) => out[start] == b'+',
+                Err(_) => false,
+            };
+            out.truncate(mark);
+            if !ok {
+                let text = "ERR poolside: upstream connection lost while selecting the database"
+                    .to_string();
+                self.emit_with_error(out, &text, false);
+                return Err(text);
+            }
+            conn.db = self.client.db;
+        }
+        let mut prev = 0;
+        for i in 0..self.steps.len() {
+            match self.steps[i] {
+                Step::Local { end } => {
+                    out.extend_from_slice(&self.local[prev..end]);
+                    prev = end;
+                }
+                Step::Remote(kind) => match conn.read_reply(out).await {
+                    Ok(start) => self.apply(kind, &out[start..], conn),
+                    Err(e) => {
+                        let text = format!("ERR poolside: upstream connection lost: {e}");
+                        for step in &self.steps[i..] {
+                            match *step {
+                                Step::Local { end } => {
+                                    out.extend_from_slice(&self.local[prev..end]);
+                                    prev = end;
+                                }
+                                Step::Remote(_) => write_error(out, &text),
+                            }
+                        }
+                        return Err(text);
+                    }
+                },
+            }
+        }
+        conn.finish_batch();
+        Ok(())
+    }
+
+    /// Updates client and pinning state from one reply.
+    fn apply(&mut self, kind: Remote, reply: &[u8], conn: &mut Upstream) {
+        let ok = reply.first() == Some(&b'+');
+        let queued = self.pin.multi && reply.starts_with(b"+QUEUED\r\n");
+        match kind {
+            Remote::Select(Some(db)) if queued => {
+                self.pin.queued_selects.push((self.pin.queued, db));
+            }
+            Remote::Select(Some(db)) if ok && !self.pin.multi => {
+                self.client.db = db;
+                conn.db = db;
+            }
+            Remote::Multi if ok => {
+                self.pin.multi = true;
+                self.pin.queued = 0;
+                self.pin.queued_selects.clear();
+                return;
+            }
+            Remote::Exec | Remote::Discard => {
+                if matches!(kind, Remote::Exec) && !self.pin.queued_selects.is_empty() {
+                    self.apply_queued_selects(reply, conn);
+                }
+                if self.pin.multi || reply.first() != Some(&b'-') {
+                    self.pin.multi = false;
+                    self.pin.watch = false;
+                }
+                self.pin.queued_selects.clear();
+                return;
+            }
+            Remote::Watch if ok => self.pin.watch = true,
+            Remote::Unwatch => self.pin.watch = false,
+            Remote::PinSession => self.pin.session = true,
+            Remote::Dirty => {
+                conn.mark_dirty();
+                self.pin.session = true;
+            }
+            _ => {}
+        }
+        if queued {
+            self.pin.queued += 1;
+        }
+    }
+
+    /// EXEC ran the queued SELECTs: follow the ones whose element is `+OK`.
+    fn apply_queued_selects(&mut self, reply: &[u8], conn: &mut Upstream) {
+        let Some(header_end) = crate::resp::find_crlf(reply, 1) else {
+            return;
+        };
+        if reply[0] != b'*' {
+            return;
+        }
+        let mut scanner = ReplyScanner::default();
+        let mut at = header_end + 2;
+        let mut index = 0u32;
+        while let Ok(Some(end)) = scanner.scan(reply, at) {
+            if let Some(&(_, db)) = self.pin.queued_selects.iter().find(|(i, _)| *i == index) {
+                if reply[at] == b'+' {
+                    self.client.db = db;
+                    conn.db = db;
+                }
+            }
+            at = end;
+            index += 1;
+        }
+    }
+
+    /// The client is gone: a connection still pinned carries its state
+    /// (a transaction, WATCH, tracking) and is closed, not reused.
+    pub fn close(&mut self) {
+        if let Some(mut c) = self.pinned.take() {
+            c.mark_broken();
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! One client connection: read whatever complete commands are buffered (a
+//! pipeline), run them as one batch, write the replies, repeat.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::router::{Flow, Router};
+use super::Shared;
+use crate::pool::Upstream;
+use crate::resp::{write_error, CommandScanner, Frame};
+
+/// Why a session ended, for the disconnect log line.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    Quit,
+    Shutdown,
+    IdleTimeout,
+    FrameTimeout,
+    ProtocolError,
+    #[allow(dead_code)] // read through `Debug` in the disconnect log line
+    Io(std::io::Error),
+    StreamEnded,
+}
+
+pub struct Session<S> {
+    shared: Arc<Shared>,
+    client: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    scanner: CommandScanner,
+    frames: Vec<Frame>,
+    router: Router,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub fn new(shared: Arc<Shared>, client: S, shutdown: watch::Receiver<bool>) -> Session<S> {
+        Session {
+            scanner: CommandScanner::new(shared.limits),
+            router: Router::new(shared.clone()),
+            shared,
+            client,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: BytesMut::with_capacity(16 * 1024),
+            frames: Vec::with_capacity(64),
+            shutdown,
+        }
+    }
+
+    pub async fn run(mut self, peer: &str) {
+        debug!(client = self.router.client.id, peer, "client connected");
+        let end = self.serve().await;
+        self.router.close();
+        debug!(client = self.router.client.id, peer, reason = ?end, "client disconnected");
+    }
+
+    async fn serve(&mut self) -> End {
+        let mut partial_since: Option<Instant> = None;
+        loop {
+            if *self.shutdown.borrow() {
+                return End::Shutdown;
+            }
+            match self.read_more(partial_since).await {
+                Ok(0) => return End::ClientClosed,
+                Ok(_) => {}
+                Err(end) => return end,
+            }
+            let mut protocol_error = None;
+            self.frames.clear();
+            loop {
+                match self.scanner.next_frame(&self.rbuf) {
+                    Ok(Some(f)) => self.frames.push(f),
+                    Ok(None) => break,
+                    Err(e) => {
+                        protocol_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            let consumed = self.frames.last().map_or(0, |f| f.end);
+            let flow = if self.frames.is_empty() {
+                Flow::Continue
+            } else {
+                self.router
+                    .execute(&self.rbuf, &self.scanner, &self.frames, &mut self.wbuf)
+                    .await
+            };
+            if let Some(e) = protocol_error {
+                self.shared.stats.protocol_errors.fetch_add(1, Relaxed);
+                debug!(
+                    client = self.router.client.id,
+                    error = e.message(),
+                    "client protocol error"
+                );
+                write_error(
+                    &mut self.wbuf,
+                    &format!("ERR Protocol error: {}", e.message()),
+                );
+                let _ = self.flush().await;
+                return End::ProtocolError;
+            }
+            if let Err(e) = self.flush().await {
+                return End::Io(e);
+            }
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => return End::Quit,
+                Flow::Stream { from, conn } => return self.stream(from, conn).await,
+            }
+            self.rbuf.advance(consumed);
+            self.scanner.consume(consumed);
+            partial_since = match (self.rbuf.is_empty(), partial_since) {
+                (true, _) => None,
+                (false, Some(t)) if consumed == 0 => Some(t),
+                (false, _) => Some(Instant::now()),
+            };
+        }
+    }
+
+    /// Reads more client bytes. A frame left incomplete longer than
+    /// `frame_timeout` (slow-loris), or silence longer than the idle timeout,
+    /// ends the session; so does shutdown while no batch is in flight.
+    async fn read_more(&mut self, partial_since: Option<Instant>) -> Result<usize, End> {
+        let deadline = match (partial_since, self.shared.idle_timeout) {
+            (Some(t), _) => Some((t + self.shared.frame_timeout, End::FrameTimeout)),
+            (None, Some(idle)) => Some((Instant::now() + idle, End::IdleTimeout)),
+            (None, None) => None,
+        };
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let (at, why) = deadline.unwrap_or((far, End::IdleTimeout));
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(16 * 1024);
+        }
+        tokio::select! {
+            read = self.client.read_buf(&mut self.rbuf) => read.map_err(End::Io),
+            _ = tokio::time::sleep_until(at.into()) => {
+                if matches!(why, End::FrameTimeout) {
+                    write_error(&mut self.wbuf, "ERR Protocol error: incomplete command timed out");
+                    let _ = self.flush().await;
+                }
+                Err(why)
+            }
+            _ = self.shutdown.changed() => Err(End::Shutdown),
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let result = self.client.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        result
+    }
+
+    /// Pub/sub and MONITOR: replies no longer pair with commands, so bytes
+    /// flow both ways on this client's own connection until either side
+    /// closes; the connection is then closed, since it may still be subscribed.
+    async fn stream(&mut self, from: usize, mut conn: Upstream) -> End {
+        conn.mark_broken();
+        let pending = self.rbuf.split_off(from);
+        let result = async {
+            conn.stream.write_all(&pending).await?;
+            tokio::select! {
+                r = tokio::io::copy_bidirectional(&mut self.client, &mut conn.stream) => r.map(|_| ()),
+                _ = self.shutdown.changed() => Ok(()),
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => End::StreamEnded,
+            Err(e) => End::Io(e),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Upstream replies (RESP2 and RESP3), and replies poolside builds itself.
+
+use bytes::{BufMut, BytesMut};
+
+use super::{find_crlf, parse_int, ProtocolError};
+
+/// Finds where one reply ends. Aggregates are counted, not recursed into, so
+/// nesting depth costs nothing and a half-received reply resumes at the
+/// element where the last call stopped.
+#[derive(Debug, Default)]
+pub struct ReplyScanner {
+    pos: usize,
+    /// Elements still to read of the reply in progress (0 = none started).
+    pending: u64,
+}
+
+impl ReplyScanner {
+    /// End offset of the reply starting at `start`, `Ok(None)` if incomplete.
+    /// After `Ok(Some(end))` the scanner is ready for the reply at `end`.
+    pub fn scan(&mut self, buf: &[u8], start: usize) -> Result<Option<usize>, ProtocolError> {
+        if self.pending == 0 {
+            self.pos = start;
+            self.pending = 1;
+        }
+        while self.pending > 0 {
+            let pos = self.pos;
+            let Some(&kind) = buf.get(pos) else {
+                return Ok(None);
+            };
+            let Some(eol) = find_crlf(buf, pos + 1) else {
+                return Ok(None);
+            };
+            let next = match kind {
+                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => eol + 2,
+                b'$' | b'!' | b'=' => {
+                    let len = parse_int(&buf[pos + 1..eol]).ok_or(ProtocolError::InvalidInteger)?;
+                    if len < 0 {
+                        eol + 2
+                    } else {
+                        let end = eol + 2 + len as usize + 2;
+                        if end > buf.len() {
+                            return Ok(None);
+                        }
+                        end
+                    }
+                }
+                b'*' | b'~' | b'>' | b'%' | b'|' => {
+                    let n = parse_int(&buf[pos + 1..eol]).ok_or(ProtocolError::InvalidInteger)?;
+                    let n = n.max(0) as u64;
+                    self.pending += match kind {
+                        b'%' => 2 * n,
+                        // An attribute map precedes the value it describes.
+                        b'|' => 2 * n + 1,
+                        _ => n,
+                    };
+                    eol + 2
+                }
+                other => return Err(ProtocolError::UnknownReplyType(other)),
+            };
+            self.pos = next;
+            self.pending -= 1;
+        }
+        Ok(Some(self.pos))
+    }
+
+    /// Forgets a reply in progress (its connection is being discarded).
+    pub fn reset(&mut self) {
+        self.pending = 0;
+        self.pos = 0;
+    }
+
+    /// Rebases a reply in progress after the caller dropped `n` leading bytes.
+    pub fn consume(&mut self, n: usize) {
+        if self.pending > 0 {
+            self.pos -= n;
+        }
+    }
+}
+
+pub fn write_simple(out: &mut BytesMut, s: &str) {
+    out.reserve(s.len() + 3);
+    out.put_u8(b'+');
+    out.put_slice(s.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// An error reply; `msg` starts with its code (`ERR ...`, `WRONGPASS ...`).
+/// Line breaks are replaced so a message can never break the framing.
+pub fn write_error(out: &mut BytesMut, msg: &str) {
+    out.reserve(msg.len() + 3);
+    out.put_u8(b'-');
+    for b in msg.bytes() {
+        out.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+    }
+    out.put_slice(b"\r\n");
+}
+
+pub fn write_bulk(out: &mut BytesMut, data: Option<&[u8]>) {
+    match data {
+        None => out.put_slice(b"$-1\r\n"),
+        Some(d) => {
+            out.reserve(d.len() + 16);
+            out.put_u8(b'$');
+            out.put_slice(d.len().to_string().as_bytes());
+            out.put_slice(b"\r\n");
+            out.put_slice(d);
+            out.put_slice(b"\r\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends(input: &[u8]) -> Vec<usize> {
+        let mut s = ReplyScanner::default();
+        let mut at = 0;
+        let mut out = Vec::new();
+        while let Some(end) = s.scan(input, at).unwrap() {
+            out.push(end);
+            at = end;
+        }
+        out
+    }
+
+    #[test]
+    fn scans_resp2_and_resp3_replies() {
+        let input = b"+OK\r\n$-1\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n%1\r\n+k\r\n,1.5\r\n|1\r\n+a\r\n+b\r\n+v\r\n*-1\r\n";
+        assert_eq!(ends(input), vec![5, 10, 29, 43, 59, 64]);
+    }
+
+    #[test]
+    fn resumes_at_every_split_point() {
+        let input = b"*3\r\n$5\r\nhello\r\n*2\r\n:1\r\n:2\r\n-ERR x\r\n+OK\r\n";
+        for cut in 0..input.len() {
+            let mut s = ReplyScanner::default();
+            let first = s.scan(&input[..cut], 0).unwrap();
+            let end = first.or_else(|| s.scan(input, 0).unwrap()).unwrap();
+            assert_eq!(end, 35, "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_types() {
+        let mut s = ReplyScanner::default();
+        assert_eq!(
+            s.scan(b"?x\r\n", 0),
+            Err(ProtocolError::UnknownReplyType(b'?'))
+        );
+    }
+
+    #[test]
+    fn error_replies_cannot_break_framing() {
+        let mut out = BytesMut::new();
+        write_error(&mut out, "ERR a\r\nb");
+        assert_eq!(&out[..], b"-ERR a  b\r\n");
+    }
+}
