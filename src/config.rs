@@ -11,6 +11,7 @@
 //! The profile itself comes from `--profile`, `POOLSIDE_PROFILE` or
 //! `DEPLOYMENT_ENV`; the file from `--config` or `POOLSIDE_CONFIG`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -20,11 +21,13 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod render;
+mod security;
 mod sources;
 pub mod url;
 mod validate;
 
 pub use render::render_effective;
+pub use security::{read_secret_file, PolicyConfig, Problem, SecretCell, TlsConfig};
 pub use sources::Overrides;
 pub use validate::ConfigError;
 
@@ -122,6 +125,16 @@ fn num_to_string(n: figment::value::Num) -> String {
     }
 }
 
+/// How client batches use upstream connections (DESIGN.md, "Pool modes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A connection per batch, pinned for stateful sessions.
+    Transaction,
+    /// Stateless batches of many clients share connections in flight.
+    Multiplexed,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -151,9 +164,21 @@ pub struct Config {
     pub drain_timeout_ms: u64,
     /// Password clients must send with AUTH/HELLO; none by default.
     pub client_password: Option<Secret>,
+    /// File holding the client password (wins over `client_password`);
+    /// re-read on SIGHUP. Env: `POOLSIDE_CLIENT_PASSWORD_FILE`.
+    pub client_password_file: Option<PathBuf>,
+    /// ACL-style users for `AUTH user password`; none by default.
+    #[serde(default)]
+    pub client_users: BTreeMap<String, Secret>,
+    /// Listening on a non-loopback address without client authentication is
+    /// refused at start unless this is true. Default false.
+    pub allow_unauthenticated_remote: bool,
     pub upstream: UpstreamConfig,
     pub pool: PoolConfig,
     pub limits: LimitsConfig,
+    pub alerts: AlertsConfig,
+    pub tls: TlsConfig,
+    pub policy: PolicyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +188,9 @@ pub struct UpstreamConfig {
     pub url: String,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// File holding the password (wins over `password` and the URL's);
+    /// re-read on SIGHUP for new connections. Env: `REDIS_PASSWORD_FILE`.
+    pub password_file: Option<PathBuf>,
     /// One TCP connect + AUTH attempt. Default 1000 ms.
     pub connect_timeout_ms: u64,
 }
@@ -170,6 +198,8 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
+    /// `transaction` (default) or `multiplexed`.
+    pub mode: PoolMode,
     /// Upper bound on upstream connections: 20 / 60 / 160 by profile.
     pub max_connections: u32,
     /// Idle connections kept open and health-checked: 2 / 5 / 10.
@@ -189,6 +219,12 @@ pub struct PoolConfig {
     pub backoff_base_ms: u64,
     pub backoff_factor: u32,
     pub backoff_max_ms: u64,
+    /// Multiplexed mode: batches in flight on every shared connection
+    /// before another one is opened. Default 64.
+    pub multiplex_saturation: usize,
+    /// Multiplexed mode: a shared connection idle this long goes back to the
+    /// pool. Default 5000 ms.
+    pub multiplex_idle_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +240,49 @@ pub struct LimitsConfig {
     pub frame_timeout_ms: u64,
     /// A client silent this long is closed; 0 disables (like Redis `timeout 0`).
     pub client_idle_timeout_secs: u64,
+    /// Client bytes handled as one batch; the rest waits for the next round.
+    /// Default 1 MiB (a larger single frame is still one batch).
+    pub max_pipeline_bytes: usize,
+    /// Pub/sub and MONITOR: upstream bytes held for a client that does not
+    /// read before it is disconnected. Default 8 MiB.
+    pub max_output_bytes: usize,
+}
+
+/// Utilization alerts and sizing recommendations (see `src/alerts.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Utilization (percent of max_connections checked out) held above this
+    /// for `window_secs` raises a warning. Default 60.
+    pub warning_percent: u32,
+    /// Held above this, or any pool exhaustion in the window: critical. Default 80.
+    pub critical_percent: u32,
+    /// A level is left only once utilization stays this many points below
+    /// its threshold for a window, so it does not flap. Default 5.
+    pub hysteresis_percent: u32,
+    /// How long a level's condition must hold. Default 30 s.
+    pub window_secs: u64,
+    /// Window behind the sizing recommendations. Default 300 s.
+    pub recommendation_window_secs: u64,
+    /// Plain `http://` URL that receives a JSON POST on every level change
+    /// (Slack-compatible `text` field). Not set by default. Printed redacted.
+    pub webhook_url: Option<Secret>,
+    /// One webhook POST may take this long. Default 2000 ms.
+    pub webhook_timeout_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> AlertsConfig {
+        AlertsConfig {
+            warning_percent: 60,
+            critical_percent: 80,
+            hysteresis_percent: 5,
+            window_secs: 30,
+            recommendation_window_secs: 300,
+            webhook_url: None,
+            webhook_timeout_ms: 2_000,
+        }
+    }
 }
 
 impl Config {
@@ -223,13 +302,18 @@ impl Config {
             worker_threads: 1,
             drain_timeout_ms: 10_000,
             client_password: None,
+            client_password_file: None,
+            client_users: BTreeMap::new(),
+            allow_unauthenticated_remote: false,
             upstream: UpstreamConfig {
                 url: "redis://127.0.0.1:6379".into(),
                 username: None,
                 password: None,
+                password_file: None,
                 connect_timeout_ms: 1_000,
             },
             pool: PoolConfig {
+                mode: PoolMode::Transaction,
                 max_connections,
                 min_idle,
                 checkout_timeout_ms: 5_000,
@@ -240,6 +324,8 @@ impl Config {
                 backoff_base_ms: 8,
                 backoff_factor: 4,
                 backoff_max_ms: 512,
+                multiplex_saturation: 64,
+                multiplex_idle_ms: 5_000,
             },
             limits: LimitsConfig {
                 max_clients,
@@ -247,7 +333,12 @@ impl Config {
                 max_array_depth: 64,
                 frame_timeout_ms: 30_000,
                 client_idle_timeout_secs: 0,
+                max_pipeline_bytes: 1 << 20,
+                max_output_bytes: 8 << 20,
             },
+            alerts: AlertsConfig::default(),
+            tls: TlsConfig::default(),
+            policy: PolicyConfig::for_profile(profile),
         }
     }
 

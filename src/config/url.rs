@@ -8,6 +8,8 @@ pub struct UpstreamUrl {
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `rediss://`: connect with TLS.
+    pub tls: bool,
 }
 
 impl UpstreamUrl {
@@ -21,13 +23,15 @@ impl UpstreamUrl {
     }
 }
 
-/// Parses `redis://[user[:password]@]host[:port][/db]`.
+/// Parses `redis[s]://[user[:password]@]host[:port][/db]`.
 pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
-    let rest = match url.split_once("://") {
-        Some(("redis", rest)) => rest,
-        Some(("rediss", _)) => return Err("TLS (rediss://) is not supported yet".into()),
+    let (rest, tls) = match url.split_once("://") {
+        Some(("redis", rest)) => (rest, false),
+        Some(("rediss", rest)) => (rest, true),
         Some((scheme, _)) => {
-            return Err(format!("unsupported scheme '{scheme}', expected redis://"))
+            return Err(format!(
+                "unsupported scheme '{scheme}', expected redis:// or rediss://"
+            ))
         }
         None => return Err("expected a URL of the form redis://host:port".into()),
     };
@@ -62,6 +66,7 @@ pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
         username,
         password,
         db,
+        tls,
     })
 }
 
@@ -151,6 +156,14 @@ mod tests {
         assert_eq!(u.password.as_deref(), Some("s3cret"));
         assert_eq!(u.db, 2);
         assert_eq!(u.address(), "cache.internal:6390");
+    }
+
+    #[test]
+    fn rediss_means_tls() {
+        let u = parse("rediss://:pw@cache.example.com:6380").unwrap();
+        assert!(u.tls);
+        assert_eq!((u.host.as_str(), u.port), ("cache.example.com", 6380));
+        assert!(!parse("redis://h").unwrap().tls);
     }
 
     #[test]

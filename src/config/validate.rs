@@ -148,5 +148,11 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             "must be greater than 0".into(),
         );
     }
+    if let Err(p) = config.check_security() {
+        return fail(p.key, p.value, p.reason);
+    }
+    if let Err((key, value, reason)) = crate::alerts::check_config(&config.alerts) {
+        return fail(key, value, reason);
+    }
     Ok(())
 }

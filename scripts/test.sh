@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole check, exactly what CI runs (.ci/run): dependencies, formatting,
+# lints, then every test (integration tests start their own redis-server).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+for component in fmt clippy; do
+    if ! cargo "$component" --version >/dev/null 2>&1; then
+        echo "test.sh: 'cargo $component' is missing: rustup component add ${component/fmt/rustfmt}" >&2
+        exit 1
+    fi
+done
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

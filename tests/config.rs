@@ -1,0 +1,366 @@
+//! Configuration: profiles, layering, the shipped profile files and error
+//! messages. Environment and working directory come from `figment::Jail`,
+//! which serializes the tests that touch them and restores both afterwards;
+//! the binary's tests (`cli`) give each child its own environment instead.
+
+#[path = "config/cli.rs"]
+mod cli;
+
+use std::path::PathBuf;
+
+use figment::Jail;
+use poolside::config::{render_effective, Config, ConfigError, Overrides, Profile};
+
+/// Runs `f` in a jail with an empty environment and an empty working directory,
+/// so whatever the CI machine exports (REDIS_URL...) cannot leak in.
+// figment's `Jail` API returns its large error type; nothing here returns one.
+#[allow(clippy::result_large_err)]
+fn jailed(f: impl FnOnce(&mut Jail)) {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        f(jail);
+        Ok(())
+    });
+}
+
+fn create_file(jail: &Jail, path: &str, contents: &str) {
+    if let Some((dir, _)) = path.rsplit_once('/') {
+        jail.create_dir(dir).expect("creates the directory");
+    }
+    jail.create_file(path, contents).expect("creates the file");
+}
+
+fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+    Config::load(overrides).map(|(config, _)| config)
+}
+
+fn load_default() -> Config {
+    load(&Overrides::default()).expect("configuration loads")
+}
+
+fn load_error() -> String {
+    match load(&Overrides::default()) {
+        Ok(config) => panic!("expected a ConfigError, loaded {config:?}"),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[test]
+fn without_any_setting_the_profile_is_development() {
+    jailed(|_| {
+        let config = load_default();
+        assert_eq!(config.profile, Profile::Development);
+        assert_eq!(config.pool.max_connections, 20);
+        assert_eq!(config.listen, "127.0.0.1:6380");
+        assert_eq!(config.admin_listen, "127.0.0.1:9180");
+        assert_eq!(config.upstream.url, "redis://127.0.0.1:6379");
+    });
+}
+
+#[test]
+fn deployment_env_and_its_aliases_size_the_pool() {
+    let cases = [
+        ("development", Profile::Development, 20),
+        ("dev", Profile::Development, 20),
+        ("staging", Profile::Staging, 60),
+        ("production", Profile::Production, 160),
+        ("prod", Profile::Production, 160),
+        ("PROD", Profile::Production, 160),
+    ];
+    for (name, profile, max_connections) in cases {
+        jailed(|jail| {
+            jail.set_env("DEPLOYMENT_ENV", name);
+            let config = load_default();
+            assert_eq!(config.profile, profile, "DEPLOYMENT_ENV={name}");
+            assert_eq!(config.pool.max_connections, max_connections, "{name}");
+            assert_eq!(config.pool.health_check_interval_secs, 30);
+            assert_eq!(config.pool.connect_retries, 3);
+        });
+    }
+}
+
+#[test]
+fn profile_flag_wins_over_deployment_env() {
+    jailed(|jail| {
+        jail.set_env("DEPLOYMENT_ENV", "production");
+        let overrides = Overrides {
+            profile: Some("staging".into()),
+            ..Overrides::default()
+        };
+        let config = load(&overrides).expect("loads");
+        assert_eq!(config.profile, Profile::Staging);
+        assert_eq!(config.pool.max_connections, 60);
+    });
+}
+
+#[test]
+fn unknown_deployment_env_is_an_error_naming_the_variable() {
+    jailed(|jail| {
+        jail.set_env("DEPLOYMENT_ENV", "qa");
+        let message = load_error();
+        assert!(message.contains("DEPLOYMENT_ENV"), "{message}");
+        assert!(message.contains("qa"), "{message}");
+        assert!(message.contains("profile"), "{message}");
+    });
+}
+
+#[test]
+fn poolside_env_vars_override_nested_keys() {
+    jailed(|jail| {
+        jail.set_env("POOLSIDE_POOL__MAX_CONNECTIONS", "7");
+        jail.set_env("POOLSIDE_LIMITS__MAX_CLIENTS", "42");
+        jail.set_env("POOLSIDE_WORKER_THREADS", "2");
+        let config = load_default();
+        assert_eq!(config.pool.max_connections, 7);
+        assert_eq!(config.limits.max_clients, 42);
+        assert_eq!(config.worker_threads, 2);
+    });
+}
+
+#[test]
+fn poolside_env_strings_are_taken_verbatim() {
+    jailed(|jail| {
+        // Parsed as numbers, these would become "123" and fail as a username.
+        jail.set_env("POOLSIDE_UPSTREAM__PASSWORD", "0123");
+        jail.set_env("POOLSIDE_UPSTREAM__USERNAME", "123");
+        jail.set_env("POOLSIDE_CLIENT_PASSWORD", "true");
+        jail.set_env("POOLSIDE_CLIENT_USERS__APP", "007");
+        jail.set_env("POOLSIDE_TLS__MIN_VERSION", "1.3");
+        let config = load_default();
+        let app = config.client_users.get("app").map(|s| s.expose());
+        assert_eq!(app, Some("007"));
+        assert_eq!(config.tls.min_version, "1.3");
+        let password = config.upstream.password.as_ref().map(|s| s.expose());
+        assert_eq!(password, Some("0123"));
+        assert_eq!(config.upstream.username.as_deref(), Some("123"));
+        let client = config.client_password.as_ref().map(|s| s.expose());
+        assert_eq!(client, Some("true"));
+    });
+}
+
+#[test]
+fn redis_url_sets_the_upstream() {
+    jailed(|jail| {
+        jail.set_env("REDIS_URL", "redis://cache.internal:6390/2");
+        jail.set_env("REDIS_HOST", "ignored-when-redis-url-is-set");
+        assert_eq!(load_default().upstream.url, "redis://cache.internal:6390/2");
+    });
+}
+
+#[test]
+fn redis_host_and_port_set_the_upstream() {
+    jailed(|jail| {
+        jail.set_env("REDIS_HOST", "cache.internal");
+        jail.set_env("REDIS_PORT", "6390");
+        assert_eq!(load_default().upstream.url, "redis://cache.internal:6390");
+    });
+    jailed(|jail| {
+        jail.set_env("REDIS_PORT", "7000");
+        assert_eq!(load_default().upstream.url, "redis://127.0.0.1:7000");
+    });
+}
+
+#[test]
+fn redis_password_and_username_land_in_upstream() {
+    jailed(|jail| {
+        jail.set_env("REDIS_PASSWORD", "hunter2");
+        jail.set_env("REDIS_USERNAME", "app");
+        let config = load_default();
+        let password = config.upstream.password.as_ref().map(|s| s.expose());
+        assert_eq!(password, Some("hunter2"));
+        assert_eq!(config.upstream.username.as_deref(), Some("app"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+    });
+}
+
+#[test]
+fn layers_apply_in_order_flags_last() {
+    jailed(|jail| {
+        jail.set_env("REDIS_URL", "redis://from-redis-url:1");
+        jail.set_env("POOLSIDE_UPSTREAM__URL", "redis://from-poolside-env:2");
+        assert_eq!(load_default().upstream.url, "redis://from-poolside-env:2");
+        let flags = Overrides {
+            upstream: Some("redis://from-flag:3".into()),
+            listen: Some("127.0.0.1:7380".into()),
+            ..Overrides::default()
+        };
+        let config = load(&flags).expect("loads");
+        assert_eq!(config.upstream.url, "redis://from-flag:3");
+        assert_eq!(config.listen, "127.0.0.1:7380");
+    });
+}
+
+#[test]
+fn profile_file_in_the_working_directory_overrides_defaults() {
+    jailed(|jail| {
+        jail.set_env("DEPLOYMENT_ENV", "production");
+        create_file(
+            jail,
+            "profiles/production.toml",
+            "[pool]\nmax_connections = 100\n",
+        );
+        let (config, figment) = Config::load(&Overrides::default()).expect("loads");
+        assert_eq!(config.pool.max_connections, 100);
+        assert_eq!(
+            config.pool.min_idle, 10,
+            "keys the file omits keep defaults"
+        );
+        let rendered = render_effective(&config, &figment);
+        let line = find_line(&rendered, "max_connections = ");
+        assert!(line.contains("profiles/production.toml"), "{line}");
+    });
+}
+
+#[test]
+fn config_file_replaces_the_profile_file() {
+    jailed(|jail| {
+        create_file(jail, "profiles/development.toml", "worker_threads = 3\n");
+        create_file(jail, "custom.toml", "worker_threads = 4\n");
+        let flags = Overrides {
+            config_file: Some(PathBuf::from("custom.toml")),
+            ..Overrides::default()
+        };
+        assert_eq!(load(&flags).expect("loads").worker_threads, 4);
+        jail.set_env("POOLSIDE_CONFIG", "custom.toml");
+        assert_eq!(load_default().worker_threads, 4);
+    });
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    jailed(|_| {
+        let flags = Overrides {
+            config_file: Some(PathBuf::from("absent.toml")),
+            ..Overrides::default()
+        };
+        let message = load(&flags).unwrap_err().to_string();
+        assert!(message.contains("absent.toml"), "{message}");
+        assert!(message.contains("--config"), "{message}");
+    });
+}
+
+#[test]
+fn bad_values_name_the_key_and_the_source() {
+    let cases = [
+        (
+            "POOLSIDE_POOL__MAX_CONNECTIONS",
+            "0",
+            "pool.max_connections",
+        ),
+        ("POOLSIDE_POOL__MIN_IDLE", "abc", "pool.min_idle"),
+        ("POOLSIDE_LISTEN", "not-an-address", "listen"),
+        ("POOLSIDE_POOL__SIZE", "5", "pool.size"),
+    ];
+    for (var, value, key) in cases {
+        jailed(|jail| {
+            jail.set_env(var, value);
+            let message = load_error();
+            assert!(message.contains(key), "{var}={value}: {message}");
+            assert!(message.contains(var), "{var}={value}: {message}");
+        });
+    }
+}
+
+#[test]
+fn bad_value_in_a_file_names_the_file() {
+    jailed(|jail| {
+        create_file(jail, "profiles/development.toml", "[pool]\nmin_idle = 50\n");
+        let message = load_error();
+        assert!(message.contains("pool.min_idle"), "{message}");
+        assert!(message.contains("profiles/development.toml"), "{message}");
+    });
+}
+
+#[test]
+fn bad_upstream_url_is_rejected_without_its_password() {
+    jailed(|jail| {
+        jail.set_env("REDIS_URL", "redis://app:pw-in-url@cache:notaport");
+        let message = load_error();
+        assert!(message.contains("upstream.url"), "{message}");
+        assert!(message.contains("REDIS_URL"), "{message}");
+        assert!(!message.contains("pw-in-url"), "{message}");
+    });
+}
+
+#[test]
+fn rendered_config_names_each_source() {
+    jailed(|jail| {
+        jail.set_env("DEPLOYMENT_ENV", "prod");
+        jail.set_env("POOLSIDE_POOL__MAX_CONNECTIONS", "70");
+        jail.set_env("REDIS_PASSWORD", "hunter2");
+        let (config, figment) = Config::load(&Overrides::default()).expect("loads");
+        let rendered = render_effective(&config, &figment);
+        let max = find_line(&rendered, "max_connections = ");
+        assert!(max.contains("70") && max.contains("# POOLSIDE_POOL__MAX_CONNECTIONS"));
+        let min = find_line(&rendered, "min_idle = ");
+        assert!(min.contains("# defaults (production)"), "{min}");
+        assert!(find_line(&rendered, "profile = ").contains("# DEPLOYMENT_ENV"));
+        let password = find_line(&rendered, "password = ");
+        assert!(password.contains("<redacted>") && password.contains("# REDIS_PASSWORD"));
+        assert!(!rendered.contains("hunter2"));
+        assert!(
+            toml::from_str::<toml::Value>(&rendered).is_ok(),
+            "valid TOML"
+        );
+    });
+}
+
+fn find_line<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in\n{text}"))
+}
+
+// The shipped profile files must stay equal to the compiled-in defaults.
+
+fn profile_file(profile: Profile) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("profiles")
+        .join(format!("{}.toml", profile.name()));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const PROFILES: [Profile; 3] = [Profile::Development, Profile::Staging, Profile::Production];
+
+#[test]
+fn profile_files_equal_the_compiled_in_defaults() {
+    for profile in PROFILES {
+        let parsed: Config = toml::from_str(&profile_file(profile))
+            .unwrap_or_else(|e| panic!("profiles/{profile}.toml: {e}"));
+        let parsed = serde_json::to_value(parsed).expect("serializes");
+        let defaults = serde_json::to_value(Config::for_profile(profile)).expect("serializes");
+        assert_eq!(parsed, defaults, "profiles/{profile}.toml drifted");
+    }
+}
+
+#[test]
+fn profile_files_mention_every_key() {
+    for profile in PROFILES {
+        let text = profile_file(profile);
+        let defaults = serde_json::to_value(Config::for_profile(profile)).expect("serializes");
+        let mut keys = Vec::new();
+        collect_keys(&defaults, &mut keys);
+        for key in keys {
+            // Set keys read `key = ...`; unset optional ones `# key = ...`.
+            let mentioned = text.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{key} ="))
+            });
+            assert!(
+                mentioned,
+                "profiles/{profile}.toml does not document `{key}`"
+            );
+        }
+    }
+}
+
+fn collect_keys(value: &serde_json::Value, keys: &mut Vec<String>) {
+    if let serde_json::Value::Object(map) = value {
+        for (key, inner) in map {
+            match inner {
+                serde_json::Value::Object(_) => collect_keys(inner, keys),
+                _ => keys.push(key.clone()),
+            }
+        }
+    }
+}
