@@ -3,9 +3,11 @@
 /// How the router treats a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// Any pooled connection will do; one reply. Blocking commands are here
-    /// too: they simply hold their connection until Redis answers.
+    /// Any pooled connection will do; one reply.
     Stateless,
+    /// May wait for data (BLPOP, WAIT, XREAD BLOCK): holds its connection
+    /// until Redis answers, so it never shares a multiplexed one.
+    Blocking,
     /// SELECT: forwarded, and on `+OK` the client's database changes.
     Select,
     Multi,
@@ -36,6 +38,9 @@ pub enum Local {
     Reset,
     ClientSetName,
     ClientGetName,
+    /// CLIENT SETINFO LIB-NAME|LIB-VER: every modern client library sends it
+    /// on connect; it describes this client, not a pooled connection.
+    ClientSetInfo,
 }
 
 /// Longest command name in the table; longer names are plain `Stateless`.
@@ -76,6 +81,11 @@ pub fn classify(name: &[u8], sub: Option<&[u8]>) -> Class {
         b"SYNC" | b"PSYNC" | b"REPLCONF" => {
             Class::Unsupported("replication commands are not supported through poolside")
         }
+        b"BLPOP" | b"BRPOP" | b"BRPOPLPUSH" | b"BLMOVE" | b"BLMPOP" | b"BZPOPMIN" | b"BZPOPMAX"
+        | b"BZMPOP" | b"WAIT" | b"WAITAOF" => Class::Blocking,
+        // Blocking only with a BLOCK option; treating every XREAD as blocking
+        // merely keeps it off shared connections, which is always correct.
+        b"XREAD" | b"XREADGROUP" => Class::Blocking,
         b"CLIENT" => classify_client(sub),
         _ => Class::Stateless,
     }
@@ -90,7 +100,8 @@ fn classify_client(sub: Option<&[u8]>) -> Class {
         b"SETNAME" => Class::Local(Local::ClientSetName),
         b"GETNAME" => Class::Local(Local::ClientGetName),
         b"ID" | b"TRACKING" | b"CACHING" | b"GETREDIR" | b"TRACKINGINFO" => Class::PinSession,
-        b"NO-EVICT" | b"NO-TOUCH" | b"SETINFO" => Class::Dirty,
+        b"SETINFO" => Class::Local(Local::ClientSetInfo),
+        b"NO-EVICT" | b"NO-TOUCH" => Class::Dirty,
         b"REPLY" => Class::Unsupported(
             "CLIENT REPLY is not supported through poolside: replies must pair with commands",
         ),
@@ -106,6 +117,84 @@ pub fn allowed_before_auth(class: Class) -> bool {
     )
 }
 
+/// Command names counted one by one in `poolside_commands_total{command}`;
+/// every other name counts as `other`, so the label set stays bounded
+/// whatever clients send.
+pub const COUNTED: [&str; 64] = [
+    "APPEND",
+    "AUTH",
+    "BLMOVE",
+    "BLPOP",
+    "BRPOP",
+    "BZPOPMIN",
+    "CLIENT",
+    "DECR",
+    "DECRBY",
+    "DEL",
+    "DISCARD",
+    "EVAL",
+    "EVALSHA",
+    "EXEC",
+    "EXISTS",
+    "EXPIRE",
+    "GET",
+    "GETDEL",
+    "GETEX",
+    "GETSET",
+    "HDEL",
+    "HELLO",
+    "HEXISTS",
+    "HGET",
+    "HGETALL",
+    "HINCRBY",
+    "HMGET",
+    "HSET",
+    "INCR",
+    "INCRBY",
+    "INFO",
+    "LLEN",
+    "LPOP",
+    "LPUSH",
+    "LRANGE",
+    "MGET",
+    "MSET",
+    "MULTI",
+    "PEXPIRE",
+    "PING",
+    "PTTL",
+    "PUBLISH",
+    "RPOP",
+    "RPUSH",
+    "SADD",
+    "SCAN",
+    "SELECT",
+    "SET",
+    "SETEX",
+    "SETNX",
+    "SISMEMBER",
+    "SMEMBERS",
+    "SREM",
+    "SUBSCRIBE",
+    "TTL",
+    "UNLINK",
+    "WATCH",
+    "XADD",
+    "XREAD",
+    "ZADD",
+    "ZRANGE",
+    "ZRANGEBYSCORE",
+    "ZREM",
+    "ZSCORE",
+];
+
+/// Index of `name` in [`COUNTED`], or `COUNTED.len()` for `other`. Never allocates.
+pub fn counted_index(name: &[u8]) -> usize {
+    let mut buf = [0u8; MAX_NAME];
+    upper(name, &mut buf)
+        .and_then(|upper| COUNTED.binary_search_by(|c| c.as_bytes().cmp(upper)).ok())
+        .unwrap_or(COUNTED.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,7 +205,7 @@ mod tests {
         assert_eq!(classify(b"SeLeCt", None), Class::Select);
         assert_eq!(classify(b"multi", None), Class::Multi);
         assert_eq!(classify(b"subscribe", None), Class::Stream);
-        assert_eq!(classify(b"blpop", None), Class::Stateless);
+        assert_eq!(classify(b"blpop", None), Class::Blocking);
         assert_eq!(classify(b"auth", None), Class::Local(Local::Auth));
     }
 
@@ -133,6 +222,15 @@ mod tests {
             classify(b"CLIENT", Some(b"reply")),
             Class::Unsupported(_)
         ));
+    }
+
+    #[test]
+    fn counted_names_are_sorted_and_found_in_any_case() {
+        assert!(COUNTED.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(COUNTED[counted_index(b"get")], "GET");
+        assert_eq!(COUNTED[counted_index(b"zRangeByScore")], "ZRANGEBYSCORE");
+        assert_eq!(counted_index(b"NO-SUCH-COMMAND"), COUNTED.len());
+        assert_eq!(counted_index(&[b'A'; 100]), COUNTED.len());
     }
 
     #[test]

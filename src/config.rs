@@ -223,7 +223,7 @@ pub struct PoolConfig {
     /// before another one is opened. Default 64.
     pub multiplex_saturation: usize,
     /// Multiplexed mode: a shared connection idle this long goes back to the
-    /// pool. Default 5000 ms.
+    /// pool, so an idle lane does not count as in use. Default 200 ms.
     pub multiplex_idle_ms: u64,
 }
 
@@ -325,7 +325,7 @@ impl Config {
                 backoff_factor: 4,
                 backoff_max_ms: 512,
                 multiplex_saturation: 64,
-                multiplex_idle_ms: 5_000,
+                multiplex_idle_ms: 200,
             },
             limits: LimitsConfig {
                 max_clients,

@@ -4,7 +4,9 @@
 mod conn;
 mod health;
 mod manager;
+mod mux;
 mod stats;
+mod tls;
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use bb8::{PooledConnection, RunError};
 pub use conn::{encode_command, Target, UpstreamConn, DB_UNKNOWN};
 pub use health::{check_once, spawn_health_checker, UpstreamHealth};
 pub use manager::{Backoff, UpstreamManager};
+pub use mux::{BatchReply, Multiplexer, MuxRequest};
 pub use stats::{Snapshot, Stats};
+pub use tls::{TlsTarget, UpstreamStream};
 
 use crate::config::Config;
 
@@ -28,6 +32,8 @@ pub enum UpstreamError {
     Auth(String),
     #[error("unexpected reply: {0}")]
     Reply(String),
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     #[error("I/O error: {0}")]
     Io(std::io::Error),
     #[error("connection closed by Redis")]
@@ -84,6 +90,7 @@ pub struct Pool {
 pub struct Upstream {
     conn: PooledConnection<'static, UpstreamManager>,
     stats: Arc<Stats>,
+    checked_out_at: Instant,
 }
 
 impl Deref for Upstream {
@@ -101,7 +108,7 @@ impl DerefMut for Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.stats.checked_in();
+        self.stats.checked_in_after(self.checked_out_at.elapsed());
     }
 }
 
@@ -168,9 +175,11 @@ impl Pool {
                     return Ok(Upstream {
                         conn,
                         stats: self.stats.clone(),
+                        checked_out_at: Instant::now(),
                     });
                 }
                 Err(RunError::TimedOut) => {
+                    self.stats.checkout_timed_out(started.elapsed());
                     if self.health.is_down() {
                         return Err(CheckoutError::UpstreamDown(self.health.reason()));
                     }

@@ -1,11 +1,14 @@
 //! Commands poolside answers itself: AUTH, HELLO, QUIT, RESET, CLIENT SETNAME/GETNAME.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
+use super::auth::Credentials;
 use super::Shared;
 use crate::command::Local;
+use crate::pool::Stats;
 use crate::resp::{write_bulk, write_error, write_simple, CommandScanner, Frame};
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
@@ -17,7 +20,8 @@ pub struct ClientState {
     pub name: Option<Vec<u8>>,
     pub authenticated: bool,
     default_db: u32,
-    password: Option<String>,
+    credentials: Arc<Credentials>,
+    stats: Arc<Stats>,
 }
 
 /// What the router must do after a local answer.
@@ -30,17 +34,14 @@ pub enum Answer {
 
 impl ClientState {
     pub fn new(shared: &Shared) -> ClientState {
-        let password = shared
-            .client_password
-            .as_ref()
-            .map(|p| p.expose().to_string());
         ClientState {
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
             db: shared.default_db,
             name: None,
-            authenticated: password.is_none(),
+            authenticated: !shared.credentials.required(),
             default_db: shared.default_db,
-            password,
+            credentials: shared.credentials.clone(),
+            stats: shared.stats.clone(),
         }
     }
 
@@ -68,7 +69,7 @@ impl ClientState {
             Local::Reset => {
                 self.db = self.default_db;
                 self.name = None;
-                self.authenticated = self.password.is_none();
+                self.authenticated = !self.credentials.required();
                 write_simple(out, "RESET");
                 return Answer::Reset;
             }
@@ -78,22 +79,26 @@ impl ClientState {
             },
             Local::ClientGetName if argc == 2 => write_bulk(out, self.name.as_deref()),
             Local::ClientGetName => wrong_arity(out, "client|getname"),
+            Local::ClientSetInfo => {
+                let attr = arg(2).map(|a| a.to_ascii_uppercase());
+                match attr.as_deref() {
+                    Some(b"LIB-NAME" | b"LIB-VER") if argc == 4 => write_simple(out, "OK"),
+                    Some(_) if argc == 4 => write_error(out, "ERR Unrecognized option"),
+                    _ => wrong_arity(out, "client|setinfo"),
+                }
+            }
         }
         Answer::Done
     }
 
-    /// Checks a password in constant time. Without `client_password`
-    /// configured every AUTH succeeds: upstream credentials are poolside's own.
+    /// Checks credentials in constant time (see [`Credentials::check`]);
+    /// a wrong password is answered as Redis does, and counted.
     fn auth(&mut self, user: Option<&[u8]>, pass: &[u8], out: &mut BytesMut) {
-        let Some(expected) = &self.password else {
-            write_simple(out, "OK");
-            return;
-        };
-        let user_ok = user.is_none_or(|u| u == b"default");
-        if user_ok && constant_time_eq(pass, expected.as_bytes()) {
+        if self.credentials.check(user, pass) {
             self.authenticated = true;
             write_simple(out, "OK");
         } else {
+            self.stats.auth_failed();
             write_error(
                 out,
                 "WRONGPASS invalid username-password pair or user is disabled.",
@@ -193,6 +198,15 @@ impl ClientState {
         write_bulk(out, Some(b"master"));
         write_bulk(out, Some(b"modules"));
         out.put_slice(b"*0\r\n");
+    }
+}
+
+/// `PING [message]` for a client that has not authenticated yet: answered
+/// here, so it needs no upstream connection.
+pub fn write_pong(out: &mut BytesMut, message: Option<&[u8]>) {
+    match message {
+        Some(m) => write_bulk(out, Some(m)),
+        None => write_simple(out, "PONG"),
     }
 }
 

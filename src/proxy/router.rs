@@ -3,14 +3,17 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 
 use super::local::{self, Answer};
+use super::policy;
 use super::Shared;
 use crate::command::{allowed_before_auth, classify, Class};
-use crate::pool::{encode_command, Upstream};
+use crate::pool::{encode_command, BatchReply, Multiplexer, MuxRequest, Upstream};
 use crate::resp::{write_error, CommandScanner, Frame, ReplyScanner};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// What the session does after a batch.
 pub enum Flow {
@@ -44,6 +47,8 @@ enum Remote {
     Unwatch,
     PinSession,
     Dirty,
+    /// EXEC of a transaction with a refused command: sent as DISCARD, answered EXECABORT.
+    ExecAborted,
 }
 
 /// Transaction and pinning state; while any of it holds, the client keeps its connection.
@@ -55,6 +60,8 @@ struct Pin {
     queued: u32,
     /// `SELECT`s queued inside MULTI: (position in the transaction, db).
     queued_selects: Vec<(u32, u32)>,
+    /// A command was refused by the policy while queueing: EXEC must abort.
+    doomed: bool,
 }
 
 impl Pin {
@@ -73,6 +80,14 @@ pub struct Router {
     local: BytesMut,
     upbuf: BytesMut,
     prefix: BytesMut,
+    /// The planned batch is plain stateless commands only: in multiplexed
+    /// mode it may share a connection with other clients' batches.
+    shareable: bool,
+    /// The planned batch has a blocking command: the session watches for the
+    /// client leaving while it waits, so the connection is not held forever.
+    pub(super) may_block: bool,
+    /// This client's reply channel for multiplexed batches, made on first use.
+    mux_replies: Option<(UnboundedSender<BatchReply>, UnboundedReceiver<BatchReply>)>,
 }
 
 impl Router {
@@ -87,22 +102,25 @@ impl Router {
             local: BytesMut::new(),
             upbuf: BytesMut::with_capacity(16 * 1024),
             prefix: BytesMut::new(),
+            shareable: false,
+            may_block: false,
+            mux_replies: None,
         }
     }
 
-    /// Runs `frames` (complete commands in `buf`) and appends every reply to `out`.
-    pub async fn execute(
-        &mut self,
-        buf: &[u8],
-        scanner: &CommandScanner,
-        frames: &[Frame],
-        out: &mut BytesMut,
-    ) -> Flow {
-        let (stream_from, close) = self.plan(buf, scanner, frames);
-        let remote = self.upbuf.len() > 0 || stream_from.is_some();
+    /// Sends a planned batch and collects its replies.
+    pub async fn run(&mut self, planned: (Option<usize>, bool), out: &mut BytesMut) -> Flow {
+        let (stream_from, close) = planned;
+        let remote = !self.upbuf.is_empty() || stream_from.is_some();
         if !remote {
             self.emit_local_only(out);
             return if close { Flow::Close } else { Flow::Continue };
+        }
+        if let Some(mux) = self.shared.mux.clone() {
+            if self.shareable && self.pinned.is_none() && stream_from.is_none() {
+                self.execute_shared(&mux, out).await;
+                return if close { Flow::Close } else { Flow::Continue };
+            }
         }
         let mut conn = match self.pinned.take() {
             Some(c) => c,
@@ -115,6 +133,7 @@ impl Router {
                 }
             },
         };
+        let started = Instant::now();
         if let Err(text) = self.round_trip(&mut conn, out).await {
             self.shared.stats.upstream_error();
             conn.mark_broken();
@@ -125,6 +144,7 @@ impl Router {
             }
             return if close { Flow::Close } else { Flow::Continue };
         }
+        self.shared.stats.round_trip_done(started.elapsed());
         if let Some(from) = stream_from {
             return Flow::Stream { from, conn };
         }
@@ -140,7 +160,7 @@ impl Router {
 
     /// Sorts the batch into upstream bytes and local answers. Returns where a
     /// streaming command starts, and whether the client asked to close.
-    fn plan(
+    pub fn plan(
         &mut self,
         buf: &[u8],
         scanner: &CommandScanner,
@@ -149,13 +169,25 @@ impl Router {
         self.steps.clear();
         self.local.clear();
         self.upbuf.clear();
+        self.shareable = true;
+        self.may_block = false;
+        let mut in_multi = self.pin.multi;
         for f in frames {
             if f.is_empty() {
                 continue;
             }
             self.shared.stats.commands.fetch_add(1, Relaxed);
             let name = scanner.arg(buf, f, 0).unwrap_or_default();
+            self.shared.stats.count_command(name);
             let class = classify(name, scanner.arg(buf, f, 1));
+            if !self.client.authenticated && name.eq_ignore_ascii_case(b"PING") {
+                local::write_pong(&mut self.local, scanner.arg(buf, f, 1));
+                self.shareable = false;
+                self.steps.push(Step::Local {
+                    end: self.local.len(),
+                });
+                continue;
+            }
             if !self.client.authenticated && !allowed_before_auth(class) {
                 write_error(&mut self.local, "NOAUTH Authentication required.");
                 self.steps.push(Step::Local {
@@ -163,8 +195,19 @@ impl Router {
                 });
                 continue;
             }
+            if let Some(shown) = self.shared.policy.denied(name, scanner.arg(buf, f, 1)) {
+                self.shared.stats.command_denied();
+                policy::write_refusal(&mut self.local, shown);
+                self.shareable = false;
+                self.pin.doomed |= in_multi;
+                self.steps.push(Step::Local {
+                    end: self.local.len(),
+                });
+                continue;
+            }
             let remote = match class {
                 Class::Local(l) => {
+                    self.shareable = false;
                     let answer = self.client.answer(l, buf, scanner, f, &mut self.local);
                     self.steps.push(Step::Local {
                         end: self.local.len(),
@@ -182,6 +225,7 @@ impl Router {
                     continue;
                 }
                 Class::Unsupported(msg) => {
+                    self.shareable = false;
                     write_error(&mut self.local, &format!("ERR poolside: {msg}"));
                     self.steps.push(Step::Local {
                         end: self.local.len(),
@@ -190,6 +234,11 @@ impl Router {
                 }
                 Class::Stream => return (Some(f.start), false),
                 Class::Stateless => Remote::Plain,
+                Class::Blocking => {
+                    self.shareable = false;
+                    self.may_block = true;
+                    Remote::Plain
+                }
                 Class::Select => Remote::Select(
                     scanner
                         .arg(buf, f, 1)
@@ -205,10 +254,57 @@ impl Router {
                 Class::PinSession => Remote::PinSession,
                 Class::Dirty => Remote::Dirty,
             };
+            if !matches!(remote, Remote::Plain) {
+                self.shareable = false;
+            }
+            match remote {
+                Remote::Multi if !in_multi => {
+                    in_multi = true;
+                    self.pin.doomed = false;
+                }
+                Remote::Exec | Remote::Discard => {
+                    in_multi = false;
+                    if std::mem::take(&mut self.pin.doomed) && matches!(remote, Remote::Exec) {
+                        self.upbuf.extend_from_slice(policy::DISCARD);
+                        self.steps.push(Step::Remote(Remote::ExecAborted));
+                        continue;
+                    }
+                }
+                _ => {}
+            }
             self.upbuf.extend_from_slice(&buf[f.start..f.end]);
             self.steps.push(Step::Remote(remote));
         }
         (None, false)
+    }
+
+    /// Multiplexed mode: hands the batch to a shared connection and waits
+    /// for its replies on this client's own channel.
+    async fn execute_shared(&mut self, mux: &Multiplexer, out: &mut BytesMut) {
+        let replies = self.steps.len();
+        let (tx, rx) = self.mux_replies.get_or_insert_with(unbounded_channel);
+        let req = MuxRequest {
+            bytes: self.upbuf.split().freeze(),
+            replies,
+            db: self.client.db,
+            reply_to: tx.clone(),
+        };
+        let result = match mux.submit(req).await {
+            Ok(()) => rx
+                .recv()
+                .await
+                .unwrap_or_else(|| Err("ERR poolside: internal error".into())),
+            Err(e) => Err(e.reply_text()),
+        };
+        match result {
+            Ok(bytes) => out.extend_from_slice(&bytes),
+            Err(text) => {
+                self.shared.stats.upstream_error();
+                for _ in 0..replies {
+                    write_error(out, &text);
+                }
+            }
+        }
     }
 
     fn emit_local_only(&mut self, out: &mut BytesMut) {
@@ -272,7 +368,13 @@ impl Router {
                     prev = end;
                 }
                 Step::Remote(kind) => match conn.read_reply(out).await {
-                    Ok(start) => self.apply(kind, &out[start..], conn),
+                    Ok(start) => {
+                        self.apply(kind, &out[start..], conn);
+                        if matches!(kind, Remote::ExecAborted) {
+                            out.truncate(start);
+                            write_error(out, policy::EXECABORT);
+                        }
+                    }
                     Err(e) => {
                         let text = format!("ERR poolside: upstream connection lost: {e}");
                         for step in &self.steps[i..] {
@@ -311,7 +413,7 @@ impl Router {
                 self.pin.queued_selects.clear();
                 return;
             }
-            Remote::Exec | Remote::Discard => {
+            Remote::Exec | Remote::Discard | Remote::ExecAborted => {
                 if matches!(kind, Remote::Exec) && !self.pin.queued_selects.is_empty() {
                     self.apply_queued_selects(reply, conn);
                 }

@@ -36,6 +36,8 @@ pub struct Session<S> {
     wbuf: BytesMut,
     scanner: CommandScanner,
     frames: Vec<Frame>,
+    /// Client bytes read while a blocking batch was in flight.
+    early: BytesMut,
     router: Router,
     shutdown: watch::Receiver<bool>,
 }
@@ -50,6 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::with_capacity(16 * 1024),
             frames: Vec::with_capacity(64),
+            early: BytesMut::new(),
             shutdown,
         }
     }
@@ -63,18 +66,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn serve(&mut self) -> End {
         let mut partial_since: Option<Instant> = None;
+        // The last batch stopped at `max_batch_bytes`: frames may be buffered.
+        let mut more_buffered = false;
         loop {
             if *self.shutdown.borrow() {
                 return End::Shutdown;
             }
-            match self.read_more(partial_since).await {
-                Ok(0) => return End::ClientClosed,
-                Ok(_) => {}
-                Err(end) => return end,
+            if !std::mem::take(&mut more_buffered) {
+                match self.read_more(partial_since).await {
+                    Ok(0) => return End::ClientClosed,
+                    Ok(_) => {}
+                    Err(end) => return end,
+                }
             }
             let mut protocol_error = None;
             self.frames.clear();
             loop {
+                if self
+                    .frames
+                    .last()
+                    .is_some_and(|f| f.end >= self.shared.max_batch_bytes)
+                {
+                    more_buffered = true;
+                    break;
+                }
                 match self.scanner.next_frame(&self.rbuf) {
                     Ok(Some(f)) => self.frames.push(f),
                     Ok(None) => break,
@@ -88,9 +103,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let flow = if self.frames.is_empty() {
                 Flow::Continue
             } else {
-                self.router
-                    .execute(&self.rbuf, &self.scanner, &self.frames, &mut self.wbuf)
-                    .await
+                let planned = self.router.plan(&self.rbuf, &self.scanner, &self.frames);
+                if self.router.may_block {
+                    match self.run_watching_client(planned).await {
+                        Some(flow) => flow,
+                        None => return End::ClientClosed,
+                    }
+                } else {
+                    self.router.run(planned, &mut self.wbuf).await
+                }
             };
             if let Some(e) = protocol_error {
                 self.shared.stats.protocol_errors.fetch_add(1, Relaxed);
@@ -116,6 +137,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             self.rbuf.advance(consumed);
             self.scanner.consume(consumed);
+            if !self.early.is_empty() {
+                // They may hold whole commands the client now waits on.
+                more_buffered = true;
+                self.rbuf.extend_from_slice(&self.early);
+                self.early.clear();
+            }
             partial_since = match (self.rbuf.is_empty(), partial_since) {
                 (true, _) => None,
                 (false, Some(t)) if consumed == 0 => Some(t),
@@ -151,6 +178,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// Runs a batch that may block (BLPOP 0) while watching the client: if it
+    /// leaves, the batch is dropped, which discards its upstream connection
+    /// (Redis sees the close and forgets the blocked command). Bytes the client
+    /// sends meanwhile are kept for the next batch.
+    async fn run_watching_client(&mut self, planned: (Option<usize>, bool)) -> Option<Flow> {
+        let mut early = BytesMut::new();
+        let limit = self.shared.limits.max_frame_bytes;
+        let flow = {
+            let run = self.router.run(planned, &mut self.wbuf);
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    flow = &mut run => break flow,
+                    read = self.client.read_buf(&mut early), if early.len() < limit => {
+                        if matches!(read, Ok(0) | Err(_)) {
+                            return None;
+                        }
+                    }
+                }
+            }
+        };
+        self.early = early;
+        Some(flow)
+    }
+
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
@@ -161,19 +213,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Pub/sub and MONITOR: replies no longer pair with commands, so bytes
-    /// flow both ways on this client's own connection until either side
-    /// closes; the connection is then closed, since it may still be subscribed.
+    /// flow both ways on this client's own connection (bounded, policy still
+    /// applied: see `stream.rs`) until either side closes; the connection is
+    /// then closed, since it may still be subscribed.
     async fn stream(&mut self, from: usize, mut conn: Upstream) -> End {
         conn.mark_broken();
         let pending = self.rbuf.split_off(from);
-        let result = async {
-            conn.stream.write_all(&pending).await?;
-            tokio::select! {
-                r = tokio::io::copy_bidirectional(&mut self.client, &mut conn.stream) => r.map(|_| ()),
-                _ = self.shutdown.changed() => Ok(()),
-            }
-        }
-        .await;
+        let result = tokio::select! {
+            r = super::stream::pump(&mut self.client, &mut conn.stream, pending, &self.shared) => r,
+            _ = self.shutdown.changed() => Ok(()),
+        };
         match result {
             Ok(()) => End::StreamEnded,
             Err(e) => End::Io(e),

@@ -1,0 +1,103 @@
+//! Hot-path micro-benchmarks: frame scanning, command classification and
+//! reply splitting, so a regression shows up as a number.
+//!
+//! `cargo bench --bench hot_path`
+
+use std::hint::black_box;
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use poolside::command::classify;
+use poolside::pool::encode_command;
+use poolside::resp::{CommandScanner, Limits, ReplyScanner};
+
+fn pipeline(n: usize) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    for i in 0..n {
+        let key = format!("key:{i}");
+        if i % 2 == 0 {
+            encode_command(
+                &mut out,
+                &[b"SET", key.as_bytes(), b"some-value-of-moderate-length"],
+            );
+        } else {
+            encode_command(&mut out, &[b"GET", key.as_bytes()]);
+        }
+    }
+    out.to_vec()
+}
+
+fn replies(n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        match i % 4 {
+            0 => out.extend_from_slice(b"+OK\r\n"),
+            1 => out.extend_from_slice(b"$29\r\nsome-value-of-moderate-length\r\n"),
+            2 => out.extend_from_slice(b":12345\r\n"),
+            _ => out.extend_from_slice(b"*3\r\n$1\r\na\r\n$1\r\nb\r\n*1\r\n:1\r\n"),
+        }
+    }
+    out
+}
+
+fn scan_commands(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scan_commands");
+    for n in [1usize, 16, 1000] {
+        let input = pipeline(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("pipeline_{n}"), |b| {
+            let mut scanner = CommandScanner::new(Limits::default());
+            b.iter(|| {
+                let mut count = 0;
+                while let Ok(Some(f)) = scanner.next_frame(black_box(&input)) {
+                    count += f.argc();
+                }
+                scanner.consume(input.len());
+                count
+            })
+        });
+    }
+    group.finish();
+}
+
+fn classify_commands(c: &mut Criterion) {
+    let names: [&[u8]; 8] = [
+        b"GET",
+        b"set",
+        b"HGETALL",
+        b"evalsha",
+        b"BLPOP",
+        b"client",
+        b"MULTI",
+        b"ZREMRANGEBYSCORE",
+    ];
+    c.bench_function("classify_8_names", |b| {
+        b.iter(|| {
+            for name in names {
+                black_box(classify(black_box(name), Some(b"SETNAME")));
+            }
+        })
+    });
+}
+
+fn split_replies(c: &mut Criterion) {
+    let mut group = c.benchmark_group("split_replies");
+    for n in [16usize, 1000] {
+        let input = replies(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("replies_{n}"), |b| {
+            b.iter(|| {
+                let mut scanner = ReplyScanner::default();
+                let mut at = 0;
+                while let Ok(Some(end)) = scanner.scan(black_box(&input), at) {
+                    at = end;
+                }
+                at
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scan_commands, classify_commands, split_replies);
+criterion_main!(benches);

@@ -1,0 +1,275 @@
+//! Multiplexed pool mode: stateless batches from many clients share upstream
+//! connections in flight. One task owns each connection ("lane"): it writes
+//! every queued batch in one write and hands each batch's replies, matched
+//! first-in first-out, straight to the waiting client. A new lane opens only
+//! when every open lane has `saturation` batches in flight.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::{encode_command, CheckoutError, Pool, Upstream};
+use crate::resp::ReplyScanner;
+
+/// All replies of one batch, or why there are none.
+pub type BatchReply = Result<Bytes, String>;
+
+/// One client batch: its bytes, how many replies they produce, the database
+/// it must run in, and where its replies go.
+pub struct MuxRequest {
+    pub bytes: Bytes,
+    pub replies: usize,
+    pub db: u32,
+    pub reply_to: mpsc::UnboundedSender<BatchReply>,
+}
+
+struct Lane {
+    tx: mpsc::UnboundedSender<MuxRequest>,
+    in_flight: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// The set of lanes, shared by every session.
+pub struct Multiplexer {
+    pool: Pool,
+    lanes: Mutex<Vec<Arc<Lane>>>,
+    opening: tokio::sync::Mutex<()>,
+    saturation: usize,
+    idle_close: Duration,
+}
+
+impl Multiplexer {
+    pub fn new(pool: Pool, saturation: usize, idle_close: Duration) -> Multiplexer {
+        Multiplexer {
+            pool,
+            lanes: Mutex::new(Vec::new()),
+            opening: tokio::sync::Mutex::new(()),
+            saturation: saturation.max(1),
+            idle_close,
+        }
+    }
+
+    /// Queues a batch on the least busy lane, opening a lane when all are saturated.
+    pub async fn submit(&self, mut req: MuxRequest) -> Result<(), CheckoutError> {
+        loop {
+            let lane = match self.pick() {
+                Some(lane) => lane,
+                None => self.open_lane().await?,
+            };
+            lane.in_flight.fetch_add(1, Ordering::AcqRel);
+            match lane.tx.send(req) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(back)) => {
+                    // The lane closed before taking it: nothing was written, try another.
+                    lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    lane.closed.store(true, Ordering::Release);
+                    req = back;
+                }
+            }
+        }
+    }
+
+    /// The least busy open lane, unless every lane is saturated and the pool has room.
+    fn pick(&self) -> Option<Arc<Lane>> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        lanes.retain(|l| !l.closed.load(Ordering::Acquire));
+        let best = lanes
+            .iter()
+            .min_by_key(|l| l.in_flight.load(Ordering::Acquire))?
+            .clone();
+        let busy = best.in_flight.load(Ordering::Acquire) >= self.saturation;
+        if busy && self.pool.bb8().state().connections < self.pool.max {
+            return None;
+        }
+        Some(best)
+    }
+
+    async fn open_lane(&self) -> Result<Arc<Lane>, CheckoutError> {
+        // One opener at a time; the others find its lane when they get the lock.
+        let _guard = self.opening.lock().await;
+        if let Some(lane) = self.pick() {
+            return Ok(lane);
+        }
+        let conn = match self.pool.check_out().await {
+            Ok(conn) => conn,
+            // The pool is full of dedicated connections: share a lane if any.
+            Err(e) => return self.any_lane().ok_or(e),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let lane = Arc::new(Lane {
+            tx,
+            in_flight: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        });
+        self.lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(lane.clone());
+        tokio::spawn(run_lane(conn, rx, lane.clone(), self.idle_close));
+        debug!("multiplexer: opened a lane");
+        Ok(lane)
+    }
+
+    fn any_lane(&self) -> Option<Arc<Lane>> {
+        let lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        lanes
+            .iter()
+            .filter(|l| !l.closed.load(Ordering::Acquire))
+            .min_by_key(|l| l.in_flight.load(Ordering::Acquire))
+            .cloned()
+    }
+}
+
+/// A batch written upstream whose replies are still to come.
+struct Waiting {
+    /// Replies to skip first: the SELECT that moved the lane to the batch's db.
+    skip: usize,
+    replies: usize,
+    reply_to: mpsc::UnboundedSender<BatchReply>,
+}
+
+/// Owns one upstream connection: writes queued batches, routes replies back.
+async fn run_lane(
+    mut conn: Upstream,
+    mut rx: mpsc::UnboundedReceiver<MuxRequest>,
+    lane: Arc<Lane>,
+    idle_close: Duration,
+) {
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    let mut scanner = ReplyScanner::default();
+    // Offset in `rbuf` where the next unscanned reply of the front batch starts.
+    let mut scanned = 0usize;
+    let mut write_db = conn.db;
+    let mut rx_done = false;
+    let idle = tokio::time::sleep(idle_close);
+    tokio::pin!(idle);
+    conn.mark_broken(); // until the lane ends cleanly with nothing in flight
+    let failure = loop {
+        if rx_done && waiting.is_empty() {
+            break None;
+        }
+        tokio::select! {
+            biased;
+            read = conn.stream.read_buf(&mut rbuf), if !waiting.is_empty() => {
+                match read {
+                    Ok(0) => break Some("connection closed by Redis".to_string()),
+                    Err(e) => break Some(format!("I/O error: {e}")),
+                    Ok(_) => {}
+                }
+                if let Err(e) = dispatch(&mut rbuf, &mut scanner, &mut scanned, &mut waiting, &lane) {
+                    break Some(e);
+                }
+                if rbuf.capacity() - rbuf.len() < 4096 {
+                    rbuf.reserve(64 * 1024);
+                }
+                if waiting.is_empty() {
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_close);
+                }
+            }
+            req = rx.recv(), if !rx_done => {
+                let Some(req) = req else { rx_done = true; continue };
+                wbuf.clear();
+                queue(&mut wbuf, &mut waiting, &mut write_db, req);
+                while let Ok(more) = rx.try_recv() {
+                    queue(&mut wbuf, &mut waiting, &mut write_db, more);
+                }
+                if let Err(e) = conn.stream.write_all(&wbuf).await {
+                    break Some(format!("I/O error: {e}"));
+                }
+            }
+            // Idle: stop taking batches; those already queued are still served.
+            _ = &mut idle, if waiting.is_empty() && !lane.closed.load(Ordering::Acquire) => {
+                lane.closed.store(true, Ordering::Release);
+                rx.close();
+            }
+        }
+    };
+    lane.closed.store(true, Ordering::Release);
+    rx.close();
+    match failure {
+        None if rbuf.is_empty() => {
+            conn.db = write_db;
+            conn.finish_batch();
+        }
+        None => {}
+        Some(why) => {
+            debug!(error = %why, "multiplexer: lane failed");
+            conn.stats.upstream_error();
+            let text = format!("ERR poolside: upstream connection lost: {why}");
+            for w in waiting.drain(..) {
+                let _ = w.reply_to.send(Err(text.clone()));
+            }
+            while let Ok(req) = rx.try_recv() {
+                let _ = req.reply_to.send(Err(text.clone()));
+            }
+        }
+    }
+}
+
+fn queue(
+    wbuf: &mut BytesMut,
+    waiting: &mut VecDeque<Waiting>,
+    write_db: &mut u32,
+    req: MuxRequest,
+) {
+    let mut skip = 0;
+    if req.db != *write_db {
+        let db = req.db.to_string();
+        encode_command(wbuf, &[b"SELECT", db.as_bytes()]);
+        *write_db = req.db;
+        skip = 1;
+    }
+    wbuf.extend_from_slice(&req.bytes);
+    waiting.push_back(Waiting {
+        skip,
+        replies: req.replies,
+        reply_to: req.reply_to,
+    });
+}
+
+/// Hands every batch whose replies are complete to its client.
+fn dispatch(
+    rbuf: &mut BytesMut,
+    scanner: &mut ReplyScanner,
+    scanned: &mut usize,
+    waiting: &mut VecDeque<Waiting>,
+    lane: &Lane,
+) -> Result<(), String> {
+    while let Some(front) = waiting.front_mut() {
+        let Some(end) = scanner
+            .scan(rbuf, *scanned)
+            .map_err(|e| format!("malformed reply: {}", e.message()))?
+        else {
+            return Ok(());
+        };
+        if front.skip > 0 {
+            if rbuf[0] != b'+' {
+                return Err("SELECT failed on a multiplexed connection".into());
+            }
+            front.skip -= 1;
+            rbuf.advance(end);
+            *scanned = 0;
+            continue;
+        }
+        *scanned = end;
+        front.replies -= 1;
+        if front.replies == 0 {
+            let done = waiting.pop_front().map(|w| w.reply_to);
+            let replies = rbuf.split_to(end).freeze();
+            *scanned = 0;
+            lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if let Some(to) = done {
+                let _ = to.send(Ok(replies));
+            }
+        }
+    }
+    Ok(())
+}
