@@ -13,9 +13,10 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::admin::{self, AdminState};
-use crate::config::{url, Config, Secret};
-use crate::pool::{check_once, spawn_health_checker, Pool, Snapshot, Target};
+use crate::config::{url, Config};
+use crate::pool::{check_once, spawn_health_checker, Pool, Snapshot, Target, TlsTarget};
 use crate::proxy::{serve_tcp, serve_unix, Shared};
+use crate::secrets::{self, SecretFiles};
 
 /// A running poolside: what tests and `main` hold on to.
 pub struct Running {
@@ -27,21 +28,35 @@ pub struct Running {
     pool: Pool,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    secrets: SecretFiles,
 }
 
 /// Starts poolside on the current tokio runtime and returns once it listens.
 /// Redis need not be up: clients get errors until it is.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let parsed = url::parse(&config.upstream.url).map_err(|e| anyhow::anyhow!("upstream.url: {e}"))?;
+    let parsed =
+        url::parse(&config.upstream.url).map_err(|e| anyhow::anyhow!("upstream.url: {e}"))?;
+    config
+        .check_security()
+        .map_err(|p| anyhow::anyhow!("{} {}: {}", p.key, p.value, p.reason))?;
+    let password =
+        secrets::upstream_password(&config, parsed.password.clone()).map_err(anyhow::Error::msg)?;
+    let tls = (parsed.tls || config.tls.enabled)
+        .then(|| TlsTarget::build(&config.tls, &parsed.host))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let target = Target {
         address: parsed.address(),
         username: config.upstream.username.clone().or(parsed.username.clone()),
-        password: config.upstream.password.clone().or(parsed.password.clone().map(Secret::new)),
+        password: password.clone(),
+        tls,
         db: parsed.db,
         connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
     };
-    let pool = Pool::new(&config, target);
+    let pool = Pool::new(&config, target.clone());
     let shared = Arc::new(Shared::new(&config, pool.clone(), parsed.db));
+    let secrets = SecretFiles::load(&config, password, shared.credentials.clone())
+        .map_err(anyhow::Error::msg)?;
     let (shutdown, rx) = watch::channel(false);
     let drain = Duration::from_millis(config.drain_timeout_ms);
 
@@ -54,24 +69,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let mut tasks = vec![tokio::spawn(serve_tcp(listener, shared.clone(), rx.clone(), drain))];
+    let mut tasks = vec![tokio::spawn(serve_tcp(
+        listener,
+        shared.clone(),
+        rx.clone(),
+        drain,
+    ))];
     if let Some(path) = &config.unix_socket {
         // A socket file left by an earlier run would make bind fail.
         let _ = std::fs::remove_file(path);
-        let unix = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-        tasks.push(tokio::spawn(serve_unix(unix, shared.clone(), rx.clone(), drain)));
+        let unix = UnixListener::bind(path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        tasks.push(tokio::spawn(serve_unix(
+            unix,
+            shared.clone(),
+            rx.clone(),
+            drain,
+        )));
     }
     let interval = Duration::from_secs(config.pool.health_check_interval_secs);
     tasks.push(spawn_health_checker(pool.clone(), interval, rx.clone()));
-    let admin_state = Arc::new(AdminState {
-        pool: pool.clone(),
-        profile: config.profile,
-        upstream_address: parsed.address(),
-        min_idle: config.pool.min_idle,
-        listening: true.into(),
-    });
+    let admin_state = Arc::new(AdminState::new(&config, pool.clone(), &parsed, &target)?);
     admin_state.listening.store(true, Ordering::Release);
-    tasks.push(tokio::spawn(admin::serve(admin_listener, admin_state, rx.clone())));
+    tasks.extend(admin_state.spawn_background(rx.clone()));
+    tasks.push(tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state,
+        rx.clone(),
+    )));
     // Learn at once whether Redis answers, rather than at the first client.
     let probe = pool.clone();
     tokio::spawn(async move { check_once(&probe).await });
@@ -91,6 +116,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         pool,
         shutdown,
         tasks,
+        secrets,
     })
 }
 
@@ -98,6 +124,16 @@ impl Running {
     /// Pool occupancy and counters right now.
     pub fn pool_snapshot(&self) -> Snapshot {
         self.pool.snapshot()
+    }
+
+    /// The live counters (auth failures, denied commands and the pool's).
+    pub fn stats(&self) -> &crate::pool::Stats {
+        &self.pool.stats
+    }
+
+    /// What SIGHUP does: re-read the password files (see [`SecretFiles::reload`]).
+    pub fn reload_secrets(&self) -> usize {
+        self.secrets.reload()
     }
 
     /// Shutdown order:
@@ -119,7 +155,9 @@ impl Running {
 /// Builds the runtime from `config.worker_threads`, starts, and runs until SIGTERM/SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let runtime = if config.worker_threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
@@ -128,7 +166,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     runtime.block_on(async {
         let running = start(config).await?;
-        wait_for_signal().await?;
+        wait_for_signal(&running).await?;
         info!("shutdown signal received: no new clients; draining");
         running.shutdown().await;
         info!("poolside stopped");
@@ -136,13 +174,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; SIGHUP meanwhile re-reads the password files.
+async fn wait_for_signal(running: &Running) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                running.reload_secrets();
+            }
+        }
     }
-    Ok(())
 }

@@ -1,36 +1,118 @@
 //! Admin HTTP server: one `match` on the path plus small response helpers.
+//!
+//! Routes: `/pool/status`, `/health/redis`, `/health/live`, `/health/ready`,
+//! `/metrics`; anything else is a JSON 404. No response carries a secret.
+
+mod control;
+mod metrics;
+mod recommend;
+mod status;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::config::Profile;
-use crate::pool::Pool;
+pub use control::{ControlPlane, Endpoint, ServerInfo};
+pub use metrics::Metrics;
+pub use recommend::{Sizing, OPTIMAL};
+pub use status::PoolStatus;
 
-/// What the admin server reports on.
+use crate::alerts::Alerts;
+use crate::config::{url::UpstreamUrl, Config, Profile};
+use crate::pool::{Pool, Target};
+use crate::usage::{self, Usage};
+
+/// What the admin server reports on, and the background tasks that feed it.
 pub struct AdminState {
     pub pool: Pool,
     pub profile: Profile,
+    /// `host:port` of Redis, without credentials.
     pub upstream_address: String,
     pub min_idle: u32,
     /// Set by the app once the client listener accepts.
     pub listening: AtomicBool,
+    pub alerts: Arc<Alerts>,
+    pub usage: Arc<Usage>,
+    pub control: Arc<ControlPlane>,
+    pub metrics: Metrics,
+    pub recommendation_window: Duration,
+    health_interval: Duration,
+}
+
+impl AdminState {
+    /// Builds the state; needs a tokio runtime (the alert webhook task starts here).
+    pub fn new(
+        config: &Config,
+        pool: Pool,
+        upstream: &UpstreamUrl,
+        target: &Target,
+    ) -> anyhow::Result<AdminState> {
+        let a = &config.alerts;
+        let alerts = Arc::new(Alerts::new(a, config.profile.name()));
+        let recommendation_window = Duration::from_secs(a.recommendation_window_secs);
+        let endpoint = control::Endpoint {
+            host: upstream.host.clone(),
+            port: upstream.port,
+            username: target.username.clone(),
+            password: target.password.clone(),
+            db: target.db,
+        };
+        let control = ControlPlane::new(endpoint, target.tls.is_some());
+        Ok(AdminState {
+            metrics: Metrics::new(pool.clone(), alerts.clone())?,
+            pool,
+            profile: config.profile,
+            upstream_address: target.address.clone(),
+            min_idle: config.pool.min_idle,
+            listening: AtomicBool::new(false),
+            alerts,
+            usage: Arc::new(Usage::new(
+                recommendation_window.max(Duration::from_secs(a.window_secs)),
+            )),
+            control: Arc::new(control),
+            recommendation_window,
+            health_interval: Duration::from_secs(config.pool.health_check_interval_secs),
+        })
+    }
+
+    /// Starts the usage sampler (which drives the alerts) and the control-plane refresher.
+    pub fn spawn_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let tick = usage::tick_for(self.alerts.window());
+        vec![
+            usage::spawn_sampler(
+                self.pool.clone(),
+                self.usage.clone(),
+                self.alerts.clone(),
+                tick,
+                shutdown.clone(),
+            ),
+            control::spawn_refresher(self.control.clone(), self.health_interval, shutdown),
+        ]
+    }
 }
 
 /// Serves admin requests until `shutdown`.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -57,43 +139,78 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
 
 fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed"}));
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "method not allowed"}),
+        );
     }
     match req.uri().path() {
         "/health/live" => json_response(StatusCode::OK, &json!({"status": "live"})),
-        "/health/ready" => {
-            let ready = is_ready(state);
-            let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            json_response(code, &json!({"ready": ready}))
+        "/health/ready" => ready(state),
+        "/health/redis" => {
+            let pool_status = status::pool_status(state);
+            let healthy = pool_status.upstream.reachable;
+            let body = json!({
+                "healthy": healthy,
+                "recommendations": pool_status.recommendations,
+                "pool_status": pool_status,
+            });
+            json_response(ok_or_unavailable(healthy), &body)
         }
-        "/pool/status" => json_response(StatusCode::OK, &pool_status(state)),
-        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found", "path": req.uri().path()})),
+        "/pool/status" => json_response(StatusCode::OK, &status::pool_status(state)),
+        "/metrics" => match state.metrics.render() {
+            Ok((body, content_type)) => response(StatusCode::OK, body, &content_type),
+            Err(e) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": format!("cannot encode metrics: {e}")}),
+            ),
+        },
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not found", "path": req.uri().path()}),
+        ),
     }
 }
 
-fn is_ready(state: &AdminState) -> bool {
-    let snap = state.pool.snapshot();
-    state.listening.load(Ordering::Acquire) && !state.pool.health.is_down() && snap.connections >= state.min_idle
+/// Kubernetes readiness: listening, Redis reachable, and min_idle connections open.
+fn ready(state: &AdminState) -> Response<Full<Bytes>> {
+    let listening = state.listening.load(Ordering::Acquire);
+    let reachable = status::reachable(state);
+    let connections = state.pool.snapshot().connections;
+    let ready = listening && reachable && connections >= state.min_idle;
+    let body = json!({
+        "ready": ready,
+        "listening": listening,
+        "upstream_reachable": reachable,
+        "connections": connections,
+        "min_idle": state.min_idle,
+    });
+    json_response(ok_or_unavailable(ready), &body)
 }
 
-fn pool_status(state: &AdminState) -> serde_json::Value {
-    let s = state.pool.snapshot();
-    json!({
-        "environment": state.profile.name(),
-        "max_connections": s.max_connections,
-        "in_use_connections": s.in_use,
-        "idle_connections": s.idle,
-        "available_connections": s.max_connections.saturating_sub(s.in_use),
-        "upstream": { "address": state.upstream_address, "reachable": !state.pool.health.is_down() },
-    })
+/// A health check has succeeded at least once since start.
+fn checked_once(pool: &Pool) -> bool {
+    pool.health.last_check_unix_ms.load(Ordering::Relaxed) > 0
 }
 
-fn json_response(code: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+fn ok_or_unavailable(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+fn json_response(code: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    response(code, bytes, "application/json")
+}
+
+fn response(code: StatusCode, body: Vec<u8>, content_type: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(CONTENT_TYPE, value);
+    }
     resp
 }

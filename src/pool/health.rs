@@ -133,13 +133,19 @@ pub async fn check_once(pool: &Pool) {
     pool.stats.health_check_ran();
     let started = Instant::now();
     let idle = pool.bb8().state().idle_connections;
-    if idle == 0 || pool.health.is_down() {
+    let was_down = pool.health.is_down();
+    if idle == 0 || was_down {
         // Nothing pooled to test: open one connection outside the pool.
         match pool.bb8().dedicated_connection().await {
             Ok(mut conn) => match conn.ping().await {
                 Ok(()) => {
                     pool.health.mark_up();
                     pool.health.record_check(started.elapsed());
+                    // bb8 stopped refilling min_idle while Redis was down; one
+                    // get restarts it now rather than at its next reaper run.
+                    if was_down {
+                        drop(pool.bb8().get().await);
+                    }
                 }
                 Err(e) => {
                     pool.stats.health_check_failed();

@@ -3,6 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::command::{counted_index, COUNTED};
+use crate::histogram::{Counts, Histogram};
+
 /// Counters shared by the pool, the sessions and the admin server.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -21,6 +24,29 @@ pub struct Stats {
     pub clients_rejected: AtomicU64,
     pub commands: AtomicU64,
     pub protocol_errors: AtomicU64,
+    checkout_timeouts: AtomicU64,
+    /// Highest `in_use` since the usage sampler last looked.
+    interval_peak: AtomicU64,
+    /// Time connections spent checked out, summed over check-ins.
+    hold_us: AtomicU64,
+    checkins: AtomicU64,
+    checkout_wait: Histogram,
+    round_trips: Histogram,
+    by_command: CommandCounts,
+    /// AUTH / HELLO ... AUTH refused with WRONGPASS.
+    auth_failures: AtomicU64,
+    /// Commands refused by the deny-list (`policy.deny_commands`).
+    denied_commands: AtomicU64,
+}
+
+/// One counter per name in [`COUNTED`], plus `other` last.
+#[derive(Debug)]
+struct CommandCounts([AtomicU64; COUNTED.len() + 1]);
+
+impl Default for CommandCounts {
+    fn default() -> CommandCounts {
+        CommandCounts(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
 }
 
 /// A point-in-time copy of the pool's state and counters.
@@ -45,6 +71,11 @@ pub struct Snapshot {
     pub clients_rejected_total: u64,
     pub commands_total: u64,
     pub protocol_errors_total: u64,
+    /// Checkouts that waited `checkout_timeout` in vain, whatever the cause;
+    /// `exhausted_total` counts those where the pool was full.
+    pub checkout_timeouts_total: u64,
+    pub checkins_total: u64,
+    pub hold_total_us: u64,
 }
 
 impl Stats {
@@ -61,10 +92,59 @@ impl Stats {
         self.checkouts.fetch_add(1, Relaxed);
         self.checkout_wait_us
             .fetch_add(waited.as_micros() as u64, Relaxed);
+        self.interval_peak.fetch_max(now, Relaxed);
+        self.checkout_wait.record(waited);
     }
 
     pub(crate) fn checked_in(&self) {
         self.in_use.fetch_sub(1, Relaxed);
+    }
+
+    /// A connection held for `held` came back (or was closed).
+    pub(crate) fn checked_in_after(&self, held: Duration) {
+        self.checked_in();
+        self.checkins.fetch_add(1, Relaxed);
+        self.hold_us.fetch_add(held.as_micros() as u64, Relaxed);
+    }
+
+    /// A checkout gave up after `waited`; the wait still counts in the histogram.
+    pub(crate) fn checkout_timed_out(&self, waited: Duration) {
+        self.checkout_timeouts.fetch_add(1, Relaxed);
+        self.checkout_wait.record(waited);
+    }
+
+    /// One command seen from a client, counted under its (bounded) name.
+    pub fn count_command(&self, name: &[u8]) {
+        self.by_command.0[counted_index(name)].fetch_add(1, Relaxed);
+    }
+
+    /// One batch's upstream round trip completed: write, then every reply read.
+    pub fn round_trip_done(&self, took: Duration) {
+        self.round_trips.record(took);
+    }
+
+    /// Commands per name of [`COUNTED`], then `("other", n)`.
+    pub fn command_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        COUNTED
+            .iter()
+            .copied()
+            .chain(std::iter::once("other"))
+            .zip(self.by_command.0.iter().map(|n| n.load(Relaxed)))
+    }
+
+    pub fn checkout_wait(&self) -> Counts {
+        self.checkout_wait.counts()
+    }
+
+    pub fn round_trips(&self) -> Counts {
+        self.round_trips.counts()
+    }
+
+    /// The highest number of connections in use since the last call (at least
+    /// the number in use now). For the usage sampler only: it resets the mark.
+    pub fn take_interval_peak(&self) -> u32 {
+        let now = self.in_use.load(Relaxed);
+        self.interval_peak.swap(now, Relaxed).max(now) as u32
     }
 
     pub(crate) fn exhausted(&self) {
@@ -73,6 +153,26 @@ impl Stats {
 
     pub(crate) fn connection_created(&self) {
         self.created.fetch_add(1, Relaxed);
+    }
+
+    /// A client sent a wrong password.
+    pub fn auth_failed(&self) {
+        self.auth_failures.fetch_add(1, Relaxed);
+    }
+
+    /// A command was refused by the deny-list.
+    pub fn command_denied(&self) {
+        self.denied_commands.fetch_add(1, Relaxed);
+    }
+
+    /// For `poolside_client_auth_failures_total`.
+    pub fn auth_failures_total(&self) -> u64 {
+        self.auth_failures.load(Relaxed)
+    }
+
+    /// For `poolside_commands_denied_total`.
+    pub fn denied_commands_total(&self) -> u64 {
+        self.denied_commands.load(Relaxed)
     }
 
     pub fn upstream_error(&self) {
@@ -110,6 +210,9 @@ impl Stats {
             clients_rejected_total: self.clients_rejected.load(Relaxed),
             commands_total: self.commands.load(Relaxed),
             protocol_errors_total: self.protocol_errors.load(Relaxed),
+            checkout_timeouts_total: self.checkout_timeouts.load(Relaxed),
+            checkins_total: self.checkins.load(Relaxed),
+            hold_total_us: self.hold_us.load(Relaxed),
         }
     }
 }

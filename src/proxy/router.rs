@@ -289,6 +289,7 @@ impl Router {
             db: self.client.db,
             reply_to: tx.clone(),
         };
+        let started = Instant::now();
         let result = match mux.submit(req).await {
             Ok(()) => rx
                 .recv()
@@ -297,7 +298,10 @@ impl Router {
             Err(e) => Err(e.reply_text()),
         };
         match result {
-            Ok(bytes) => out.extend_from_slice(&bytes),
+            Ok(bytes) => {
+                self.shared.stats.round_trip_done(started.elapsed());
+                out.extend_from_slice(&bytes);
+            }
             Err(text) => {
                 self.shared.stats.upstream_error();
                 for _ in 0..replies {

@@ -1,0 +1,271 @@
+//! `/metrics`: a per-instance `prometheus` registry with one collector that
+//! reads the pool's own counters at scrape time, so the data path pays for
+//! no second set of counters and the exposition is always one consistent view.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use crate::alerts::Alerts;
+use crate::histogram::Counts;
+use crate::pool::Pool;
+
+/// One metric family: its name, help and (at most one) label.
+struct Def(&'static str, &'static str, Option<&'static str>);
+
+const MAX: Def = Def(
+    "poolside_pool_max_connections",
+    "Upper bound on upstream connections (pool.max_connections).",
+    None,
+);
+const IN_USE: Def = Def(
+    "poolside_pool_in_use_connections",
+    "Upstream connections checked out by clients.",
+    None,
+);
+const IDLE: Def = Def(
+    "poolside_pool_idle_connections",
+    "Open upstream connections waiting in the pool.",
+    None,
+);
+const UTILIZATION: Def = Def(
+    "poolside_pool_utilization_ratio",
+    "In-use connections divided by max connections (0..1).",
+    None,
+);
+const PEAK: Def = Def(
+    "poolside_peak_in_use_connections",
+    "Most connections checked out at once since start.",
+    None,
+);
+const EXHAUSTED: Def = Def(
+    "poolside_pool_exhausted_total",
+    "Checkouts that timed out because every connection was in use.",
+    None,
+);
+const TIMEOUTS: Def = Def(
+    "poolside_pool_checkout_timeouts_total",
+    "Checkouts that waited checkout_timeout_ms in vain, whatever the cause.",
+    None,
+);
+const WAIT: Def = Def(
+    "poolside_pool_checkout_wait_seconds",
+    "Time a client batch waited for an upstream connection.",
+    None,
+);
+const CREATED: Def = Def(
+    "poolside_upstream_connections_created_total",
+    "Upstream connections opened.",
+    None,
+);
+const CLOSED: Def = Def(
+    "poolside_upstream_connections_closed_total",
+    "Upstream connections closed, by reason.",
+    Some("reason"),
+);
+const CHECKS: Def = Def(
+    "poolside_health_checks_total",
+    "Health-check rounds run.",
+    None,
+);
+const CHECK_FAILURES: Def = Def(
+    "poolside_health_check_failures_total",
+    "Health-check rounds that found Redis or a connection failing.",
+    None,
+);
+const CLIENTS: Def = Def(
+    "poolside_clients_connected",
+    "Client connections open now.",
+    None,
+);
+const COMMANDS: Def = Def(
+    "poolside_commands_total",
+    "Commands received from clients, by command name (others as \"other\").",
+    Some("command"),
+);
+const ERRORS: Def = Def(
+    "poolside_errors_total",
+    "Errors by side: client (malformed input), upstream (Redis connect or I/O), internal (poolside refused: pool exhausted or max_clients reached).",
+    Some("side"),
+);
+const DURATION: Def = Def(
+    "poolside_command_duration_seconds",
+    "Upstream round trip of one client batch: write, then every reply read.",
+    None,
+);
+const UP: Def = Def(
+    "poolside_upstream_up",
+    "1 when Redis answered the last health check, else 0.",
+    None,
+);
+const ALERT: Def = Def(
+    "poolside_alert_level",
+    "Utilization alert level: 0 ok, 1 warning, 2 critical.",
+    None,
+);
+
+const ALL: [&Def; 18] = [
+    &MAX,
+    &IN_USE,
+    &IDLE,
+    &UTILIZATION,
+    &PEAK,
+    &EXHAUSTED,
+    &TIMEOUTS,
+    &WAIT,
+    &CREATED,
+    &CLOSED,
+    &CHECKS,
+    &CHECK_FAILURES,
+    &CLIENTS,
+    &COMMANDS,
+    &ERRORS,
+    &DURATION,
+    &UP,
+    &ALERT,
+];
+
+/// The registry of one poolside instance.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(pool: Pool, alerts: Arc<Alerts>) -> prometheus::Result<Metrics> {
+        let descs = ALL
+            .iter()
+            .map(|d| {
+                let labels = d.2.iter().map(|l| l.to_string()).collect();
+                Desc::new(d.0.into(), d.1.into(), labels, HashMap::new())
+            })
+            .collect::<prometheus::Result<_>>()?;
+        let registry = Registry::new();
+        registry.register(Box::new(PoolCollector {
+            pool,
+            alerts,
+            descs,
+        }))?;
+        Ok(Metrics { registry })
+    }
+
+    /// The text exposition format, and its content type.
+    pub fn render(&self) -> prometheus::Result<(Vec<u8>, String)> {
+        let encoder = TextEncoder::new();
+        let mut out = Vec::with_capacity(16 * 1024);
+        encoder.encode(&self.registry.gather(), &mut out)?;
+        Ok((out, encoder.format_type().to_string()))
+    }
+}
+
+struct PoolCollector {
+    pool: Pool,
+    alerts: Arc<Alerts>,
+    descs: Vec<Desc>,
+}
+
+impl Collector for PoolCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let state = self.pool.bb8().state();
+        let s = self.pool.stats.snapshot(&state);
+        let closed = &state.statistics;
+        let up = !self.pool.health.is_down() && super::checked_once(&self.pool);
+        let ratio = f64::from(s.in_use) / f64::from(s.max_connections.max(1));
+        vec![
+            gauge(&MAX, s.max_connections.into()),
+            gauge(&IN_USE, s.in_use.into()),
+            gauge(&IDLE, s.idle.into()),
+            gauge(&UTILIZATION, ratio),
+            gauge(&PEAK, s.peak_in_use.into()),
+            counter(&EXHAUSTED, [("", s.exhausted_total)]),
+            counter(&TIMEOUTS, [("", s.checkout_timeouts_total)]),
+            histogram(&WAIT, &self.pool.stats.checkout_wait()),
+            counter(&CREATED, [("", s.created_total)]),
+            counter(
+                &CLOSED,
+                [
+                    ("broken", closed.connections_closed_broken),
+                    ("invalid", closed.connections_closed_invalid),
+                    ("max_lifetime", closed.connections_closed_max_lifetime),
+                    ("idle_timeout", closed.connections_closed_idle_timeout),
+                ],
+            ),
+            counter(&CHECKS, [("", s.health_check_runs_total)]),
+            counter(&CHECK_FAILURES, [("", s.health_check_failures_total)]),
+            gauge(&CLIENTS, s.clients_connected as f64),
+            counter(&COMMANDS, self.pool.stats.command_counts()),
+            counter(
+                &ERRORS,
+                [
+                    ("client", s.protocol_errors_total),
+                    ("upstream", s.upstream_errors_total),
+                    ("internal", s.exhausted_total + s.clients_rejected_total),
+                ],
+            ),
+            histogram(&DURATION, &self.pool.stats.round_trips()),
+            gauge(&UP, if up { 1.0 } else { 0.0 }),
+            gauge(&ALERT, f64::from(self.alerts.level() as u8)),
+        ]
+    }
+}
+
+fn family(def: &Def, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(def.0.into());
+    f.set_help(def.1.into());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn gauge(def: &Def, value: f64) -> MetricFamily {
+    let mut g = proto::Gauge::default();
+    g.set_value(value);
+    family(def, MetricType::GAUGE, vec![proto::Metric::from_gauge(g)])
+}
+
+/// A counter; with a label, one series per `(label value, count)`.
+fn counter<'a>(def: &Def, values: impl IntoIterator<Item = (&'a str, u64)>) -> MetricFamily {
+    let metrics = values
+        .into_iter()
+        .map(|(label, n)| {
+            let mut c = proto::Counter::default();
+            c.set_value(n as f64);
+            let mut m = proto::Metric::default();
+            m.set_counter(c);
+            if let Some(name) = def.2 {
+                let mut pair = proto::LabelPair::default();
+                pair.set_name(name.into());
+                pair.set_value(label.into());
+                m.set_label(vec![pair]);
+            }
+            m
+        })
+        .collect();
+    family(def, MetricType::COUNTER, metrics)
+}
+
+fn histogram(def: &Def, counts: &Counts) -> MetricFamily {
+    let buckets = counts
+        .cumulative_seconds()
+        .map(|(bound, n)| {
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(bound);
+            b.set_cumulative_count(n);
+            b
+        })
+        .collect();
+    let mut h = proto::Histogram::default();
+    h.set_sample_count(counts.count());
+    h.set_sample_sum(counts.sum_seconds());
+    h.set_bucket(buckets);
+    let mut m = proto::Metric::default();
+    m.set_histogram(h);
+    family(def, MetricType::HISTOGRAM, vec![m])
+}

@@ -1,0 +1,162 @@
+//! `/pool/status`: the pool, Redis as seen from here, alerts and
+//! recommendations, in field names applications already parse.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::control::ServerInfo;
+use super::recommend::{recommend, Inputs, Sizing};
+use super::{checked_once, AdminState};
+use crate::alerts::{percent_of, Level};
+use crate::clock;
+use crate::histogram::Counts;
+use crate::pool::Snapshot;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    /// `healthy`, `degraded` (alert level not ok) or `unhealthy` (Redis unreachable).
+    pub status: &'static str,
+    pub environment: &'static str,
+    pub max_connections: u32,
+    pub in_use_connections: u32,
+    pub idle_connections: u32,
+    pub available_connections: u32,
+    /// 0-100, one decimal.
+    pub utilization_percent: f64,
+    pub alert_level: &'static str,
+    pub alert: AlertStatus,
+    pub metrics: Counters,
+    pub upstream: Upstream,
+    pub sizing: Sizing,
+    pub recommendations: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertStatus {
+    pub level: &'static str,
+    /// When the level last changed (or poolside started).
+    pub since: String,
+    /// Level changes since start: one webhook POST each.
+    pub changes: u64,
+    pub warning_percent: f64,
+    pub critical_percent: f64,
+    pub hysteresis_percent: f64,
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Counters {
+    pub pool_exhausted_count: u64,
+    pub checkout_timeouts: u64,
+    pub health_check_failures: u64,
+    pub connections_created: u64,
+    pub connections_closed: u64,
+    pub checkout_wait_ms_p50: f64,
+    pub checkout_wait_ms_p99: f64,
+    pub peak_in_use: u32,
+    pub clients_connected: u64,
+    pub commands_total: u64,
+    pub upstream_errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Upstream {
+    /// `host:port` only: never credentials.
+    pub address: String,
+    pub reachable: bool,
+    /// RFC 3339 time of the last successful health check.
+    pub last_health_check: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub redis_version: Option<String>,
+    pub connected_clients: Option<u64>,
+    pub maxclients: Option<u64>,
+}
+
+/// Redis answered a health check and is not known to be down since.
+pub fn reachable(state: &AdminState) -> bool {
+    !state.pool.health.is_down() && checked_once(&state.pool)
+}
+
+pub fn pool_status(state: &AdminState) -> PoolStatus {
+    let s = state.pool.snapshot();
+    let reachable = reachable(state);
+    let server = state.control.info();
+    let level = state.alerts.level();
+    let thresholds = state.alerts.thresholds();
+    let window = state.usage.summarize(state.recommendation_window);
+    let (recommendations, sizing) = recommend(&Inputs {
+        max: s.max_connections,
+        min_idle: state.min_idle,
+        in_use: s.in_use,
+        thresholds,
+        window: &window,
+        upstream_address: &state.upstream_address,
+        reachable,
+        server: &server,
+    });
+    let status = match (reachable, level) {
+        (false, _) => "unhealthy",
+        (true, Level::Ok) => "healthy",
+        (true, _) => "degraded",
+    };
+    PoolStatus {
+        status,
+        environment: state.profile.name(),
+        max_connections: s.max_connections,
+        in_use_connections: s.in_use,
+        idle_connections: s.idle,
+        available_connections: s.max_connections.saturating_sub(s.in_use),
+        utilization_percent: round(percent_of(s.in_use, s.max_connections), 1),
+        alert_level: level.as_str(),
+        alert: AlertStatus {
+            level: level.as_str(),
+            since: clock::rfc3339(state.alerts.changed_at_unix_ms()),
+            changes: state.alerts.changes(),
+            warning_percent: thresholds.warning,
+            critical_percent: thresholds.critical,
+            hysteresis_percent: thresholds.hysteresis,
+            window_secs: state.alerts.window().as_secs(),
+        },
+        metrics: counters(&s, &state.pool.stats.checkout_wait()),
+        upstream: upstream(state, reachable, server),
+        sizing,
+        recommendations,
+    }
+}
+
+fn counters(s: &Snapshot, wait: &Counts) -> Counters {
+    Counters {
+        pool_exhausted_count: s.exhausted_total,
+        checkout_timeouts: s.checkout_timeouts_total,
+        health_check_failures: s.health_check_failures_total,
+        connections_created: s.created_total,
+        connections_closed: s.closed_total,
+        checkout_wait_ms_p50: round(wait.quantile_ms(0.5), 3),
+        checkout_wait_ms_p99: round(wait.quantile_ms(0.99), 3),
+        peak_in_use: s.peak_in_use,
+        clients_connected: s.clients_connected,
+        commands_total: s.commands_total,
+        upstream_errors: s.upstream_errors_total,
+    }
+}
+
+fn upstream(state: &AdminState, reachable: bool, server: ServerInfo) -> Upstream {
+    let health = &state.pool.health;
+    let last_check = health.last_check_unix_ms.load(Ordering::Relaxed);
+    let latency_us = health.last_latency_us.load(Ordering::Relaxed);
+    Upstream {
+        address: state.upstream_address.clone(),
+        reachable,
+        last_health_check: (last_check > 0).then(|| clock::rfc3339(last_check)),
+        latency_ms: (last_check > 0).then(|| round(latency_us as f64 / 1_000.0, 3)),
+        redis_version: server.redis_version,
+        connected_clients: server.connected_clients,
+        maxclients: server.maxclients,
+    }
+}
+
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}

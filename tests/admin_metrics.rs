@@ -1,0 +1,220 @@
+//! `/metrics`: Prometheus text that parses, passes `promtool check metrics`,
+//! belongs to one poolside instance, and moves when commands run.
+
+mod admin_support;
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use admin_support::{get, wait_for_status};
+use common::raw::RawClient;
+use common::{start_poolside, wait_until, RedisServer};
+
+const FAMILIES: [&str; 18] = [
+    "poolside_pool_max_connections",
+    "poolside_pool_in_use_connections",
+    "poolside_pool_idle_connections",
+    "poolside_pool_utilization_ratio",
+    "poolside_pool_exhausted_total",
+    "poolside_pool_checkout_timeouts_total",
+    "poolside_pool_checkout_wait_seconds",
+    "poolside_upstream_connections_created_total",
+    "poolside_upstream_connections_closed_total",
+    "poolside_health_checks_total",
+    "poolside_health_check_failures_total",
+    "poolside_clients_connected",
+    "poolside_commands_total",
+    "poolside_errors_total",
+    "poolside_command_duration_seconds",
+    "poolside_upstream_up",
+    "poolside_alert_level",
+    "poolside_peak_in_use_connections",
+];
+
+/// Every sample line as `series -> value`; panics on a line that does not parse.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        assert!(series.starts_with("poolside_"), "{line}");
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "duplicate series {series}"
+        );
+    }
+    samples
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no series {series}"))
+}
+
+/// `promtool check metrics` on `text`; skipped, saying so, without promtool.
+fn promtool_check(text: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "SKIPPED promtool check metrics: promtool is not on PATH \
+             (scripts/install-deps.sh installs it: Debian package prometheus)"
+        );
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_counters_move() {
+    let redis = RedisServer::start().await;
+    let poolside = start_poolside(&redis, |c| c.pool.max_connections = 7).await;
+    wait_for_status(&poolside, "Redis is reachable", |s| {
+        s["upstream"]["reachable"] == true
+    })
+    .await;
+
+    let first = get(poolside.admin_addr, "/metrics").await;
+    assert_eq!(first.code, 200);
+    assert!(
+        first.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        first.content_type
+    );
+    for family in FAMILIES {
+        assert!(
+            first.body.contains(&format!("# TYPE {family} ")),
+            "no {family} in\n{}",
+            first.body
+        );
+    }
+    promtool_check(&first.body);
+    let before = parse(&first.body);
+    assert_eq!(value(&before, "poolside_pool_max_connections"), 7.0);
+    assert_eq!(value(&before, "poolside_upstream_up"), 1.0);
+    assert_eq!(value(&before, "poolside_alert_level"), 0.0);
+
+    // A raw client: a client library's connect-time commands would count too.
+    let mut con = RawClient::connect(poolside.client_addr).await;
+    for i in 0..5 {
+        con.command(&["SET", "counted", &i.to_string()])
+            .await
+            .expect_ok();
+        con.command(&["GET", "counted"]).await.expect_string();
+    }
+    con.command(&["NO-SUCH-COMMAND", "x"]).await.expect_error();
+    let mut garbage = RawClient::connect(poolside.client_addr).await;
+    garbage
+        .send(b"*1\r\n$x\r\n")
+        .await
+        .expect("send a malformed frame");
+    wait_until(
+        admin_support::WAIT,
+        "the malformed client is counted",
+        || async { poolside.pool_snapshot().protocol_errors_total > 0 },
+    )
+    .await;
+
+    let after = get(poolside.admin_addr, "/metrics").await.body;
+    promtool_check(&after);
+    let after = parse(&after);
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(moved("poolside_commands_total{command=\"SET\"}"), 5.0);
+    assert_eq!(moved("poolside_commands_total{command=\"GET\"}"), 5.0);
+    assert_eq!(moved("poolside_commands_total{command=\"other\"}"), 1.0);
+    assert_eq!(moved("poolside_command_duration_seconds_count"), 11.0);
+    assert_eq!(moved("poolside_pool_checkout_wait_seconds_count"), 11.0);
+    assert_eq!(moved("poolside_errors_total{side=\"client\"}"), 1.0);
+    assert!(value(&after, "poolside_upstream_connections_created_total") >= 1.0);
+    assert!(value(&after, "poolside_peak_in_use_connections") >= 1.0);
+    assert!(value(&after, "poolside_command_duration_seconds_sum") > 0.0);
+    assert_eq!(
+        value(
+            &after,
+            "poolside_command_duration_seconds_bucket{le=\"+Inf\"}"
+        ),
+        value(&after, "poolside_command_duration_seconds_count")
+    );
+    for reason in ["broken", "invalid", "max_lifetime", "idle_timeout"] {
+        value(
+            &after,
+            &format!("poolside_upstream_connections_closed_total{{reason=\"{reason}\"}}"),
+        );
+    }
+    poolside.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_poolside_has_its_own_registry() {
+    let redis = RedisServer::start().await;
+    let small = start_poolside(&redis, |c| c.pool.max_connections = 3).await;
+    let large = start_poolside(&redis, |c| c.pool.max_connections = 30).await;
+    let mut con = RawClient::connect(small.client_addr).await;
+    con.command(&["SET", "only-small", "1"]).await.expect_ok();
+
+    let small_metrics = parse(&get(small.admin_addr, "/metrics").await.body);
+    let large_metrics = parse(&get(large.admin_addr, "/metrics").await.body);
+    assert_eq!(value(&small_metrics, "poolside_pool_max_connections"), 3.0);
+    assert_eq!(value(&large_metrics, "poolside_pool_max_connections"), 30.0);
+    assert_eq!(
+        value(&small_metrics, "poolside_commands_total{command=\"SET\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&large_metrics, "poolside_commands_total{command=\"SET\"}"),
+        0.0
+    );
+    small.shutdown().await;
+    large.shutdown().await;
+}
+
+#[tokio::test]
+async fn multiplexed_batches_are_counted_and_timed() {
+    let redis = RedisServer::start().await;
+    let poolside = start_poolside(&redis, |c| {
+        c.pool.mode = poolside::config::PoolMode::Multiplexed;
+    })
+    .await;
+    let mut con = RawClient::connect(poolside.client_addr).await;
+    for i in 0..5 {
+        con.command(&["SET", "shared", &i.to_string()])
+            .await
+            .expect_ok();
+    }
+    let metrics = parse(&get(poolside.admin_addr, "/metrics").await.body);
+    assert_eq!(
+        value(&metrics, "poolside_commands_total{command=\"SET\"}"),
+        5.0
+    );
+    assert_eq!(
+        value(&metrics, "poolside_command_duration_seconds_count"),
+        5.0
+    );
+    poolside.shutdown().await;
+}
