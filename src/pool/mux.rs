@@ -151,6 +151,7 @@ async fn run_lane(
     let mut rx_done = false;
     let idle = tokio::time::sleep(idle_close);
     tokio::pin!(idle);
+    let mut last_busy = tokio::time::Instant::now();
     conn.mark_broken(); // until the lane ends cleanly with nothing in flight
     let failure = loop {
         if rx_done && waiting.is_empty() {
@@ -171,7 +172,7 @@ async fn run_lane(
                     rbuf.reserve(64 * 1024);
                 }
                 if waiting.is_empty() {
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_close);
+                    last_busy = tokio::time::Instant::now();
                 }
             }
             req = rx.recv(), if !rx_done => {
@@ -186,7 +187,13 @@ async fn run_lane(
                 }
             }
             // Idle: stop taking batches; those already queued are still served.
+            // The timer is moved only when it fires, not on every batch.
             _ = &mut idle, if waiting.is_empty() && !lane.closed.load(Ordering::Acquire) => {
+                let quiet_until = last_busy + idle_close;
+                if quiet_until > tokio::time::Instant::now() {
+                    idle.as_mut().reset(quiet_until);
+                    continue;
+                }
                 lane.closed.store(true, Ordering::Release);
                 rx.close();
             }
