@@ -72,8 +72,22 @@ install_pip_packages() {
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 }
 
+# The TLS tests start redis-server with --tls-port: it must be built with TLS
+# (Debian's is, since 6.0; one built without answers "Bad directive").
+redis_tls_check() {
+    [[ " ${wanted[*]} " == *" redis "* ]] || return 0
+    command -v redis-server >/dev/null 2>&1 || return 0
+    if timeout 5 redis-server --port 0 --tls-port 1 --tls-cert-file /nonexistent \
+        --tls-key-file /nonexistent --tls-auth-clients no 2>&1 | grep -q "Bad directive"; then
+        echo "install-deps: this redis-server has no TLS support; the TLS tests need one" >&2
+        echo "  that does, e.g. Debian's redis-server package (6.0 or later)" >&2
+        return 1
+    fi
+}
+
 if [ ${#packages[@]} -eq 0 ]; then
     install_pip_packages
+    redis_tls_check
     exit 0
 fi
 
@@ -97,3 +111,4 @@ echo "install-deps: installing ${packages[*]}" >&2
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 install_pip_packages
+redis_tls_check

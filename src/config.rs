@@ -181,7 +181,8 @@ pub struct Config {
     pub policy: PolicyConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` redacts the URL's password (see `security.rs`).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `redis://[user[:password]@]host:port[/db]`. Default `redis://127.0.0.1:6379`.

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Config, Profile, Secret};
+use super::{url, Config, Profile, Secret, UpstreamConfig};
 
 /// TLS to Redis (`[tls]`). On when `enabled` or the upstream URL is `rediss://`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +115,20 @@ impl SecretCell {
 impl fmt::Debug for SecretCell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretCell(<redacted>)")
+    }
+}
+
+/// Like the derived `Debug`, with the URL's password redacted: a config
+/// printed with `{:?}` (a panic message, a debug log) must not leak it.
+impl fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("url", &url::redact(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
     }
 }
 
@@ -239,6 +253,24 @@ mod tests {
         assert!(read_secret_file(&path).unwrap_err().contains("empty"));
         let missing = read_secret_file(&dir.path().join("nope")).unwrap_err();
         assert!(missing.contains("cannot read"), "{missing}");
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let mut config = Config::for_profile(Profile::Production);
+        config.upstream.url = "rediss://app:url-secret@h:1/0".into();
+        config.upstream.password = Some(Secret::new("upstream-secret"));
+        config.client_password = Some(Secret::new("client-secret"));
+        config
+            .client_users
+            .insert("app".into(), Secret::new("user-secret"));
+        let shown = format!(
+            "{config:?} {:?}",
+            SecretCell::new(config.client_password.clone())
+        );
+        assert!(!shown.contains("secret\""), "{shown}");
+        assert!(!shown.contains("url-secret"), "{shown}");
+        assert!(shown.contains("rediss://app:<redacted>@h:1/0"), "{shown}");
     }
 
     #[test]

@@ -7,8 +7,9 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::tls::{TlsTarget, UpstreamStream};
 use super::UpstreamError;
-use crate::config::Secret;
+use crate::config::SecretCell;
 use crate::resp::ReplyScanner;
 
 /// Database index meaning "unknown": the next batch always SELECTs first.
@@ -19,7 +20,10 @@ pub const DB_UNKNOWN: u32 = u32::MAX;
 pub struct Target {
     pub address: String,
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    /// Read at every connect: SIGHUP may have rotated it.
+    pub password: SecretCell,
+    /// Set for `rediss://` or `tls.enabled`.
+    pub tls: Option<TlsTarget>,
     pub db: u32,
     pub connect_timeout: Duration,
 }
@@ -29,7 +33,7 @@ pub struct Target {
 /// (I/O error, cancelled client task) is discarded by the pool, never reused.
 #[derive(Debug)]
 pub struct UpstreamConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: UpstreamStream,
     rbuf: BytesMut,
     scanner: ReplyScanner,
     /// The database this connection has selected.
@@ -45,10 +49,14 @@ impl UpstreamConn {
     /// TCP connect with NODELAY, then AUTH and SELECT as the target says.
     pub async fn connect(target: &Target) -> Result<UpstreamConn, UpstreamError> {
         let connecting = async {
-            let stream = TcpStream::connect(&target.address)
+            let tcp = TcpStream::connect(&target.address)
                 .await
                 .map_err(UpstreamError::Connect)?;
-            stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+            tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
+            let stream = match &target.tls {
+                Some(tls) => tls.handshake(tcp).await?,
+                None => UpstreamStream::Tcp(tcp),
+            };
             let mut conn = UpstreamConn {
                 stream,
                 rbuf: BytesMut::with_capacity(16 * 1024),
@@ -58,7 +66,7 @@ impl UpstreamConn {
                 dirty: false,
                 created: Instant::now(),
             };
-            if let Some(password) = &target.password {
+            if let Some(password) = &target.password.get() {
                 let reply = match &target.username {
                     Some(user) => {
                         conn.command(&[b"AUTH", user.as_bytes(), password.expose().as_bytes()])
@@ -126,6 +134,8 @@ impl UpstreamConn {
                 .await
                 .map_err(UpstreamError::Io)?;
         }
+        // A no-op over TCP; over TLS it pushes out what rustls still holds.
+        self.stream.flush().await.map_err(UpstreamError::Io)?;
         Ok(())
     }
 
@@ -177,12 +187,7 @@ impl UpstreamConn {
     /// its `timeout` fired) or sent something unasked. Costs no syscall while
     /// the socket is not readable, because tokio caches readiness.
     pub fn is_closed(&mut self) -> bool {
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Ok(_) => true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            Err(_) => true,
-        }
+        self.stream.is_closed()
     }
 }
 

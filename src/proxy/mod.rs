@@ -7,6 +7,7 @@ mod policy;
 mod router;
 mod session;
 mod stream;
+mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;

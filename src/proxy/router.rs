@@ -272,7 +272,7 @@ impl Router {
                 }
                 _ => {}
             }
-            self.upbuf.extend_from_slice(&buf[f.start..f.end]);
+            scanner.write_frame(buf, f, &mut self.upbuf);
             self.steps.push(Step::Remote(remote));
         }
         (None, false)

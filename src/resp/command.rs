@@ -2,6 +2,8 @@
 
 use std::ops::Range;
 
+use bytes::{BufMut, BytesMut};
+
 use super::{find_crlf, parse_int, Limits, ProtocolError};
 
 /// Inline commands longer than this are refused, as Redis does (64 KiB).
@@ -160,6 +162,30 @@ impl CommandScanner {
         frame
     }
 
+    /// Appends `frame` as Redis must receive it: a RESP array as it came; an
+    /// inline command re-encoded as an array of the arguments read here.
+    /// Redis splits inline lines its own way (quotes, `\x` escapes, `\v` as a
+    /// separator), so forwarding the line itself could run another command
+    /// than the one classified and checked (`"FLUSHALL"` past a deny-list),
+    /// or none at all (`\v\n`), leaving a reply awaited forever.
+    pub fn write_frame(&self, buf: &[u8], frame: &Frame, out: &mut BytesMut) {
+        if buf.get(frame.start) == Some(&b'*') {
+            out.extend_from_slice(&buf[frame.start..frame.end]);
+            return;
+        }
+        out.put_u8(b'*');
+        out.put_slice(frame.argc().to_string().as_bytes());
+        out.put_slice(b"\r\n");
+        for i in 0..frame.argc() {
+            let arg = self.arg(buf, frame, i).unwrap_or_default();
+            out.put_u8(b'$');
+            out.put_slice(arg.len().to_string().as_bytes());
+            out.put_slice(b"\r\n");
+            out.put_slice(arg);
+            out.put_slice(b"\r\n");
+        }
+    }
+
     /// Forgets the first `n` buffer bytes (all frames before them are done) so
     /// positions stay relative to the buffer after the caller drops those bytes.
     pub fn consume(&mut self, n: usize) {
@@ -224,6 +250,20 @@ mod tests {
             collect(&mut s, &input[..]);
             assert_eq!(got, whole, "split at {cut}");
         }
+    }
+
+    #[test]
+    fn inline_commands_are_forwarded_as_arrays() {
+        let input = b"*1\r\n$4\r\nPING\r\n\"FLUSHALL\"  x\x0b\r\n";
+        let mut s = CommandScanner::new(Limits::default());
+        let mut out = BytesMut::new();
+        while let Some(f) = s.next_frame(input).unwrap() {
+            s.write_frame(input, &f, &mut out);
+        }
+        assert_eq!(
+            &out[..],
+            b"*1\r\n$4\r\nPING\r\n*2\r\n$10\r\n\"FLUSHALL\"\r\n$2\r\nx\x0b\r\n"
+        );
     }
 
     #[test]
