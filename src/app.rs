@@ -15,7 +15,7 @@ use tracing::info;
 use crate::admin::{self, AdminState};
 use crate::config::{url, Config};
 use crate::pool::{check_once, spawn_health_checker, Pool, Snapshot, Target, TlsTarget};
-use crate::proxy::{serve_tcp, serve_unix, Shared};
+use crate::proxy::{serve, Shared};
 use crate::secrets::{self, SecretFiles};
 
 /// A running poolside: what tests and `main` hold on to.
@@ -69,7 +69,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let mut tasks = vec![tokio::spawn(serve_tcp(
+    let mut tasks = vec![tokio::spawn(serve(
         listener,
         shared.clone(),
         rx.clone(),
@@ -80,12 +80,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let _ = std::fs::remove_file(path);
         let unix = UnixListener::bind(path)
             .with_context(|| format!("cannot listen on {}", path.display()))?;
-        tasks.push(tokio::spawn(serve_unix(
-            unix,
-            shared.clone(),
-            rx.clone(),
-            drain,
-        )));
+        tasks.push(tokio::spawn(serve(unix, shared.clone(), rx.clone(), drain)));
     }
     let interval = Duration::from_secs(config.pool.health_check_interval_secs);
     tasks.push(spawn_health_checker(pool.clone(), interval, rx.clone()));

@@ -1,11 +1,13 @@
 //! Accepts clients, enforces the client limit, and drains on shutdown.
 
+use std::future::Future;
+use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -13,40 +15,34 @@ use tracing::{info, warn};
 use super::session::Session;
 use super::Shared;
 
-/// Serves TCP clients until `shutdown`, then waits up to `drain` for
-/// in-flight batches before cutting the remaining sessions.
-pub async fn serve_tcp(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
-    drain: Duration,
-) {
-    let mut sessions = JoinSet::new();
-    let mut stop = shutdown.clone();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    admit(&mut sessions, &shared, socket, peer.to_string(), &shutdown);
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            _ = stop.changed() => break,
-        }
-    }
-    drop(listener);
-    drain_sessions(sessions, drain).await;
+/// A listener the accept loop can serve: TCP or a unix socket.
+pub trait Accept: Send + 'static {
+    type Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next client and a printable peer name.
+    fn next(&self) -> impl Future<Output = io::Result<(Self::Socket, String)>> + Send;
 }
 
-/// The same for a unix socket listener.
-pub async fn serve_unix(
-    listener: UnixListener,
+impl Accept for TcpListener {
+    type Socket = TcpStream;
+    async fn next(&self) -> io::Result<(TcpStream, String)> {
+        let (socket, peer) = self.accept().await?;
+        let _ = socket.set_nodelay(true);
+        Ok((socket, peer.to_string()))
+    }
+}
+
+impl Accept for UnixListener {
+    type Socket = UnixStream;
+    async fn next(&self) -> io::Result<(UnixStream, String)> {
+        let (socket, _) = self.accept().await?;
+        Ok((socket, "unix".into()))
+    }
+}
+
+/// Serves clients until `shutdown`, then waits up to `drain` for in-flight
+/// batches before cutting the remaining sessions.
+pub async fn serve<L: Accept>(
+    listener: L,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -55,9 +51,10 @@ pub async fn serve_unix(
     let mut stop = shutdown.clone();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => admit(&mut sessions, &shared, socket, "unix".into(), &shutdown),
+            accepted = listener.next() => match accepted {
+                Ok((socket, peer)) => admit(&mut sessions, &shared, socket, peer, &shutdown),
                 Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

@@ -6,6 +6,7 @@ mod local;
 mod policy;
 mod router;
 mod session;
+mod state;
 mod stream;
 mod subscriptions;
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::Credentials;
-pub use listener::{serve_tcp, serve_unix};
+pub use listener::{serve, Accept};
 pub use local::constant_time_eq;
 pub use policy::Policy;
 

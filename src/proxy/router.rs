@@ -9,10 +9,11 @@ use bytes::BytesMut;
 
 use super::local::{self, Answer};
 use super::policy;
+use super::state::{Pin, Remote};
 use super::Shared;
 use crate::command::{allowed_before_auth, classify, Class};
 use crate::pool::{encode_command, BatchReply, Multiplexer, MuxRequest, Upstream};
-use crate::resp::{write_error, CommandScanner, Frame, ReplyScanner};
+use crate::resp::{write_error, CommandScanner, Frame};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// What the session does after a batch.
@@ -34,40 +35,6 @@ enum Step {
         end: usize,
     },
     Remote(Remote),
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Remote {
-    Plain,
-    Select(Option<u32>),
-    Multi,
-    Exec,
-    Discard,
-    Watch,
-    Unwatch,
-    PinSession,
-    Dirty,
-    /// EXEC of a transaction with a refused command: sent as DISCARD, answered EXECABORT.
-    ExecAborted,
-}
-
-/// Transaction and pinning state; while any of it holds, the client keeps its connection.
-#[derive(Debug, Default)]
-struct Pin {
-    multi: bool,
-    watch: bool,
-    session: bool,
-    queued: u32,
-    /// `SELECT`s queued inside MULTI: (position in the transaction, db).
-    queued_selects: Vec<(u32, u32)>,
-    /// A command was refused by the policy while queueing: EXEC must abort.
-    doomed: bool,
-}
-
-impl Pin {
-    fn active(&self) -> bool {
-        self.multi || self.watch || self.session
-    }
 }
 
 /// Per-client state: the session's half of DESIGN.md's "session" hop.
@@ -373,7 +340,7 @@ impl Router {
                 }
                 Step::Remote(kind) => match conn.read_reply(out).await {
                     Ok(start) => {
-                        self.apply(kind, &out[start..], conn);
+                        self.pin.apply(kind, &out[start..], &mut self.client, conn);
                         if matches!(kind, Remote::ExecAborted) {
                             out.truncate(start);
                             write_error(out, policy::EXECABORT);
@@ -397,72 +364,6 @@ impl Router {
         }
         conn.finish_batch();
         Ok(())
-    }
-
-    /// Updates client and pinning state from one reply.
-    fn apply(&mut self, kind: Remote, reply: &[u8], conn: &mut Upstream) {
-        let ok = reply.first() == Some(&b'+');
-        let queued = self.pin.multi && reply.starts_with(b"+QUEUED\r\n");
-        match kind {
-            Remote::Select(Some(db)) if queued => {
-                self.pin.queued_selects.push((self.pin.queued, db));
-            }
-            Remote::Select(Some(db)) if ok && !self.pin.multi => {
-                self.client.db = db;
-                conn.db = db;
-            }
-            Remote::Multi if ok => {
-                self.pin.multi = true;
-                self.pin.queued = 0;
-                self.pin.queued_selects.clear();
-                return;
-            }
-            Remote::Exec | Remote::Discard | Remote::ExecAborted => {
-                if matches!(kind, Remote::Exec) && !self.pin.queued_selects.is_empty() {
-                    self.apply_queued_selects(reply, conn);
-                }
-                if self.pin.multi || reply.first() != Some(&b'-') {
-                    self.pin.multi = false;
-                    self.pin.watch = false;
-                }
-                self.pin.queued_selects.clear();
-                return;
-            }
-            Remote::Watch if ok => self.pin.watch = true,
-            Remote::Unwatch => self.pin.watch = false,
-            Remote::PinSession => self.pin.session = true,
-            Remote::Dirty => {
-                conn.mark_dirty();
-                self.pin.session = true;
-            }
-            _ => {}
-        }
-        if queued {
-            self.pin.queued += 1;
-        }
-    }
-
-    /// EXEC ran the queued SELECTs: follow the ones whose element is `+OK`.
-    fn apply_queued_selects(&mut self, reply: &[u8], conn: &mut Upstream) {
-        let Some(header_end) = crate::resp::find_crlf(reply, 1) else {
-            return;
-        };
-        if reply[0] != b'*' {
-            return;
-        }
-        let mut scanner = ReplyScanner::default();
-        let mut at = header_end + 2;
-        let mut index = 0u32;
-        while let Ok(Some(end)) = scanner.scan(reply, at) {
-            if let Some(&(_, db)) = self.pin.queued_selects.iter().find(|(i, _)| *i == index) {
-                if reply[at] == b'+' {
-                    self.client.db = db;
-                    conn.db = db;
-                }
-            }
-            at = end;
-            index += 1;
-        }
     }
 
     /// The client is gone: a connection still pinned carries its state
