@@ -12,7 +12,7 @@ use admin_support::{get, wait_for_status};
 use common::raw::RawClient;
 use common::{start_poolside, wait_until, RedisServer};
 
-const FAMILIES: [&str; 18] = [
+const FAMILIES: [&str; 20] = [
     "poolside_pool_max_connections",
     "poolside_pool_in_use_connections",
     "poolside_pool_idle_connections",
@@ -31,6 +31,8 @@ const FAMILIES: [&str; 18] = [
     "poolside_upstream_up",
     "poolside_alert_level",
     "poolside_peak_in_use_connections",
+    "poolside_client_auth_failures_total",
+    "poolside_commands_denied_total",
 ];
 
 /// Every sample line as `series -> value`; panics on a line that does not parse.

@@ -47,6 +47,12 @@ async fn production_refuses_every_denied_command() {
         poolside.stats().denied_commands_total(),
         DENIED.len() as u64
     );
+    let metrics = http_get(poolside.admin_addr, "/metrics").await;
+    let line = format!("poolside_commands_denied_total {}", DENIED.len());
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no `{line}` in /metrics"
+    );
     // Nothing ran: the key is still there. Subcommands not listed still run.
     assert_eq!(client.command(&["GET", "keep"]).await, Reply::bulk("me"));
     let sha = client
@@ -213,4 +219,23 @@ async fn deny_lists_are_configurable_per_deployment() {
         Reply::Int(_)
     ));
     poolside.shutdown().await;
+}
+
+/// The body of a plain HTTP/1.0 GET to the admin server.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin connect");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: poolside\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("admin write");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("admin read");
+    response
 }

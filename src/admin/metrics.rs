@@ -107,7 +107,18 @@ const ALERT: Def = Def(
     None,
 );
 
-const ALL: [&Def; 18] = [
+const AUTH_FAILURES: Def = Def(
+    "poolside_client_auth_failures_total",
+    "AUTH or HELLO AUTH attempts from clients with a wrong password.",
+    None,
+);
+const DENIED: Def = Def(
+    "poolside_commands_denied_total",
+    "Commands refused by the profile's command policy.",
+    None,
+);
+
+const ALL: [&Def; 20] = [
     &MAX,
     &IN_USE,
     &IDLE,
@@ -126,6 +137,8 @@ const ALL: [&Def; 18] = [
     &DURATION,
     &UP,
     &ALERT,
+    &AUTH_FAILURES,
+    &DENIED,
 ];
 
 /// The registry of one poolside instance.
@@ -211,6 +224,11 @@ impl Collector for PoolCollector {
             histogram(&DURATION, &self.pool.stats.round_trips()),
             gauge(&UP, if up { 1.0 } else { 0.0 }),
             gauge(&ALERT, f64::from(self.alerts.level() as u8)),
+            counter(
+                &AUTH_FAILURES,
+                [("", self.pool.stats.auth_failures_total())],
+            ),
+            counter(&DENIED, [("", self.pool.stats.denied_commands_total())]),
         ]
     }
 }
