@@ -8,7 +8,7 @@ use std::hint::black_box;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use poolside::command::classify;
-use poolside::pool::encode_command;
+use poolside::resp::write_command;
 use poolside::resp::{CommandScanner, Limits, ReplyScanner};
 
 fn pipeline(n: usize) -> Vec<u8> {
@@ -16,12 +16,14 @@ fn pipeline(n: usize) -> Vec<u8> {
     for i in 0..n {
         let key = format!("key:{i}");
         if i % 2 == 0 {
-            encode_command(
-                &mut out,
-                &[b"SET", key.as_bytes(), b"some-value-of-moderate-length"],
-            );
+            let args = [
+                &b"SET"[..],
+                key.as_bytes(),
+                b"some-value-of-moderate-length",
+            ];
+            write_command(&mut out, args.into_iter());
         } else {
-            encode_command(&mut out, &[b"GET", key.as_bytes()]);
+            write_command(&mut out, [&b"GET"[..], key.as_bytes()].into_iter());
         }
     }
     out.to_vec()

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use super::tls::{TlsTarget, UpstreamStream};
 use super::UpstreamError;
 use crate::config::SecretCell;
-use crate::resp::ReplyScanner;
+use crate::resp::{write_command, ReplyScanner};
 
 /// Database index meaning "unknown": the next batch always SELECTs first.
 pub const DB_UNKNOWN: u32 = u32::MAX;
@@ -106,7 +106,7 @@ impl UpstreamConn {
     /// Sends one command built from `args` and returns its whole reply.
     pub async fn command(&mut self, args: &[&[u8]]) -> Result<Vec<u8>, UpstreamError> {
         let mut req = BytesMut::new();
-        encode_command(&mut req, args);
+        write_command(&mut req, args.iter().copied());
         self.write_batch(&[&req]).await?;
         let mut out = BytesMut::new();
         self.read_reply(&mut out).await?;
@@ -188,20 +188,6 @@ impl UpstreamConn {
     /// the socket is not readable, because tokio caches readiness.
     pub fn is_closed(&mut self) -> bool {
         self.stream.is_closed()
-    }
-}
-
-/// Encodes a command as a RESP array of bulk strings.
-pub fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
-    out.put_u8(b'*');
-    out.put_slice(args.len().to_string().as_bytes());
-    out.put_slice(b"\r\n");
-    for a in args {
-        out.put_u8(b'$');
-        out.put_slice(a.len().to_string().as_bytes());
-        out.put_slice(b"\r\n");
-        out.put_slice(a);
-        out.put_slice(b"\r\n");
     }
 }
 

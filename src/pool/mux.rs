@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::{encode_command, CheckoutError, Pool, Upstream};
-use crate::resp::ReplyScanner;
+use super::{CheckoutError, Pool, Upstream};
+use crate::resp::{write_command, ReplyScanner};
 
 /// All replies of one batch, or why there are none.
 pub type BatchReply = Result<Bytes, String>;
@@ -230,7 +230,7 @@ fn queue(
     let mut skip = 0;
     if req.db != *write_db {
         let db = req.db.to_string();
-        encode_command(wbuf, &[b"SELECT", db.as_bytes()]);
+        write_command(wbuf, [&b"SELECT"[..], db.as_bytes()].into_iter());
         *write_db = req.db;
         skip = 1;
     }

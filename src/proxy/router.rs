@@ -12,8 +12,8 @@ use super::policy;
 use super::state::{Pin, Remote};
 use super::Shared;
 use crate::command::{allowed_before_auth, classify, Class};
-use crate::pool::{encode_command, BatchReply, Multiplexer, MuxRequest, Upstream};
-use crate::resp::{write_error, CommandScanner, Frame};
+use crate::pool::{BatchReply, Multiplexer, MuxRequest, Upstream};
+use crate::resp::{write_command, write_error, CommandScanner, Frame};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// What the session does after a batch.
@@ -307,7 +307,10 @@ impl Router {
         let select_first = conn.db != self.client.db && !self.upbuf.is_empty();
         if select_first {
             let db = self.client.db.to_string();
-            encode_command(&mut self.prefix, &[b"SELECT", db.as_bytes()]);
+            write_command(
+                &mut self.prefix,
+                [&b"SELECT"[..], db.as_bytes()].into_iter(),
+            );
         }
         if !self.upbuf.is_empty() {
             if let Err(e) = conn.write_batch(&[&self.prefix, &self.upbuf]).await {

@@ -2,9 +2,9 @@
 
 use std::ops::Range;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
-use super::{find_crlf, parse_int, Limits, ProtocolError};
+use super::{find_crlf, parse_int, write_command, Limits, ProtocolError};
 
 /// Inline commands longer than this are refused, as Redis does (64 KiB).
 const MAX_INLINE: usize = 64 * 1024;
@@ -173,17 +173,8 @@ impl CommandScanner {
             out.extend_from_slice(&buf[frame.start..frame.end]);
             return;
         }
-        out.put_u8(b'*');
-        out.put_slice(frame.argc().to_string().as_bytes());
-        out.put_slice(b"\r\n");
-        for i in 0..frame.argc() {
-            let arg = self.arg(buf, frame, i).unwrap_or_default();
-            out.put_u8(b'$');
-            out.put_slice(arg.len().to_string().as_bytes());
-            out.put_slice(b"\r\n");
-            out.put_slice(arg);
-            out.put_slice(b"\r\n");
-        }
+        let args = (0..frame.argc()).map(|i| self.arg(buf, frame, i).unwrap_or_default());
+        write_command(out, args);
     }
 
     /// Forgets the first `n` buffer bytes (all frames before them are done) so

@@ -100,13 +100,41 @@ pub fn write_bulk(out: &mut BytesMut, data: Option<&[u8]>) {
         None => out.put_slice(b"$-1\r\n"),
         Some(d) => {
             out.reserve(d.len() + 16);
-            out.put_u8(b'$');
-            out.put_slice(d.len().to_string().as_bytes());
-            out.put_slice(b"\r\n");
+            write_header(out, b'$', d.len());
             out.put_slice(d);
             out.put_slice(b"\r\n");
         }
     }
+}
+
+/// Encodes a command as a RESP array of bulk strings: the one encoder for
+/// commands poolside sends itself (AUTH, SELECT, PING) and for inline
+/// commands it re-sends as arrays.
+pub fn write_command<'a>(out: &mut BytesMut, args: impl ExactSizeIterator<Item = &'a [u8]>) {
+    write_header(out, b'*', args.len());
+    for arg in args {
+        write_header(out, b'$', arg.len());
+        out.put_slice(arg);
+        out.put_slice(b"\r\n");
+    }
+}
+
+/// `<kind><n>\r\n`, the decimal formatted on the stack.
+fn write_header(out: &mut BytesMut, kind: u8, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_u8(kind);
+    out.put_slice(&digits[at..]);
+    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -148,6 +176,14 @@ mod tests {
             s.scan(b"?x\r\n", 0),
             Err(ProtocolError::UnknownReplyType(b'?'))
         );
+    }
+
+    #[test]
+    fn encodes_commands_and_bulks() {
+        let mut out = BytesMut::new();
+        write_command(&mut out, [&b"SELECT"[..], b"10"].into_iter());
+        write_bulk(&mut out, Some(b""));
+        assert_eq!(&out[..], b"*2\r\n$6\r\nSELECT\r\n$2\r\n10\r\n$0\r\n\r\n");
     }
 
     #[test]
