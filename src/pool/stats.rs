@@ -20,9 +20,7 @@ pub struct Stats {
     health_check_runs: AtomicU64,
     health_check_failures: AtomicU64,
     pub clients_connected: AtomicU64,
-    pub clients_total: AtomicU64,
     pub clients_rejected: AtomicU64,
-    pub commands: AtomicU64,
     pub protocol_errors: AtomicU64,
     checkout_timeouts: AtomicU64,
     /// Highest `in_use` since the usage sampler last looked.
@@ -208,7 +206,8 @@ impl Stats {
             health_check_failures_total: self.health_check_failures.load(Relaxed),
             clients_connected: self.clients_connected.load(Relaxed),
             clients_rejected_total: self.clients_rejected.load(Relaxed),
-            commands_total: self.commands.load(Relaxed),
+            // Every command is counted once, by name (or as "other").
+            commands_total: self.by_command.0.iter().map(|n| n.load(Relaxed)).sum(),
             protocol_errors_total: self.protocol_errors.load(Relaxed),
             checkout_timeouts_total: self.checkout_timeouts.load(Relaxed),
             checkins_total: self.checkins.load(Relaxed),

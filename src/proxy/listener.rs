@@ -87,7 +87,6 @@ fn admit<S>(
         return;
     }
     stats.clients_connected.fetch_add(1, Relaxed);
-    stats.clients_total.fetch_add(1, Relaxed);
     let session = Session::new(shared.clone(), socket, shutdown.clone());
     sessions.spawn(async move {
         session.run(&peer).await;

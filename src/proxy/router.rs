@@ -1,7 +1,6 @@
 //! The router: turns one client batch into one upstream round trip plus
 //! local answers, in the client's order, and keeps the client's state.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -143,7 +142,6 @@ impl Router {
             if f.is_empty() {
                 continue;
             }
-            self.shared.stats.commands.fetch_add(1, Relaxed);
             let name = scanner.arg(buf, f, 0).unwrap_or_default();
             self.shared.stats.count_command(name);
             let class = classify(name, scanner.arg(buf, f, 1));
