@@ -17,6 +17,7 @@ use crate::config::{url, Config};
 use crate::pool::{check_once, spawn_health_checker, Pool, Snapshot, Target, TlsTarget};
 use crate::proxy::{serve, Shared};
 use crate::secrets::{self, SecretFiles};
+use crate::traffic::Traffic;
 
 /// A running poolside: what tests and `main` hold on to.
 pub struct Running {
@@ -26,6 +27,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub unix_socket: Option<PathBuf>,
     pool: Pool,
+    traffic: Arc<Traffic>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     secrets: SecretFiles,
@@ -54,7 +56,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
     };
     let pool = Pool::new(&config, target.clone());
-    let shared = Arc::new(Shared::new(&config, pool.clone(), parsed.db));
+    let traffic = Arc::new(Traffic::default());
+    let shared = Arc::new(Shared::new(
+        &config,
+        pool.clone(),
+        traffic.clone(),
+        parsed.db,
+    ));
     let secrets = SecretFiles::load(&config, password, shared.credentials.clone())
         .map_err(anyhow::Error::msg)?;
     let (shutdown, rx) = watch::channel(false);
@@ -84,7 +92,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let interval = Duration::from_secs(config.pool.health_check_interval_secs);
     tasks.push(spawn_health_checker(pool.clone(), interval, rx.clone()));
-    let admin_state = Arc::new(AdminState::new(&config, pool.clone(), &parsed, &target)?);
+    let admin_state = Arc::new(AdminState::new(
+        &config,
+        pool.clone(),
+        traffic.clone(),
+        &parsed,
+        &target,
+    )?);
     admin_state.listening.store(true, Ordering::Release);
     tasks.extend(admin_state.spawn_background(rx.clone()));
     tasks.push(tokio::spawn(admin::serve(
@@ -109,6 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_addr,
         unix_socket: config.unix_socket.clone(),
         pool,
+        traffic,
         shutdown,
         tasks,
         secrets,
@@ -121,9 +136,10 @@ impl Running {
         self.pool.snapshot()
     }
 
-    /// The live counters (auth failures, denied commands and the pool's).
-    pub fn stats(&self) -> &crate::pool::Stats {
-        &self.pool.stats
+    /// The live client-side counters (clients, commands, auth failures,
+    /// denied commands, failures by side).
+    pub fn stats(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// What SIGHUP does: re-read the password files (see [`SecretFiles::reload`]).

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::alerts::Alerts;
 use crate::histogram::Counts;
 use crate::pool::Pool;
+use crate::traffic::Traffic;
 
 /// Samples kept at most, whatever the windows: bounds memory with short ticks.
 const MAX_SAMPLES: usize = 4_096;
@@ -73,7 +74,8 @@ impl Usage {
     }
 
     /// Takes one sample of `pool` now.
-    pub fn record(&self, pool: &Pool) {
+    /// `commands_total` is the client-side command counter now.
+    pub fn record(&self, pool: &Pool, commands_total: u64) {
         let s = pool.snapshot();
         let sample = Sample {
             at: Instant::now(),
@@ -82,7 +84,7 @@ impl Usage {
             checkouts: s.checkouts_total,
             checkins: s.checkins_total,
             hold_us: s.hold_total_us,
-            commands: s.commands_total,
+            commands: commands_total,
             exhausted: s.exhausted_total,
             wait: pool.stats.checkout_wait(),
         };
@@ -174,6 +176,7 @@ pub fn tick_for(alert_window: Duration) -> Duration {
 /// Samples the pool every `tick` and lets the alerts judge each new window.
 pub fn spawn_sampler(
     pool: Pool,
+    traffic: Arc<Traffic>,
     usage: Arc<Usage>,
     alerts: Arc<Alerts>,
     tick: Duration,
@@ -188,7 +191,7 @@ pub fn spawn_sampler(
                 _ = ticks.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            usage.record(&pool);
+            usage.record(&pool, traffic.commands_total());
             let window = usage.summarize(alerts.window());
             alerts.observe(&window, pool.snapshot().in_use, max);
         }

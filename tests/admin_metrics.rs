@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use admin_support::{get, wait_for_status};
 use common::raw::RawClient;
 use common::{start_poolside, wait_until, RedisServer};
+use poolside::error::Side;
 
 const FAMILIES: [&str; 20] = [
     "poolside_pool_max_connections",
@@ -139,7 +140,7 @@ async fn metrics_pass_promtool_and_counters_move() {
     wait_until(
         admin_support::WAIT,
         "the malformed client is counted",
-        || async { poolside.pool_snapshot().protocol_errors_total > 0 },
+        || async { poolside.stats().failed_total(Side::Client) > 0 },
     )
     .await;
 

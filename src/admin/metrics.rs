@@ -10,8 +10,10 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::alerts::Alerts;
+use crate::error::Side;
 use crate::histogram::Counts;
 use crate::pool::Pool;
+use crate::traffic::Traffic;
 
 /// One metric family: its name, help and (at most one) label.
 struct Def(&'static str, &'static str, Option<&'static str>);
@@ -88,7 +90,7 @@ const COMMANDS: Def = Def(
 );
 const ERRORS: Def = Def(
     "poolside_errors_total",
-    "Errors by side: client (malformed input), upstream (Redis connect or I/O), internal (poolside refused: pool exhausted or max_clients reached).",
+    "Client batches answered with a poolside error, by side, counted once per batch in every pool mode: client (malformed input), upstream (Redis unreachable, connection lost), internal (poolside refused: pool exhausted, max_clients reached).",
     Some("side"),
 );
 const DURATION: Def = Def(
@@ -147,7 +149,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(pool: Pool, alerts: Arc<Alerts>) -> prometheus::Result<Metrics> {
+    pub fn new(
+        pool: Pool,
+        traffic: Arc<Traffic>,
+        alerts: Arc<Alerts>,
+    ) -> prometheus::Result<Metrics> {
         let descs = ALL
             .iter()
             .map(|d| {
@@ -158,6 +164,7 @@ impl Metrics {
         let registry = Registry::new();
         registry.register(Box::new(PoolCollector {
             pool,
+            traffic,
             alerts,
             descs,
         }))?;
@@ -175,6 +182,7 @@ impl Metrics {
 
 struct PoolCollector {
     pool: Pool,
+    traffic: Arc<Traffic>,
     alerts: Arc<Alerts>,
     descs: Vec<Desc>,
 }
@@ -187,6 +195,7 @@ impl Collector for PoolCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let state = self.pool.bb8().state();
         let s = self.pool.stats.snapshot(&state);
+        let t = &self.traffic;
         let closed = &state.statistics;
         let up = !self.pool.health.is_down() && super::checked_once(&self.pool);
         let ratio = f64::from(s.in_use) / f64::from(s.max_connections.max(1));
@@ -211,24 +220,17 @@ impl Collector for PoolCollector {
             ),
             counter(&CHECKS, [("", s.health_check_runs_total)]),
             counter(&CHECK_FAILURES, [("", s.health_check_failures_total)]),
-            gauge(&CLIENTS, s.clients_connected as f64),
-            counter(&COMMANDS, self.pool.stats.command_counts()),
+            gauge(&CLIENTS, t.clients_connected() as f64),
+            counter(&COMMANDS, t.command_counts()),
             counter(
                 &ERRORS,
-                [
-                    ("client", s.protocol_errors_total),
-                    ("upstream", s.upstream_errors_total),
-                    ("internal", s.exhausted_total + s.clients_rejected_total),
-                ],
+                Side::ALL.map(|side| (side.label(), t.failed_total(side))),
             ),
-            histogram(&DURATION, &self.pool.stats.round_trips()),
+            histogram(&DURATION, &t.round_trips()),
             gauge(&UP, if up { 1.0 } else { 0.0 }),
             gauge(&ALERT, f64::from(self.alerts.level() as u8)),
-            counter(
-                &AUTH_FAILURES,
-                [("", self.pool.stats.auth_failures_total())],
-            ),
-            counter(&DENIED, [("", self.pool.stats.denied_commands_total())]),
+            counter(&AUTH_FAILURES, [("", t.auth_failures_total())]),
+            counter(&DENIED, [("", t.denied_commands_total())]),
         ]
     }
 }

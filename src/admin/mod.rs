@@ -36,11 +36,14 @@ pub use status::PoolStatus;
 use crate::alerts::Alerts;
 use crate::config::{url::UpstreamUrl, Config, Profile};
 use crate::pool::{Pool, Target};
+use crate::traffic::Traffic;
 use crate::usage::{self, Usage};
 
 /// What the admin server reports on, and the background tasks that feed it.
 pub struct AdminState {
     pub pool: Pool,
+    /// Client-side counters: clients, commands, failures by side.
+    pub traffic: Arc<Traffic>,
     pub profile: Profile,
     /// `host:port` of Redis, without credentials.
     pub upstream_address: String,
@@ -60,6 +63,7 @@ impl AdminState {
     pub fn new(
         config: &Config,
         pool: Pool,
+        traffic: Arc<Traffic>,
         upstream: &UpstreamUrl,
         target: &Target,
     ) -> anyhow::Result<AdminState> {
@@ -75,8 +79,9 @@ impl AdminState {
         };
         let control = ControlPlane::new(endpoint, target.tls.is_some());
         Ok(AdminState {
-            metrics: Metrics::new(pool.clone(), alerts.clone())?,
+            metrics: Metrics::new(pool.clone(), traffic.clone(), alerts.clone())?,
             pool,
+            traffic,
             profile: config.profile,
             upstream_address: target.address.clone(),
             min_idle: config.pool.min_idle,
@@ -97,6 +102,7 @@ impl AdminState {
         vec![
             usage::spawn_sampler(
                 self.pool.clone(),
+                self.traffic.clone(),
                 self.usage.clone(),
                 self.alerts.clone(),
                 tick,

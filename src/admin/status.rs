@@ -10,8 +10,10 @@ use super::recommend::{recommend, Inputs, Sizing};
 use super::{checked_once, AdminState};
 use crate::alerts::{percent_of, Level};
 use crate::clock;
+use crate::error::Side;
 use crate::histogram::Counts;
 use crate::pool::Snapshot;
+use crate::traffic::Traffic;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolStatus {
@@ -118,14 +120,14 @@ pub fn pool_status(state: &AdminState) -> PoolStatus {
             hysteresis_percent: thresholds.hysteresis,
             window_secs: state.alerts.window().as_secs(),
         },
-        metrics: counters(&s, &state.pool.stats.checkout_wait()),
+        metrics: counters(&s, &state.pool.stats.checkout_wait(), &state.traffic),
         upstream: upstream(state, reachable, server),
         sizing,
         recommendations,
     }
 }
 
-fn counters(s: &Snapshot, wait: &Counts) -> Counters {
+fn counters(s: &Snapshot, wait: &Counts, traffic: &Traffic) -> Counters {
     Counters {
         pool_exhausted_count: s.exhausted_total,
         checkout_timeouts: s.checkout_timeouts_total,
@@ -135,9 +137,9 @@ fn counters(s: &Snapshot, wait: &Counts) -> Counters {
         checkout_wait_ms_p50: round(wait.quantile_ms(0.5), 3),
         checkout_wait_ms_p99: round(wait.quantile_ms(0.99), 3),
         peak_in_use: s.peak_in_use,
-        clients_connected: s.clients_connected,
-        commands_total: s.commands_total,
-        upstream_errors: s.upstream_errors_total,
+        clients_connected: traffic.clients_connected(),
+        commands_total: traffic.commands_total(),
+        upstream_errors: traffic.failed_total(Side::Upstream),
     }
 }
 

@@ -28,16 +28,26 @@ pub struct Target {
     pub connect_timeout: Duration,
 }
 
-/// One upstream connection. It is `broken` from the moment a batch is written
-/// until every reply to it has been read, so a connection dropped half-way
-/// (I/O error, cancelled client task) is discarded by the pool, never reused.
+/// One upstream connection. It is `broken` from the moment anything is
+/// written until every reply to it has been read, so a connection dropped
+/// half-way (I/O error, cancelled client task) is discarded by the pool,
+/// never reused. Every reader and writer goes through these methods:
+///
+/// - request/reply: [`write_batch`](Self::write_batch), then
+///   [`read_reply`](Self::read_reply) once per reply, then
+///   [`finish_batch`](Self::finish_batch);
+/// - multiplexed lanes, which split replies themselves:
+///   [`send`](Self::send) and [`read_into`](Self::read_into), then
+///   `finish_batch` when nothing is in flight;
+/// - byte pumps (pub/sub, MONITOR): [`streaming`](Self::streaming), after
+///   which the connection never returns to the pool.
 #[derive(Debug)]
 pub struct UpstreamConn {
-    pub(crate) stream: UpstreamStream,
+    stream: UpstreamStream,
     rbuf: BytesMut,
     scanner: ReplyScanner,
     /// The database this connection has selected.
-    pub db: u32,
+    db: u32,
     broken: bool,
     /// Connection state poolside does not track was changed (CLIENT NO-EVICT,
     /// RESET...): the connection is closed at check-in.
@@ -122,6 +132,40 @@ impl UpstreamConn {
         } else {
             Err(UpstreamError::Reply(first_line(&reply)))
         }
+    }
+
+    /// The database this connection has selected.
+    pub fn db(&self) -> u32 {
+        self.db
+    }
+
+    /// A `SELECT` written on this connection was answered `+OK`.
+    pub fn selected(&mut self, db: u32) {
+        self.db = db;
+    }
+
+    /// Writes bytes of one or more batches whose replies the caller reads
+    /// with [`read_into`](Self::read_into). Marks the connection broken.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
+        self.write_batch(&[bytes]).await
+    }
+
+    /// Appends whatever Redis sent next to `buf` (for callers that split
+    /// replies themselves); `Closed` when Redis closed the connection.
+    pub async fn read_into(&mut self, buf: &mut BytesMut) -> Result<usize, UpstreamError> {
+        debug_assert!(self.rbuf.is_empty(), "read_reply and read_into mixed");
+        match self.stream.read_buf(buf).await {
+            Ok(0) => Err(UpstreamError::Closed),
+            Ok(n) => Ok(n),
+            Err(e) => Err(UpstreamError::Io(e)),
+        }
+    }
+
+    /// Hands the socket to a byte pump (pub/sub, MONITOR). Replies no longer
+    /// pair with commands, so the connection is never pooled again.
+    pub fn streaming(&mut self) -> &mut UpstreamStream {
+        self.mark_broken();
+        &mut self.stream
     }
 
     /// Writes the parts of one batch. Marks the connection broken until

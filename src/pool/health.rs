@@ -1,13 +1,15 @@
 //! Is Redis reachable? Fast failure while it is not, and the periodic health check.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, info, warn};
 
-use super::Pool;
+use super::{Pool, UpstreamError};
+use crate::error::Cause;
 
 /// Upstream reachability as the pool last saw it.
 #[derive(Debug)]
@@ -18,7 +20,11 @@ pub struct UpstreamHealth {
     probe_every: Duration,
     epoch: Instant,
     notify: Notify,
-    reason: Mutex<String>,
+    /// Why the last connect failed, as [`encode`]d: read on every fast failure.
+    cause: AtomicU8,
+    /// The last failure's full text when it is a configuration problem
+    /// (TLS, credentials) the operator must see; read only to answer a client.
+    detail: RwLock<Option<Arc<str>>>,
     /// Unix time (ms) of the last completed health check, 0 if none yet.
     pub last_check_unix_ms: AtomicU64,
     /// Round-trip time of the last health-check PING, in microseconds.
@@ -33,7 +39,8 @@ impl UpstreamHealth {
             probe_every,
             epoch: Instant::now(),
             notify: Notify::new(),
-            reason: Mutex::new(String::new()),
+            cause: AtomicU8::new(encode(Cause::Unknown)),
+            detail: RwLock::new(None),
             last_check_unix_ms: AtomicU64::new(0),
             last_latency_us: AtomicU64::new(0),
         }
@@ -63,11 +70,9 @@ impl UpstreamHealth {
                 .is_ok()
     }
 
-    pub fn reason(&self) -> String {
-        match self.reason.lock() {
-            Ok(r) if !r.is_empty() => r.clone(),
-            _ => "Redis is not reachable".into(),
-        }
+    /// Why Redis is down, for the clients that fail fast meanwhile.
+    pub fn cause(&self) -> Cause {
+        decode(self.cause.load(Ordering::Acquire))
     }
 
     /// Resolves when a connect attempt fails for good.
@@ -81,15 +86,24 @@ impl UpstreamHealth {
         }
     }
 
-    pub fn mark_down(&self, why: &str) {
-        if let Ok(mut r) = self.reason.lock() {
-            *r = why.to_string();
+    /// What to fix, for a configuration-type cause (see [`Cause::needs_detail`]).
+    pub fn detail(&self) -> Option<Arc<str>> {
+        self.detail.read().map_or(None, |d| d.clone())
+    }
+
+    pub fn mark_down(&self, error: &UpstreamError) {
+        let cause = error.cause();
+        if cause.needs_detail() {
+            if let Ok(mut d) = self.detail.write() {
+                *d = Some(error.to_string().into());
+            }
         }
+        self.cause.store(encode(cause), Ordering::Release);
         let now = self.epoch.elapsed().as_millis() as u64;
         self.next_probe_ms
             .store(now + self.probe_every.as_millis() as u64, Ordering::Release);
         if !self.down.swap(true, Ordering::AcqRel) {
-            error!(reason = why, "upstream down: cannot connect to Redis");
+            error!(reason = %error, "upstream down: cannot connect to Redis");
         }
         self.notify.notify_waiters();
     }
@@ -101,6 +115,44 @@ impl UpstreamHealth {
         self.last_check_unix_ms.store(unix_ms, Ordering::Relaxed);
         self.last_latency_us
             .store(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The I/O error kinds a connect failure is told apart by; others are `Other`.
+const KINDS: [ErrorKind; 7] = [
+    ErrorKind::ConnectionRefused,
+    ErrorKind::ConnectionReset,
+    ErrorKind::ConnectionAborted,
+    ErrorKind::NotFound,
+    ErrorKind::AddrNotAvailable,
+    ErrorKind::BrokenPipe,
+    ErrorKind::Other,
+];
+
+/// A [`Cause`] as one byte, so the fast-failure path reads it without a lock.
+fn encode(cause: Cause) -> u8 {
+    match cause {
+        Cause::Unknown => 0,
+        Cause::Closed => 1,
+        Cause::TimedOut => 2,
+        Cause::Auth => 3,
+        Cause::Tls => 4,
+        Cause::Malformed => 5,
+        Cause::Refused => 6,
+        Cause::Io(kind) => 16 + KINDS.iter().position(|k| *k == kind).unwrap_or(6) as u8,
+    }
+}
+
+fn decode(code: u8) -> Cause {
+    match code {
+        1 => Cause::Closed,
+        2 => Cause::TimedOut,
+        3 => Cause::Auth,
+        4 => Cause::Tls,
+        5 => Cause::Malformed,
+        6 => Cause::Refused,
+        16.. => Cause::Io(KINDS[usize::from(code - 16).min(KINDS.len() - 1)]),
+        _ => Cause::Unknown,
     }
 }
 
@@ -188,5 +240,31 @@ pub async fn check_once(pool: &Pool) {
         );
     } else {
         pool.health.mark_up();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_survive_the_one_byte_encoding() {
+        for cause in [
+            Cause::Unknown,
+            Cause::Closed,
+            Cause::TimedOut,
+            Cause::Auth,
+            Cause::Tls,
+            Cause::Malformed,
+            Cause::Refused,
+            Cause::Io(ErrorKind::ConnectionRefused),
+            Cause::Io(ErrorKind::NotFound),
+        ] {
+            assert_eq!(decode(encode(cause)), cause);
+        }
+        assert_eq!(
+            decode(encode(Cause::Io(ErrorKind::PermissionDenied))),
+            Cause::Io(ErrorKind::Other)
+        );
     }
 }

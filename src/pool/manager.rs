@@ -82,8 +82,8 @@ impl bb8::ManageConnection for UpstreamManager {
                 Ok(conn)
             }
             Err(e) => {
-                self.stats.upstream_error();
-                self.health.mark_down(&e.to_string());
+                // Counted where a client is answered, or as a failed health check.
+                self.health.mark_down(&e);
                 Err(e)
             }
         }

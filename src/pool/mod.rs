@@ -4,7 +4,6 @@
 mod conn;
 mod health;
 mod manager;
-mod mux;
 mod stats;
 mod tls;
 
@@ -17,13 +16,14 @@ use bb8::{PooledConnection, RunError};
 pub use conn::{Target, UpstreamConn, DB_UNKNOWN};
 pub use health::{check_once, spawn_health_checker, UpstreamHealth};
 pub use manager::{Backoff, UpstreamManager};
-pub use mux::{BatchReply, Multiplexer, MuxRequest};
 pub use stats::{Snapshot, Stats};
 pub use tls::{TlsTarget, UpstreamStream};
 
 use crate::config::Config;
+use crate::error::{Cause, Error};
 
 /// Failures talking to Redis. Everything here is the upstream side's fault.
+/// The details are logged; clients get the [`Cause`].
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot connect: {0}")]
@@ -50,27 +50,19 @@ impl UpstreamError {
             UpstreamError::Connect(_) | UpstreamError::Io(_) | UpstreamError::Closed
         )
     }
-}
 
-/// Why a client's batch got no connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckoutError {
-    Exhausted { waited: Duration, max: u32 },
-    UpstreamDown(String),
-}
-
-impl CheckoutError {
-    /// The `-ERR` text the client receives.
-    pub fn reply_text(&self) -> String {
+    /// What a client is told about this failure.
+    pub fn cause(&self) -> Cause {
         match self {
-            CheckoutError::Exhausted { waited, max } => format!(
-                "ERR poolside: pool exhausted: no upstream connection free within {} ms (max_connections {})",
-                waited.as_millis(),
-                max
-            ),
-            CheckoutError::UpstreamDown(reason) => {
-                format!("ERR poolside: upstream unavailable: {reason}")
-            }
+            UpstreamError::Connect(e) | UpstreamError::Io(e) => match e.kind() {
+                std::io::ErrorKind::TimedOut => Cause::TimedOut,
+                kind => Cause::Io(kind),
+            },
+            UpstreamError::Auth(_) => Cause::Auth,
+            UpstreamError::Reply(_) => Cause::Refused,
+            UpstreamError::Tls(_) => Cause::Tls,
+            UpstreamError::Closed => Cause::Closed,
+            UpstreamError::Protocol(_) => Cause::Malformed,
         }
     }
 }
@@ -150,20 +142,20 @@ impl Pool {
     ///
     /// While Redis is known to be down this fails at once (one caller at a
     /// time is let through to probe), so clients get an error, not a hang.
-    pub async fn check_out(&self) -> Result<Upstream, CheckoutError> {
+    pub async fn check_out(&self) -> Result<Upstream, Error> {
         let started = Instant::now();
         // Idle connections found closed (Redis restarted) are discarded and the
         // next one tried; nothing was sent on them, so this is no retry.
         for _ in 0..=self.max {
             if !self.health.may_try() {
-                return Err(CheckoutError::UpstreamDown(self.health.reason()));
+                return Err(Error::UpstreamDown(self.health.cause()));
             }
             let down = self.health.down_notified();
             tokio::pin!(down);
             down.as_mut().enable();
             let got = tokio::select! {
                 got = self.inner.get_owned() => got,
-                _ = down => return Err(CheckoutError::UpstreamDown(self.health.reason())),
+                _ = down => return Err(Error::UpstreamDown(self.health.cause())),
             };
             match got {
                 Ok(mut conn) => {
@@ -181,20 +173,23 @@ impl Pool {
                 Err(RunError::TimedOut) => {
                     self.stats.checkout_timed_out(started.elapsed());
                     if self.health.is_down() {
-                        return Err(CheckoutError::UpstreamDown(self.health.reason()));
+                        return Err(Error::UpstreamDown(self.health.cause()));
                     }
                     self.stats.exhausted();
-                    return Err(CheckoutError::Exhausted {
-                        waited: self.checkout_timeout,
+                    return Err(Error::PoolExhausted {
+                        waited_ms: self.checkout_timeout.as_millis() as u64,
                         max: self.max,
                     });
                 }
-                Err(RunError::User(e)) => return Err(CheckoutError::UpstreamDown(e.to_string())),
+                Err(RunError::User(e)) => return Err(Error::UpstreamDown(e.cause())),
             }
         }
-        Err(CheckoutError::UpstreamDown(
-            "every pooled connection was found closed".into(),
-        ))
+        Err(Error::UpstreamDown(Cause::Closed))
+    }
+
+    /// Fewer connections are open than `max_connections`.
+    pub fn has_room(&self) -> bool {
+        self.inner.state().connections < self.max
     }
 
     /// Pool occupancy and counters right now.

@@ -3,10 +3,10 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::command::{counted_index, COUNTED};
 use crate::histogram::{Counts, Histogram};
 
-/// Counters shared by the pool, the sessions and the admin server.
+/// Counters of one pool: occupancy, checkouts, connections, health checks.
+/// Client-level counters live in [`crate::traffic::Traffic`].
 #[derive(Debug, Default)]
 pub struct Stats {
     max_connections: u32,
@@ -16,12 +16,8 @@ pub struct Stats {
     checkout_wait_us: AtomicU64,
     exhausted: AtomicU64,
     created: AtomicU64,
-    upstream_errors: AtomicU64,
     health_check_runs: AtomicU64,
     health_check_failures: AtomicU64,
-    pub clients_connected: AtomicU64,
-    pub clients_rejected: AtomicU64,
-    pub protocol_errors: AtomicU64,
     checkout_timeouts: AtomicU64,
     /// Highest `in_use` since the usage sampler last looked.
     interval_peak: AtomicU64,
@@ -29,22 +25,6 @@ pub struct Stats {
     hold_us: AtomicU64,
     checkins: AtomicU64,
     checkout_wait: Histogram,
-    round_trips: Histogram,
-    by_command: CommandCounts,
-    /// AUTH / HELLO ... AUTH refused with WRONGPASS.
-    auth_failures: AtomicU64,
-    /// Commands refused by the deny-list (`policy.deny_commands`).
-    denied_commands: AtomicU64,
-}
-
-/// One counter per name in [`COUNTED`], plus `other` last.
-#[derive(Debug)]
-struct CommandCounts([AtomicU64; COUNTED.len() + 1]);
-
-impl Default for CommandCounts {
-    fn default() -> CommandCounts {
-        CommandCounts(std::array::from_fn(|_| AtomicU64::new(0)))
-    }
 }
 
 /// A point-in-time copy of the pool's state and counters.
@@ -62,13 +42,8 @@ pub struct Snapshot {
     pub closed_total: u64,
     pub checkouts_total: u64,
     pub checkout_wait_total_us: u64,
-    pub upstream_errors_total: u64,
     pub health_check_runs_total: u64,
     pub health_check_failures_total: u64,
-    pub clients_connected: u64,
-    pub clients_rejected_total: u64,
-    pub commands_total: u64,
-    pub protocol_errors_total: u64,
     /// Checkouts that waited `checkout_timeout` in vain, whatever the cause;
     /// `exhausted_total` counts those where the pool was full.
     pub checkout_timeouts_total: u64,
@@ -111,31 +86,8 @@ impl Stats {
         self.checkout_wait.record(waited);
     }
 
-    /// One command seen from a client, counted under its (bounded) name.
-    pub fn count_command(&self, name: &[u8]) {
-        self.by_command.0[counted_index(name)].fetch_add(1, Relaxed);
-    }
-
-    /// One batch's upstream round trip completed: write, then every reply read.
-    pub fn round_trip_done(&self, took: Duration) {
-        self.round_trips.record(took);
-    }
-
-    /// Commands per name of [`COUNTED`], then `("other", n)`.
-    pub fn command_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        COUNTED
-            .iter()
-            .copied()
-            .chain(std::iter::once("other"))
-            .zip(self.by_command.0.iter().map(|n| n.load(Relaxed)))
-    }
-
     pub fn checkout_wait(&self) -> Counts {
         self.checkout_wait.counts()
-    }
-
-    pub fn round_trips(&self) -> Counts {
-        self.round_trips.counts()
     }
 
     /// The highest number of connections in use since the last call (at least
@@ -151,30 +103,6 @@ impl Stats {
 
     pub(crate) fn connection_created(&self) {
         self.created.fetch_add(1, Relaxed);
-    }
-
-    /// A client sent a wrong password.
-    pub fn auth_failed(&self) {
-        self.auth_failures.fetch_add(1, Relaxed);
-    }
-
-    /// A command was refused by the deny-list.
-    pub fn command_denied(&self) {
-        self.denied_commands.fetch_add(1, Relaxed);
-    }
-
-    /// For `poolside_client_auth_failures_total`.
-    pub fn auth_failures_total(&self) -> u64 {
-        self.auth_failures.load(Relaxed)
-    }
-
-    /// For `poolside_commands_denied_total`.
-    pub fn denied_commands_total(&self) -> u64 {
-        self.denied_commands.load(Relaxed)
-    }
-
-    pub fn upstream_error(&self) {
-        self.upstream_errors.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn health_check_ran(&self) {
@@ -201,14 +129,8 @@ impl Stats {
                 + s.connections_closed_idle_timeout,
             checkouts_total: self.checkouts.load(Relaxed),
             checkout_wait_total_us: self.checkout_wait_us.load(Relaxed),
-            upstream_errors_total: self.upstream_errors.load(Relaxed),
             health_check_runs_total: self.health_check_runs.load(Relaxed),
             health_check_failures_total: self.health_check_failures.load(Relaxed),
-            clients_connected: self.clients_connected.load(Relaxed),
-            clients_rejected_total: self.clients_rejected.load(Relaxed),
-            // Every command is counted once, by name (or as "other").
-            commands_total: self.by_command.0.iter().map(|n| n.load(Relaxed)).sum(),
-            protocol_errors_total: self.protocol_errors.load(Relaxed),
             checkout_timeouts_total: self.checkout_timeouts.load(Relaxed),
             checkins_total: self.checkins.load(Relaxed),
             hold_total_us: self.hold_us.load(Relaxed),

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,9 +75,9 @@ fn admit<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let stats = shared.stats.clone();
-    if stats.clients_connected.load(Relaxed) as usize >= shared.max_clients {
-        stats.clients_rejected.fetch_add(1, Relaxed);
+    let traffic = shared.traffic.clone();
+    if traffic.clients_connected() as usize >= shared.max_clients {
+        traffic.client_rejected();
         sessions.spawn(async move {
             let _ = socket
                 .write_all(b"-ERR max number of clients reached\r\n")
@@ -86,11 +85,11 @@ fn admit<S>(
         });
         return;
     }
-    stats.clients_connected.fetch_add(1, Relaxed);
+    traffic.client_connected();
     let session = Session::new(shared.clone(), socket, shutdown.clone());
     sessions.spawn(async move {
         session.run(&peer).await;
-        stats.clients_connected.fetch_sub(1, Relaxed);
+        traffic.client_disconnected();
     });
 }
 

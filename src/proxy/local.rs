@@ -6,22 +6,26 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 
 use super::auth::Credentials;
-use super::Shared;
+use crate::backend::{Pin, Wants};
 use crate::command::Local;
-use crate::pool::Stats;
 use crate::resp::{write_bulk, write_error, write_simple, CommandScanner, Frame};
+use crate::traffic::Traffic;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// What a client has told poolside about itself.
+/// What a client has told poolside about itself, and what its upstream
+/// connection must match. Owned by the client's session.
 pub struct ClientState {
     pub id: u64,
-    pub db: u32,
+    /// The database (and, next, protocol) its batches run in.
+    pub wants: Wants,
+    /// Transaction, WATCH and session pins.
+    pub pin: Pin,
     pub name: Option<Vec<u8>>,
     pub authenticated: bool,
     default_db: u32,
     credentials: Arc<Credentials>,
-    stats: Arc<Stats>,
+    traffic: Arc<Traffic>,
 }
 
 /// What the router must do after a local answer.
@@ -33,15 +37,20 @@ pub enum Answer {
 }
 
 impl ClientState {
-    pub fn new(shared: &Shared) -> ClientState {
+    pub fn new(
+        default_db: u32,
+        credentials: Arc<Credentials>,
+        traffic: Arc<Traffic>,
+    ) -> ClientState {
         ClientState {
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
-            db: shared.default_db,
+            wants: Wants { db: default_db },
+            pin: Pin::default(),
             name: None,
-            authenticated: !shared.credentials.required(),
-            default_db: shared.default_db,
-            credentials: shared.credentials.clone(),
-            stats: shared.stats.clone(),
+            authenticated: !credentials.required(),
+            default_db,
+            credentials,
+            traffic,
         }
     }
 
@@ -67,7 +76,10 @@ impl ClientState {
             },
             Local::Hello => self.hello(argc, &arg, out),
             Local::Reset => {
-                self.db = self.default_db;
+                self.wants = Wants {
+                    db: self.default_db,
+                };
+                self.pin = Pin::default();
                 self.name = None;
                 self.authenticated = !self.credentials.required();
                 write_simple(out, "RESET");
@@ -98,7 +110,7 @@ impl ClientState {
             self.authenticated = true;
             write_simple(out, "OK");
         } else {
-            self.stats.auth_failed();
+            self.traffic.auth_failed();
             write_error(
                 out,
                 "WRONGPASS invalid username-password pair or user is disabled.",

@@ -1,12 +1,12 @@
-//! Listener, per-client session and router (DESIGN.md, hops 1-3).
+//! Listener, per-client session and planner (DESIGN.md, hops 1-3). The
+//! session hands each planned batch to the backend (`crate::backend`).
 
 mod auth;
 mod listener;
 mod local;
+mod planner;
 mod policy;
-mod router;
 mod session;
-mod state;
 mod stream;
 mod subscriptions;
 
@@ -15,26 +15,26 @@ use std::time::Duration;
 
 pub use auth::Credentials;
 pub use listener::{serve, Accept};
-pub use local::constant_time_eq;
+pub use local::{constant_time_eq, ClientState};
+pub use planner::{plan, Batch};
 pub use policy::Policy;
 
-use crate::config::{Config, PoolMode, Secret};
-use crate::pool::{Multiplexer, Pool, Stats};
+use crate::backend::Backend;
+use crate::config::{Config, PoolMode};
+use crate::pool::Pool;
 use crate::resp::Limits;
+use crate::traffic::Traffic;
 
 /// What every session of one poolside shares.
 pub struct Shared {
-    pub pool: Pool,
-    pub stats: Arc<Stats>,
+    pub backend: Arc<Backend>,
+    pub traffic: Arc<Traffic>,
     pub limits: Limits,
     pub max_clients: usize,
     pub frame_timeout: Duration,
     pub idle_timeout: Option<Duration>,
-    pub client_password: Option<Secret>,
     /// The database clients start in (the upstream URL's `/db`).
     pub default_db: u32,
-    /// Present in multiplexed pool mode.
-    pub mux: Option<Arc<Multiplexer>>,
     /// Client password and users; `app` re-reads a password file on SIGHUP.
     pub credentials: Arc<Credentials>,
     /// The profile's deny-list.
@@ -46,11 +46,22 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: &Config, pool: Pool, default_db: u32) -> Shared {
+    /// The backend follows `pool.mode`: per-batch checkout or shared lanes.
+    pub fn new(config: &Config, pool: Pool, traffic: Arc<Traffic>, default_db: u32) -> Shared {
         let l = &config.limits;
+        let p = &config.pool;
+        let backend = match p.mode {
+            PoolMode::Transaction => Backend::checkout(pool, traffic.clone()),
+            PoolMode::Multiplexed => Backend::multiplexed(
+                pool,
+                traffic.clone(),
+                p.multiplex_saturation,
+                Duration::from_millis(p.multiplex_idle_ms),
+            ),
+        };
         Shared {
-            stats: pool.stats.clone(),
-            pool: pool.clone(),
+            backend: Arc::new(backend),
+            traffic,
             limits: Limits {
                 max_frame_bytes: l.max_frame_bytes,
                 ..Limits::default()
@@ -59,19 +70,20 @@ impl Shared {
             frame_timeout: Duration::from_millis(l.frame_timeout_ms.max(1)),
             idle_timeout: (l.client_idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(l.client_idle_timeout_secs)),
-            client_password: config.client_password.clone(),
             credentials: Arc::new(Credentials::new(config)),
             policy: Policy::new(&config.policy.deny_commands),
             max_batch_bytes: l.max_pipeline_bytes.max(1),
             max_output_bytes: l.max_output_bytes,
             default_db,
-            mux: (config.pool.mode == PoolMode::Multiplexed).then(|| {
-                Arc::new(Multiplexer::new(
-                    pool.clone(),
-                    config.pool.multiplex_saturation,
-                    Duration::from_millis(config.pool.multiplex_idle_ms),
-                ))
-            }),
         }
+    }
+
+    /// A new client's state: unauthenticated when credentials are required.
+    pub fn new_client(&self) -> ClientState {
+        ClientState::new(
+            self.default_db,
+            self.credentials.clone(),
+            self.traffic.clone(),
+        )
     }
 }

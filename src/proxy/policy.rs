@@ -5,12 +5,6 @@ use bytes::BytesMut;
 
 use crate::resp::write_error;
 
-/// What Redis answers EXEC with after a command was refused while queueing.
-pub const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
-
-/// Replaces a refused transaction's EXEC upstream, so the server-side MULTI ends.
-pub const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
-
 #[derive(Debug, Clone)]
 struct Entry {
     name: Vec<u8>,

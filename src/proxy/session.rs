@@ -1,7 +1,6 @@
 //! One client connection: read whatever complete commands are buffered (a
 //! pipeline), run them as one batch, write the replies, repeat.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,10 +9,25 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::debug;
 
-use super::router::{Flow, Router};
+use super::local::ClientState;
+use super::planner::{self, Batch};
 use super::Shared;
+use crate::backend::{Exec, Plan};
+use crate::error::Side;
 use crate::pool::Upstream;
 use crate::resp::{write_error, CommandScanner, Frame};
+
+/// What the session does after a batch.
+enum Flow {
+    Continue,
+    /// Reply, then close the client (QUIT).
+    Close,
+    /// Stream both ways from buffer offset `from` on this dedicated connection.
+    Stream {
+        from: usize,
+        conn: Upstream,
+    },
+}
 
 /// Why a session ended, for the disconnect log line.
 #[derive(Debug)]
@@ -38,7 +52,9 @@ pub struct Session<S> {
     frames: Vec<Frame>,
     /// Client bytes read while a blocking batch was in flight.
     early: BytesMut,
-    router: Router,
+    client_state: ClientState,
+    plan: Plan,
+    exec: Exec,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -46,7 +62,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub fn new(shared: Arc<Shared>, client: S, shutdown: watch::Receiver<bool>) -> Session<S> {
         Session {
             scanner: CommandScanner::new(shared.limits),
-            router: Router::new(shared.clone()),
+            client_state: shared.new_client(),
+            plan: Plan::default(),
+            exec: Exec::new(shared.backend.clone()),
             shared,
             client,
             rbuf: BytesMut::with_capacity(16 * 1024),
@@ -58,10 +76,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     pub async fn run(mut self, peer: &str) {
-        debug!(client = self.router.client.id, peer, "client connected");
+        let id = self.client_state.id;
+        debug!(client = id, peer, "client connected");
         let end = self.serve().await;
-        self.router.close();
-        debug!(client = self.router.client.id, peer, reason = ?end, "client disconnected");
+        self.exec.release();
+        debug!(client = id, peer, reason = ?end, "client disconnected");
     }
 
     async fn serve(&mut self) -> End {
@@ -103,20 +122,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let flow = if self.frames.is_empty() {
                 Flow::Continue
             } else {
-                let planned = self.router.plan(&self.rbuf, &self.scanner, &self.frames);
-                if self.router.may_block {
-                    match self.run_watching_client(planned).await {
+                let batch = Batch {
+                    buf: &self.rbuf,
+                    scanner: &self.scanner,
+                    frames: &self.frames,
+                };
+                let shared = &self.shared;
+                planner::plan(
+                    &shared.policy,
+                    &shared.traffic,
+                    &mut self.client_state,
+                    &batch,
+                    &mut self.plan,
+                );
+                if self.plan.may_block {
+                    match self.run_watching_client().await {
                         Some(flow) => flow,
                         None => return End::ClientClosed,
                     }
                 } else {
-                    self.router.run(planned, &mut self.wbuf).await
+                    self.run_batch().await
                 }
             };
             if let Some(e) = protocol_error {
-                self.shared.stats.protocol_errors.fetch_add(1, Relaxed);
+                self.shared.traffic.failed(Side::Client);
                 debug!(
-                    client = self.router.client.id,
+                    client = self.client_state.id,
                     error = e.message(),
                     "client protocol error"
                 );
@@ -196,11 +227,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// leaves, the batch is dropped, which discards its upstream connection
     /// (Redis sees the close and forgets the blocked command). Bytes the client
     /// sends meanwhile are kept for the next batch.
-    async fn run_watching_client(&mut self, planned: (Option<usize>, bool)) -> Option<Flow> {
+    async fn run_watching_client(&mut self) -> Option<Flow> {
         let mut early = BytesMut::new();
         let limit = self.shared.limits.max_frame_bytes;
         let flow = {
-            let run = self.router.run(planned, &mut self.wbuf);
+            let run = execute(
+                &mut self.exec,
+                &mut self.plan,
+                &mut self.client_state,
+                &self.shared,
+                &mut self.wbuf,
+            );
             tokio::pin!(run);
             loop {
                 tokio::select! {
@@ -215,6 +252,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         self.early = early;
         Some(flow)
+    }
+
+    async fn run_batch(&mut self) -> Flow {
+        execute(
+            &mut self.exec,
+            &mut self.plan,
+            &mut self.client_state,
+            &self.shared,
+            &mut self.wbuf,
+        )
+        .await
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
@@ -232,10 +280,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// subscription ends (`Ok`: the client bytes not used yet). The
     /// connection is then closed, not pooled: it carried a subscription.
     async fn stream(&mut self, from: usize, mut conn: Upstream) -> Result<BytesMut, End> {
-        conn.mark_broken();
         let pending = self.rbuf.split_off(from);
+        let upstream = conn.streaming();
         let result = tokio::select! {
-            r = super::stream::pump(&mut self.client, &mut conn.stream, pending, &self.shared) => r,
+            r = super::stream::pump(&mut self.client, upstream, pending, &self.shared) => r,
             _ = self.shutdown.changed() => Ok(None),
         };
         match result {
@@ -243,5 +291,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(None) => Err(End::StreamEnded),
             Err(e) => Err(End::Io(e)),
         }
+    }
+}
+
+/// Runs the planned batch on the backend. This is the edge where a failure
+/// becomes the client's `-ERR` replies and is counted, once per batch.
+async fn execute(
+    exec: &mut Exec,
+    plan: &mut Plan,
+    client: &mut ClientState,
+    shared: &Shared,
+    out: &mut BytesMut,
+) -> Flow {
+    let ran = exec
+        .execute(plan, &mut client.wants, &mut client.pin, out)
+        .await;
+    match ran {
+        Ok(Some(conn)) => {
+            if let Some(from) = plan.stream_from {
+                return Flow::Stream { from, conn };
+            }
+        }
+        Ok(None) => {}
+        Err(failed) => {
+            let error = failed.error;
+            shared.traffic.failed(error.side());
+            let detail = shared.backend.detail(error);
+            plan.answer_failed(failed.answered, error, detail.as_deref(), out);
+        }
+    }
+    if plan.close {
+        Flow::Close
+    } else {
+        Flow::Continue
     }
 }

@@ -88,7 +88,7 @@ impl Upward {
                     let name = self.scanner.arg(buf, &f, 0).unwrap_or_default();
                     let sub = self.scanner.arg(buf, &f, 1);
                     if let Some(shown) = shared.policy.denied(name, sub) {
-                        shared.stats.command_denied();
+                        shared.traffic.command_denied();
                         let mut reply = BytesMut::new();
                         write_refusal(&mut reply, shown);
                         let why = io::Error::other(format!("command '{shown}' refused by policy"));

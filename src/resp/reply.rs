@@ -122,19 +122,22 @@ pub fn write_command<'a>(out: &mut BytesMut, args: impl ExactSizeIterator<Item =
 /// `<kind><n>\r\n`, the decimal formatted on the stack.
 fn write_header(out: &mut BytesMut, kind: u8, n: usize) {
     let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
+    out.put_u8(kind);
+    out.put_slice(decimal(n as u64, &mut digits));
+    out.put_slice(b"\r\n");
+}
+
+/// `n` in decimal, formatted into `buf` without allocating.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return &buf[at..];
         }
     }
-    out.put_u8(kind);
-    out.put_slice(&digits[at..]);
-    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]

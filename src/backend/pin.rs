@@ -1,24 +1,9 @@
 //! What a client's transaction, WATCH and session pins look like, and how
 //! each upstream reply changes them.
 
-use super::local::ClientState;
-use crate::pool::Upstream;
+use super::{Remote, Wants};
+use crate::pool::UpstreamConn;
 use crate::resp::ReplyScanner;
-
-#[derive(Debug, Clone, Copy)]
-pub enum Remote {
-    Plain,
-    Select(Option<u32>),
-    Multi,
-    Exec,
-    Discard,
-    Watch,
-    Unwatch,
-    PinSession,
-    Dirty,
-    /// EXEC of a transaction with a refused command: sent as DISCARD, answered EXECABORT.
-    ExecAborted,
-}
 
 /// Transaction and pinning state; while any of it holds, the client keeps its connection.
 #[derive(Debug, Default)]
@@ -43,8 +28,8 @@ impl Pin {
         &mut self,
         kind: Remote,
         reply: &[u8],
-        client: &mut ClientState,
-        conn: &mut Upstream,
+        wants: &mut Wants,
+        conn: &mut UpstreamConn,
     ) {
         let ok = reply.first() == Some(&b'+');
         let queued = self.multi && reply.starts_with(b"+QUEUED\r\n");
@@ -53,8 +38,8 @@ impl Pin {
                 self.queued_selects.push((self.queued, db));
             }
             Remote::Select(Some(db)) if ok && !self.multi => {
-                client.db = db;
-                conn.db = db;
+                wants.db = db;
+                conn.selected(db);
             }
             Remote::Multi if ok => {
                 self.multi = true;
@@ -64,7 +49,7 @@ impl Pin {
             }
             Remote::Exec | Remote::Discard | Remote::ExecAborted => {
                 if matches!(kind, Remote::Exec) && !self.queued_selects.is_empty() {
-                    self.apply_queued_selects(reply, client, conn);
+                    self.apply_queued_selects(reply, wants, conn);
                 }
                 if self.multi || reply.first() != Some(&b'-') {
                     self.multi = false;
@@ -88,12 +73,7 @@ impl Pin {
     }
 
     /// EXEC ran the queued SELECTs: follow the ones whose element is `+OK`.
-    fn apply_queued_selects(
-        &mut self,
-        reply: &[u8],
-        client: &mut ClientState,
-        conn: &mut Upstream,
-    ) {
+    fn apply_queued_selects(&mut self, reply: &[u8], wants: &mut Wants, conn: &mut UpstreamConn) {
         let Some(header_end) = crate::resp::find_crlf(reply, 1) else {
             return;
         };
@@ -106,8 +86,8 @@ impl Pin {
         while let Ok(Some(end)) = scanner.scan(reply, at) {
             if let Some(&(_, db)) = self.queued_selects.iter().find(|(i, _)| *i == index) {
                 if reply[at] == b'+' {
-                    client.db = db;
-                    conn.db = db;
+                    wants.db = db;
+                    conn.selected(db);
                 }
             }
             at = end;

@@ -10,22 +10,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::{CheckoutError, Pool, Upstream};
-use crate::resp::{write_command, ReplyScanner};
+use super::{prepare, Wants};
+use crate::error::Error;
+use crate::pool::{Pool, Upstream};
+use crate::resp::ReplyScanner;
 
 /// All replies of one batch, or why there are none.
-pub type BatchReply = Result<Bytes, String>;
+pub type BatchReply = Result<Bytes, Error>;
 
-/// One client batch: its bytes, how many replies they produce, the database
-/// it must run in, and where its replies go.
+/// One client batch: its bytes, how many replies they produce, the
+/// connection state it must run in, and where its replies go.
 pub struct MuxRequest {
     pub bytes: Bytes,
     pub replies: usize,
-    pub db: u32,
+    pub wants: Wants,
     pub reply_to: mpsc::UnboundedSender<BatchReply>,
 }
 
@@ -56,7 +57,7 @@ impl Multiplexer {
     }
 
     /// Queues a batch on the least busy lane, opening a lane when all are saturated.
-    pub async fn submit(&self, mut req: MuxRequest) -> Result<(), CheckoutError> {
+    pub async fn submit(&self, mut req: MuxRequest) -> Result<(), Error> {
         loop {
             let lane = match self.pick() {
                 Some(lane) => lane,
@@ -84,13 +85,13 @@ impl Multiplexer {
             .min_by_key(|l| l.in_flight.load(Ordering::Acquire))?
             .clone();
         let busy = best.in_flight.load(Ordering::Acquire) >= self.saturation;
-        if busy && self.pool.bb8().state().connections < self.pool.max {
+        if busy && self.pool.has_room() {
             return None;
         }
         Some(best)
     }
 
-    async fn open_lane(&self) -> Result<Arc<Lane>, CheckoutError> {
+    async fn open_lane(&self) -> Result<Arc<Lane>, Error> {
         // One opener at a time; the others find its lane when they get the lock.
         let _guard = self.opening.lock().await;
         if let Some(lane) = self.pick() {
@@ -128,7 +129,8 @@ impl Multiplexer {
 
 /// A batch written upstream whose replies are still to come.
 struct Waiting {
-    /// Replies to skip first: the SELECT that moved the lane to the batch's db.
+    /// Replies to check and skip first: the commands that prepared the lane
+    /// for this batch (SELECT).
     skip: usize,
     replies: usize,
     reply_to: mpsc::UnboundedSender<BatchReply>,
@@ -147,23 +149,21 @@ async fn run_lane(
     let mut scanner = ReplyScanner::default();
     // Offset in `rbuf` where the next unscanned reply of the front batch starts.
     let mut scanned = 0usize;
-    let mut write_db = conn.db;
+    // The state the lane's connection will be in once every written batch ran.
+    let mut written = Wants { db: conn.db() };
     let mut rx_done = false;
     let idle = tokio::time::sleep(idle_close);
     tokio::pin!(idle);
     let mut last_busy = tokio::time::Instant::now();
-    conn.mark_broken(); // until the lane ends cleanly with nothing in flight
     let failure = loop {
         if rx_done && waiting.is_empty() {
             break None;
         }
         tokio::select! {
             biased;
-            read = conn.stream.read_buf(&mut rbuf), if !waiting.is_empty() => {
-                match read {
-                    Ok(0) => break Some("connection closed by Redis".to_string()),
-                    Err(e) => break Some(format!("I/O error: {e}")),
-                    Ok(_) => {}
+            read = conn.read_into(&mut rbuf), if !waiting.is_empty() => {
+                if let Err(e) = read {
+                    break Some(Error::ConnectionLost(e.cause()));
                 }
                 if let Err(e) = dispatch(&mut rbuf, &mut scanner, &mut scanned, &mut waiting, &lane) {
                     break Some(e);
@@ -178,12 +178,12 @@ async fn run_lane(
             req = rx.recv(), if !rx_done => {
                 let Some(req) = req else { rx_done = true; continue };
                 wbuf.clear();
-                queue(&mut wbuf, &mut waiting, &mut write_db, req);
+                queue(&mut wbuf, &mut waiting, &mut written, req);
                 while let Ok(more) = rx.try_recv() {
-                    queue(&mut wbuf, &mut waiting, &mut write_db, more);
+                    queue(&mut wbuf, &mut waiting, &mut written, more);
                 }
-                if let Err(e) = conn.stream.write_all(&wbuf).await {
-                    break Some(format!("I/O error: {e}"));
+                if let Err(e) = conn.send(&wbuf).await {
+                    break Some(Error::ConnectionLost(e.cause()));
                 }
             }
             // Idle: stop taking batches; those already queued are still served.
@@ -202,20 +202,21 @@ async fn run_lane(
     lane.closed.store(true, Ordering::Release);
     rx.close();
     match failure {
+        // Every reply read and nothing extra: the connection may be pooled.
         None if rbuf.is_empty() => {
-            conn.db = write_db;
+            conn.selected(written.db);
             conn.finish_batch();
         }
-        None => {}
-        Some(why) => {
-            debug!(error = %why, "multiplexer: lane failed");
-            conn.stats.upstream_error();
-            let text = format!("ERR poolside: upstream connection lost: {why}");
+        None => conn.mark_broken(),
+        // Each waiting client counts the failure once, when it answers.
+        Some(error) => {
+            debug!(%error, waiting = waiting.len(), "multiplexer: lane failed");
+            conn.mark_broken();
             for w in waiting.drain(..) {
-                let _ = w.reply_to.send(Err(text.clone()));
+                let _ = w.reply_to.send(Err(error));
             }
             while let Ok(req) = rx.try_recv() {
-                let _ = req.reply_to.send(Err(text.clone()));
+                let _ = req.reply_to.send(Err(error));
             }
         }
     }
@@ -224,16 +225,11 @@ async fn run_lane(
 fn queue(
     wbuf: &mut BytesMut,
     waiting: &mut VecDeque<Waiting>,
-    write_db: &mut u32,
+    written: &mut Wants,
     req: MuxRequest,
 ) {
-    let mut skip = 0;
-    if req.db != *write_db {
-        let db = req.db.to_string();
-        write_command(wbuf, [&b"SELECT"[..], db.as_bytes()].into_iter());
-        *write_db = req.db;
-        skip = 1;
-    }
+    let skip = prepare::write(*written, req.wants, wbuf);
+    *written = req.wants;
     wbuf.extend_from_slice(&req.bytes);
     waiting.push_back(Waiting {
         skip,
@@ -249,18 +245,16 @@ fn dispatch(
     scanned: &mut usize,
     waiting: &mut VecDeque<Waiting>,
     lane: &Lane,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     while let Some(front) = waiting.front_mut() {
         let Some(end) = scanner
             .scan(rbuf, *scanned)
-            .map_err(|e| format!("malformed reply: {}", e.message()))?
+            .map_err(|_| Error::ConnectionLost(crate::error::Cause::Malformed))?
         else {
             return Ok(());
         };
         if front.skip > 0 {
-            if rbuf[0] != b'+' {
-                return Err("SELECT failed on a multiplexed connection".into());
-            }
+            prepare::check(&rbuf[..end])?;
             front.skip -= 1;
             rbuf.advance(end);
             *scanned = 0;

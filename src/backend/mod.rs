@@ -1,0 +1,212 @@
+//! The execution stage (DESIGN.md: plan, execute, backend): runs a planned
+//! batch upstream and puts its replies in `out` in the client's order.
+//!
+//! The interface a session sees is small:
+//!
+//! - [`Backend`], one per poolside: where batches go;
+//! - [`Exec`], one per client: `execute(plan, wants, pin, out)` returns
+//!   `Ok(None)` (replies written), `Ok(Some(conn))` (a stream starts on that
+//!   connection) or [`Failed`] (which steps were answered, and the [`Error`]
+//!   the edge answers the rest with); `reset()` and `release()` drop what
+//!   the client pinned.
+//!
+//! Today's backends are the per-batch checkout ([`checkout`], transaction
+//! mode) and shared lanes ([`mux`], multiplexed mode). Where the next ones
+//! plug in, without touching the session or the planner:
+//!
+//! - **Sentinel** changes where connections go, not how batches run: it is
+//!   an upstream *target* inside [`Pool`] (the address the manager connects
+//!   to, swapped on `+switch-master`, with a pool generation that closes older
+//!   connections at check-in). Both backends keep working unchanged; a
+//!   failover hold would wait in [`Exec::execute`] before the checkout or
+//!   the lane submit, where nothing has been written yet.
+//! - **Cluster** is a third variant of `Mode`: one [`Pool`] per node, the
+//!   plan's remote steps grouped by slot owner (the planner already keeps one
+//!   frame per remote step in `Plan::upstream`), each group run with
+//!   [`checkout::round_trip`] or a node's lanes, and the replies merged back
+//!   in step order. MOVED/ASK re-sends happen per step inside it.
+
+mod checkout;
+mod mux;
+mod pin;
+mod plan;
+mod prepare;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+pub use mux::Multiplexer;
+pub use pin::Pin;
+pub use plan::{Part, Plan, Remote, Step};
+pub use prepare::Wants;
+
+use crate::error::Error;
+use crate::pool::{Pool, Upstream};
+use crate::traffic::Traffic;
+use mux::{BatchReply, MuxRequest};
+
+/// A batch that failed part-way: the replies of `steps()[..answered]` are in
+/// `out`; the rest get `error` from [`Plan::answer_failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed {
+    pub error: Error,
+    pub answered: usize,
+}
+
+enum Mode {
+    /// Every batch checks a connection out for itself.
+    Checkout,
+    /// Shareable batches go to shared lanes; the others check out.
+    Multiplexed(Multiplexer),
+}
+
+/// Where batches run: one per poolside, shared by every session.
+pub struct Backend {
+    pool: Pool,
+    mode: Mode,
+    traffic: Arc<Traffic>,
+}
+
+impl Backend {
+    /// Per-batch checkout from `pool` (transaction mode).
+    pub fn checkout(pool: Pool, traffic: Arc<Traffic>) -> Backend {
+        Backend {
+            pool,
+            mode: Mode::Checkout,
+            traffic,
+        }
+    }
+
+    /// Shared lanes over `pool`: a new lane opens when every open one has
+    /// `saturation` batches in flight; an idle lane closes after `idle_close`.
+    pub fn multiplexed(
+        pool: Pool,
+        traffic: Arc<Traffic>,
+        saturation: usize,
+        idle_close: Duration,
+    ) -> Backend {
+        Backend {
+            mode: Mode::Multiplexed(Multiplexer::new(pool.clone(), saturation, idle_close)),
+            pool,
+            traffic,
+        }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The upstream's own words for `error`, when it is a configuration
+    /// problem the operator must see (read only on that rare path).
+    pub fn detail(&self, error: Error) -> Option<Arc<str>> {
+        error.detailed_cause()?;
+        self.pool.health.detail()
+    }
+}
+
+/// One client's handle on the backend.
+pub struct Exec {
+    backend: Arc<Backend>,
+    /// Held while the client's state needs it (MULTI, WATCH, CLIENT TRACKING).
+    pinned: Option<Upstream>,
+    /// This client's reply channel for shared batches, made on first use.
+    replies: Option<(UnboundedSender<BatchReply>, UnboundedReceiver<BatchReply>)>,
+    prefix: BytesMut,
+}
+
+impl Exec {
+    pub fn new(backend: Arc<Backend>) -> Exec {
+        Exec {
+            backend,
+            pinned: None,
+            replies: None,
+            prefix: BytesMut::new(),
+        }
+    }
+
+    /// Runs `plan`: local answers and upstream replies go to `out` in step
+    /// order. `wants` and `pin` follow the replies (SELECT, MULTI, WATCH).
+    pub async fn execute(
+        &mut self,
+        plan: &mut Plan,
+        wants: &mut Wants,
+        pin: &mut Pin,
+        out: &mut BytesMut,
+    ) -> Result<Option<Upstream>, Failed> {
+        if plan.reset {
+            self.release();
+        }
+        if !plan.needs_upstream() {
+            plan.write_local(out);
+            return Ok(None);
+        }
+        if let Mode::Multiplexed(mux) = &self.backend.mode {
+            if plan.shareable && self.pinned.is_none() && plan.stream_from.is_none() {
+                let replies = self.replies.get_or_insert_with(unbounded_channel);
+                let traffic = &self.backend.traffic;
+                return execute_shared(mux, replies, traffic, plan, *wants, out).await;
+            }
+        }
+        let mut conn = match self.pinned.take() {
+            Some(conn) => conn,
+            None => self
+                .backend
+                .pool
+                .check_out()
+                .await
+                .map_err(|error| Failed { error, answered: 0 })?,
+        };
+        let started = Instant::now();
+        let ran = checkout::round_trip(&mut conn, plan, wants, pin, &mut self.prefix, out).await;
+        if let Err(failed) = ran {
+            conn.mark_broken();
+            *pin = Pin::default();
+            return Err(failed);
+        }
+        self.backend.traffic.round_trip_done(started.elapsed());
+        if plan.stream_from.is_some() {
+            return Ok(Some(conn));
+        }
+        if pin.active() {
+            self.pinned = Some(conn);
+        }
+        Ok(None)
+    }
+
+    /// RESET, or the client is gone: a pinned connection carries state (a
+    /// transaction, WATCH, tracking) and is closed, not reused.
+    pub fn release(&mut self) {
+        if let Some(mut conn) = self.pinned.take() {
+            conn.mark_broken();
+        }
+    }
+}
+
+/// Multiplexed mode: hands the batch to a shared lane and waits for its
+/// replies on the client's own channel.
+async fn execute_shared(
+    mux: &Multiplexer,
+    (tx, rx): &mut (UnboundedSender<BatchReply>, UnboundedReceiver<BatchReply>),
+    traffic: &Traffic,
+    plan: &mut Plan,
+    wants: Wants,
+    out: &mut BytesMut,
+) -> Result<Option<Upstream>, Failed> {
+    let req = MuxRequest {
+        bytes: plan.upstream.split().freeze(),
+        replies: plan.remote_replies(),
+        wants,
+        reply_to: tx.clone(),
+    };
+    let started = Instant::now();
+    let failed = |error| Failed { error, answered: 0 };
+    mux.submit(req).await.map_err(failed)?;
+    let replies = rx.recv().await.unwrap_or(Err(Error::Internal));
+    let bytes = replies.map_err(failed)?;
+    traffic.round_trip_done(started.elapsed());
+    out.extend_from_slice(&bytes);
+    Ok(None)
+}

@@ -1,0 +1,193 @@
+//! The value the planner makes of one client batch and a backend executes:
+//! the steps in the client's order, the local answers, the bytes to send
+//! upstream, and the properties a backend must know before it starts.
+
+use bytes::BytesMut;
+
+use crate::error::Error;
+
+/// What one upstream reply means to the client's state (see [`super::Pin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remote {
+    Plain,
+    Select(Option<u32>),
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+    PinSession,
+    Dirty,
+    /// EXEC of a transaction with a refused command: sent as DISCARD, answered EXECABORT.
+    ExecAborted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A local answer: `local[..end]` past the previous local step.
+    Local { end: usize },
+    /// One upstream reply.
+    Remote(Remote),
+}
+
+/// A step as a backend meets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part<'a> {
+    Local(&'a [u8]),
+    Remote(Remote),
+}
+
+/// What Redis answers EXEC with after a command was refused while queueing.
+pub const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+
+/// Replaces a refused transaction's EXEC upstream, so the server-side MULTI ends.
+const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
+
+/// One planned batch. Reused from batch to batch: [`clear`](Plan::clear)
+/// keeps the buffers' capacity.
+#[derive(Debug, Default)]
+pub struct Plan {
+    steps: Vec<Step>,
+    local: BytesMut,
+    /// The bytes to write upstream, one frame per remote step.
+    pub(crate) upstream: BytesMut,
+    /// A streaming command (SUBSCRIBE, MONITOR) starts at this offset of the
+    /// client's buffer; the batch's other steps come before it.
+    pub stream_from: Option<usize>,
+    /// The client asked to close (QUIT): answer, then close.
+    pub close: bool,
+    /// A command may block (BLPOP): the session watches for the client leaving.
+    pub may_block: bool,
+    /// Plain stateless commands only, no local answer: in multiplexed mode
+    /// the batch may share a connection with other clients' batches.
+    pub shareable: bool,
+    /// RESET was answered: any pinned connection is dropped before the batch.
+    pub reset: bool,
+}
+
+impl Plan {
+    pub fn clear(&mut self) {
+        self.steps.clear();
+        self.local.clear();
+        self.upstream.clear();
+        self.stream_from = None;
+        self.close = false;
+        self.may_block = false;
+        self.shareable = true;
+        self.reset = false;
+    }
+
+    /// Adds a local answer, written by `answer`. A batch with one is not
+    /// shareable: shared lanes carry upstream replies only.
+    pub fn push_local<R>(&mut self, answer: impl FnOnce(&mut BytesMut) -> R) -> R {
+        self.shareable = false;
+        let r = answer(&mut self.local);
+        self.steps.push(Step::Local {
+            end: self.local.len(),
+        });
+        r
+    }
+
+    /// Adds one upstream command, whose frame `write` appends.
+    pub fn push_remote(&mut self, kind: Remote, write: impl FnOnce(&mut BytesMut)) {
+        write(&mut self.upstream);
+        self.steps.push(Step::Remote(kind));
+    }
+
+    /// The EXEC of a transaction that had a command refused: DISCARD goes
+    /// upstream (ending the server-side MULTI) and the client gets EXECABORT.
+    pub fn push_exec_aborted(&mut self) {
+        self.push_remote(Remote::ExecAborted, |b| b.extend_from_slice(DISCARD));
+    }
+
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The steps from `from` on, each with its local answer's bytes.
+    pub fn parts(&self, from: usize) -> impl Iterator<Item = Part<'_>> + '_ {
+        let mut start = self.steps[..from.min(self.steps.len())]
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                Step::Local { end } => Some(*end),
+                Step::Remote(_) => None,
+            })
+            .unwrap_or(0);
+        self.steps.iter().skip(from).map(move |step| match *step {
+            Step::Local { end } => {
+                let answer = &self.local[start..end];
+                start = end;
+                Part::Local(answer)
+            }
+            Step::Remote(kind) => Part::Remote(kind),
+        })
+    }
+
+    /// Something must go upstream: a command, or a stream to start.
+    pub fn needs_upstream(&self) -> bool {
+        !self.upstream.is_empty() || self.stream_from.is_some()
+    }
+
+    pub fn remote_replies(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Remote(_)))
+            .count()
+    }
+
+    /// The local answers of a batch with no upstream step.
+    pub fn write_local(&self, out: &mut BytesMut) {
+        out.extend_from_slice(&self.local);
+    }
+
+    /// Answers the steps from `from` on after a failure: local answers in
+    /// place, `error` for every upstream step and for a stream that did not
+    /// start. The error text is formatted once; `detail` as
+    /// [`Error::write_reply_with`] takes it.
+    pub fn answer_failed(
+        &self,
+        from: usize,
+        error: Error,
+        detail: Option<&str>,
+        out: &mut BytesMut,
+    ) {
+        let mut text = BytesMut::new();
+        error.write_reply_with(detail, &mut text);
+        for part in self.parts(from) {
+            match part {
+                Part::Local(answer) => out.extend_from_slice(answer),
+                Part::Remote(_) => out.extend_from_slice(&text),
+            }
+        }
+        if self.stream_from.is_some() {
+            out.extend_from_slice(&text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_batches_keep_local_answers_in_place() {
+        let mut plan = Plan::default();
+        plan.clear();
+        plan.push_remote(Remote::Plain, |b| b.extend_from_slice(b"GET\r\n"));
+        plan.push_local(|b| b.extend_from_slice(b"+A\r\n"));
+        plan.push_remote(Remote::Plain, |b| b.extend_from_slice(b"GET\r\n"));
+        plan.push_local(|b| b.extend_from_slice(b"+B\r\n"));
+        assert_eq!(plan.remote_replies(), 2);
+        assert_eq!(
+            plan.parts(2).collect::<Vec<_>>(),
+            [Part::Remote(Remote::Plain), Part::Local(b"+B\r\n")]
+        );
+        let mut out = BytesMut::new();
+        plan.answer_failed(1, Error::Internal, None, &mut out);
+        assert_eq!(
+            &out[..],
+            b"+A\r\n-ERR poolside: internal error\r\n+B\r\n".as_slice()
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! The data path's one error type. Every failure knows its side (whose fault
+//! it is) and its kind; it is `Copy`, so handing it to many waiting clients
+//! costs nothing. The `-ERR` text is written once, at the edge that answers
+//! the client ([`Error::write_reply`]), and counted there, once per client
+//! batch, by side ([`crate::traffic::Traffic::failed`]).
+
+use std::fmt;
+use std::io;
+
+use bytes::BytesMut;
+
+/// Whose fault a failure is; metrics and log levels key off it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The application sent something poolside cannot accept.
+    Client,
+    /// Redis could not be reached or the connection to it failed.
+    Upstream,
+    /// poolside refused: pool exhausted, a limit reached.
+    Internal,
+}
+
+impl Side {
+    pub const ALL: [Side; 3] = [Side::Client, Side::Upstream, Side::Internal];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+            Side::Internal => "internal",
+        }
+    }
+}
+
+/// Why an upstream connection could not be made or was lost. Details beyond
+/// this (the OS error text, Redis' AUTH reply) go to the log, not the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Io(io::ErrorKind),
+    /// Redis closed the connection.
+    Closed,
+    TimedOut,
+    Auth,
+    Tls,
+    /// Redis sent bytes that are not RESP.
+    Malformed,
+    /// A reply poolside needed (SELECT, HELLO) was an error.
+    Refused,
+    /// Not yet known: no connect was tried.
+    Unknown,
+}
+
+impl Cause {
+    /// A problem of configuration (certificates, credentials, a refused
+    /// SELECT): the client's error carries the full text, so the operator
+    /// sees what to fix. Network causes speak for themselves.
+    pub fn needs_detail(self) -> bool {
+        matches!(self, Cause::Auth | Cause::Tls | Cause::Refused)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Io(kind) => write!(f, "{kind}"),
+            Cause::Closed => f.write_str("connection closed by Redis"),
+            Cause::TimedOut => f.write_str("timed out"),
+            Cause::Auth => f.write_str("authentication failed"),
+            Cause::Tls => f.write_str("TLS handshake failed"),
+            Cause::Malformed => f.write_str("malformed reply"),
+            Cause::Refused => f.write_str("unexpected error reply"),
+            Cause::Unknown => f.write_str("Redis is not reachable"),
+        }
+    }
+}
+
+/// A failure of one client batch on the data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// No upstream connection came free within the checkout timeout.
+    PoolExhausted { waited_ms: u64, max: u32 },
+    /// Redis is known to be down, or connecting failed: nothing was sent.
+    UpstreamDown(Cause),
+    /// The connection failed after the batch may have reached Redis.
+    ConnectionLost(Cause),
+    /// Preparing the connection for the client (SELECT) failed.
+    PrepareFailed,
+    /// A poolside task went away (a bug, or shutdown).
+    Internal,
+}
+
+impl Error {
+    pub fn side(self) -> Side {
+        match self {
+            Error::PoolExhausted { .. } | Error::Internal => Side::Internal,
+            Error::UpstreamDown(_) | Error::ConnectionLost(_) | Error::PrepareFailed => {
+                Side::Upstream
+            }
+        }
+    }
+
+    /// Appends the `-ERR poolside: ...` reply a client gets for this failure.
+    pub fn write_reply(self, out: &mut BytesMut) {
+        self.write_reply_with(None, out);
+    }
+
+    /// Same, with the upstream's own words for a configuration-type cause
+    /// (see [`Cause::needs_detail`]), e.g. which certificate check failed.
+    pub fn write_reply_with(self, detail: Option<&str>, out: &mut BytesMut) {
+        use std::fmt::Write;
+        out.extend_from_slice(b"-ERR poolside: ");
+        // Writing into a BytesMut cannot fail.
+        let _ = match (self, detail) {
+            (Error::UpstreamDown(cause), Some(detail)) if cause.needs_detail() => {
+                write!(out, "upstream unavailable: {detail}")
+            }
+            _ => write!(out, "{self}"),
+        };
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The cause whose details the upstream keeps, if this failure has one.
+    pub fn detailed_cause(self) -> Option<Cause> {
+        match self {
+            Error::UpstreamDown(cause) if cause.needs_detail() => Some(cause),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::PoolExhausted { waited_ms, max } => write!(
+                f,
+                "pool exhausted: no upstream connection free within {waited_ms} ms (max_connections {max})"
+            ),
+            Error::UpstreamDown(cause) => write!(f, "upstream unavailable: {cause}"),
+            Error::ConnectionLost(cause) => write!(f, "upstream connection lost: {cause}"),
+            Error::PrepareFailed => {
+                f.write_str("upstream connection lost while selecting the database")
+            }
+            Error::Internal => f.write_str("internal error"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_resp_errors_with_the_side_fixed_by_kind() {
+        let mut out = BytesMut::new();
+        Error::PoolExhausted {
+            waited_ms: 50,
+            max: 2,
+        }
+        .write_reply(&mut out);
+        assert_eq!(
+            &out[..],
+            b"-ERR poolside: pool exhausted: no upstream connection free within 50 ms (max_connections 2)\r\n"
+        );
+        out.clear();
+        Error::UpstreamDown(Cause::Io(io::ErrorKind::ConnectionRefused)).write_reply(&mut out);
+        assert_eq!(
+            &out[..],
+            b"-ERR poolside: upstream unavailable: connection refused\r\n"
+        );
+        assert_eq!(Error::ConnectionLost(Cause::Closed).side(), Side::Upstream);
+        assert_eq!(Error::Internal.side(), Side::Internal);
+    }
+}

@@ -1,0 +1,127 @@
+//! The planner (DESIGN.md hop 3): one client batch in, a [`Plan`] out. It
+//! does no I/O: it classifies each command from the table, answers what
+//! poolside answers itself (updating the client's state), applies the
+//! policy, and lays out the bytes that go upstream.
+
+use super::local::{self, Answer, ClientState};
+use super::policy::{self, Policy};
+use crate::backend::{Plan, Remote};
+use crate::command::{allowed_before_auth, classify, Class};
+use crate::resp::{write_error, CommandScanner, Frame};
+use crate::traffic::Traffic;
+
+/// A client batch as the session read it: whole frames of `buf`.
+pub struct Batch<'a> {
+    pub buf: &'a [u8],
+    pub scanner: &'a CommandScanner,
+    pub frames: &'a [Frame],
+}
+
+/// Plans `batch` into `plan` (cleared first). Stops early at QUIT (the rest
+/// is never run) or at a streaming command (the stream takes the rest).
+pub fn plan(
+    policy: &Policy,
+    traffic: &Traffic,
+    client: &mut ClientState,
+    batch: &Batch<'_>,
+    plan: &mut Plan,
+) {
+    plan.clear();
+    let (buf, scanner) = (batch.buf, batch.scanner);
+    let mut in_multi = client.pin.multi;
+    for f in batch.frames {
+        if f.is_empty() {
+            continue;
+        }
+        let name = scanner.arg(buf, f, 0).unwrap_or_default();
+        let sub = scanner.arg(buf, f, 1);
+        traffic.count_command(name);
+        let class = classify(name, sub);
+        if !client.authenticated {
+            if name.eq_ignore_ascii_case(b"PING") {
+                plan.push_local(|out| local::write_pong(out, sub));
+                continue;
+            }
+            if !allowed_before_auth(class) {
+                plan.push_local(|out| write_error(out, "NOAUTH Authentication required."));
+                continue;
+            }
+        }
+        if let Some(shown) = policy.denied(name, sub) {
+            traffic.command_denied();
+            client.pin.doomed |= in_multi;
+            plan.push_local(|out| policy::write_refusal(out, shown));
+            continue;
+        }
+        let remote = match class {
+            Class::Local(l) => {
+                match plan.push_local(|out| client.answer(l, buf, scanner, f, out)) {
+                    Answer::Close => {
+                        plan.close = true;
+                        return;
+                    }
+                    Answer::Reset => plan.reset = true,
+                    Answer::Done => {}
+                }
+                continue;
+            }
+            Class::Unsupported(msg) => {
+                plan.push_local(|out| write_error(out, &format!("ERR poolside: {msg}")));
+                continue;
+            }
+            Class::Stream => {
+                plan.stream_from = Some(f.start);
+                return;
+            }
+            Class::Blocking => {
+                plan.may_block = true;
+                plan.shareable = false;
+                Remote::Plain
+            }
+            class => remote_kind(class, scanner, buf, f),
+        };
+        if remote != Remote::Plain {
+            plan.shareable = false;
+        }
+        match remote {
+            Remote::Multi if !in_multi => {
+                in_multi = true;
+                client.pin.doomed = false;
+            }
+            Remote::Exec | Remote::Discard => {
+                in_multi = false;
+                if std::mem::take(&mut client.pin.doomed) && remote == Remote::Exec {
+                    plan.push_exec_aborted();
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        plan.push_remote(remote, |up| scanner.write_frame(buf, f, up));
+    }
+}
+
+/// What the reply to a forwarded command means to the client's state.
+fn remote_kind(class: Class, scanner: &CommandScanner, buf: &[u8], f: &Frame) -> Remote {
+    match class {
+        Class::Select => Remote::Select(
+            scanner
+                .arg(buf, f, 1)
+                .filter(|_| f.argc() == 2)
+                .and_then(|a| std::str::from_utf8(a).ok())
+                .and_then(|a| a.parse().ok()),
+        ),
+        Class::Multi => Remote::Multi,
+        Class::Exec => Remote::Exec,
+        Class::Discard => Remote::Discard,
+        Class::Watch => Remote::Watch,
+        Class::Unwatch => Remote::Unwatch,
+        Class::PinSession => Remote::PinSession,
+        Class::Dirty => Remote::Dirty,
+        _ => Remote::Plain,
+    }
+}
+
+#[cfg(test)]
+#[path = "planner_tests.rs"]
+mod tests;

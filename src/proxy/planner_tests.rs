@@ -1,0 +1,194 @@
+//! The planner on its own: bytes and client state in, a plan out.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::backend::{Part, Pin, Step};
+use crate::config::Config;
+use crate::proxy::Credentials;
+use crate::resp::Limits;
+
+struct Fixture {
+    policy: Policy,
+    traffic: Arc<Traffic>,
+    client: ClientState,
+    plan: Plan,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture::with(|_| {})
+    }
+
+    fn with(tweak: impl FnOnce(&mut Config)) -> Fixture {
+        let mut config = Config::for_tests("redis://127.0.0.1:1");
+        tweak(&mut config);
+        let traffic = Arc::new(Traffic::default());
+        let credentials = Arc::new(Credentials::new(&config));
+        Fixture {
+            policy: Policy::new(&config.policy.deny_commands),
+            client: ClientState::new(0, credentials, traffic.clone()),
+            traffic,
+            plan: Plan::default(),
+        }
+    }
+
+    /// Plans `commands` (each a list of arguments) as one pipeline.
+    fn plan(&mut self, commands: &[&[&str]]) -> &Plan {
+        let mut buf = bytes::BytesMut::new();
+        for args in commands {
+            let args = args.iter().map(|a| a.as_bytes());
+            crate::resp::write_command(&mut buf, args.collect::<Vec<_>>().into_iter());
+        }
+        let mut scanner = CommandScanner::new(Limits::default());
+        let mut frames = Vec::new();
+        while let Some(f) = scanner.next_frame(&buf).expect("valid RESP") {
+            frames.push(f);
+        }
+        let batch = Batch {
+            buf: &buf,
+            scanner: &scanner,
+            frames: &frames,
+        };
+        plan(
+            &self.policy,
+            &self.traffic,
+            &mut self.client,
+            &batch,
+            &mut self.plan,
+        );
+        &self.plan
+    }
+}
+
+/// The steps as `L:<answer>` for local ones and `R:<kind>` for upstream ones.
+fn shape(plan: &Plan) -> Vec<String> {
+    plan.parts(0)
+        .map(|p| match p {
+            Part::Local(a) => format!("L:{}", String::from_utf8_lossy(a).trim_end()),
+            Part::Remote(r) => format!("R:{r:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn plain_pipelines_are_shareable_and_keep_every_frame() {
+    let mut f = Fixture::new();
+    let plan = f.plan(&[&["SET", "k", "v"], &["GET", "k"]]);
+    assert_eq!(shape(plan), ["R:Plain", "R:Plain"]);
+    assert!(plan.shareable && !plan.may_block && !plan.close && plan.needs_upstream());
+    assert_eq!(
+        &plan.upstream[..],
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    );
+    assert_eq!(f.traffic.commands_total(), 2);
+}
+
+#[test]
+fn local_answers_stay_in_place_and_make_the_batch_unshareable() {
+    let mut f = Fixture::new();
+    let plan = f.plan(&[&["GET", "a"], &["CLIENT", "SETNAME", "app"], &["GET", "b"]]);
+    assert_eq!(shape(plan), ["R:Plain", "L:+OK", "R:Plain"]);
+    assert!(!plan.shareable);
+    assert_eq!(f.client.name.as_deref(), Some(&b"app"[..]));
+}
+
+#[test]
+fn quit_mid_pipeline_closes_and_plans_nothing_after_it() {
+    let mut f = Fixture::new();
+    let plan = f.plan(&[&["GET", "a"], &["QUIT"], &["SET", "never", "run"]]);
+    assert_eq!(shape(plan), ["R:Plain", "L:+OK"]);
+    assert!(plan.close);
+    assert_eq!(plan.remote_replies(), 1);
+}
+
+#[test]
+fn denied_commands_are_refused_locally_and_counted() {
+    let mut f = Fixture::with(|c| c.policy.deny_commands = vec!["FLUSHALL".into()]);
+    let plan = f.plan(&[&["flushall"], &["GET", "a"]]);
+    let shape = shape(plan);
+    assert!(shape[0].starts_with("L:-"), "{shape:?}");
+    assert_eq!(shape[1], "R:Plain");
+    assert_eq!(f.traffic.denied_commands_total(), 1);
+}
+
+#[test]
+fn multi_with_a_refused_command_sends_discard_for_exec() {
+    let mut f = Fixture::with(|c| c.policy.deny_commands = vec!["FLUSHALL".into()]);
+    let plan = f.plan(&[&["MULTI"], &["SET", "a", "1"], &["FLUSHALL"], &["EXEC"]]);
+    let shape = shape(plan);
+    assert_eq!(shape[0], "R:Multi");
+    assert_eq!(shape[1], "R:Plain");
+    assert!(shape[2].starts_with("L:-"), "{shape:?}");
+    assert_eq!(shape[3], "R:ExecAborted");
+    assert!(plan.upstream.ends_with(b"*1\r\n$7\r\nDISCARD\r\n"));
+    assert!(!f.client.pin.doomed, "EXEC consumed the doom");
+}
+
+#[test]
+fn a_refusal_in_a_transaction_opened_earlier_dooms_its_exec() {
+    let mut f = Fixture::with(|c| c.policy.deny_commands = vec!["KEYS".into()]);
+    // MULTI was answered +QUEUED in an earlier batch: the pin says so.
+    f.client.pin = Pin {
+        multi: true,
+        ..Pin::default()
+    };
+    f.plan(&[&["KEYS", "*"]]);
+    assert!(f.client.pin.doomed);
+    let plan = f.plan(&[&["EXEC"]]);
+    assert_eq!(shape(plan), ["R:ExecAborted"]);
+}
+
+#[test]
+fn select_inside_multi_is_forwarded_with_its_database() {
+    let mut f = Fixture::new();
+    let plan = f.plan(&[&["MULTI"], &["SELECT", "3"], &["EXEC"]]);
+    assert_eq!(shape(plan), ["R:Multi", "R:Select(Some(3))", "R:Exec"]);
+    assert!(!plan.shareable);
+    // The database changes only when the replies say so (Pin::apply).
+    assert_eq!(f.client.wants.db, 0);
+    let plan = f.plan(&[&["SELECT", "x"]]);
+    assert_eq!(shape(plan), ["R:Select(None)"]);
+}
+
+#[test]
+fn streaming_commands_end_the_plan_where_they_start() {
+    let mut f = Fixture::new();
+    let plan = f.plan(&[&["GET", "a"], &["SUBSCRIBE", "ch"], &["GET", "b"]]);
+    assert_eq!(shape(plan), ["R:Plain"]);
+    assert_eq!(plan.stream_from, Some(20));
+    assert!(plan.needs_upstream());
+}
+
+#[test]
+fn blocking_commands_may_block_and_never_share() {
+    let mut f = Fixture::new();
+    let plan = f.plan(&[&["BLPOP", "q", "0"]]);
+    assert!(plan.may_block && !plan.shareable);
+}
+
+#[test]
+fn unauthenticated_clients_get_noauth_and_local_pongs() {
+    let mut f = Fixture::with(|c| c.client_password = Some(crate::config::Secret::new("s3cret")));
+    let plan = f.plan(&[&["PING"], &["GET", "a"], &["AUTH", "wrong"]]);
+    let steps = shape(plan);
+    assert_eq!(steps[0], "L:+PONG");
+    assert_eq!(steps[1], "L:-NOAUTH Authentication required.");
+    assert!(steps[2].starts_with("L:-WRONGPASS"), "{steps:?}");
+    assert!(!plan.needs_upstream());
+    let plan = f.plan(&[&["AUTH", "s3cret"], &["GET", "a"]]);
+    assert_eq!(shape(plan), ["L:+OK", "R:Plain"]);
+    assert_eq!(f.traffic.auth_failures_total(), 1);
+}
+
+#[test]
+fn reset_clears_the_client_and_asks_for_the_pin_to_go() {
+    let mut f = Fixture::new();
+    f.client.wants.db = 4;
+    f.client.pin.watch = true;
+    let plan = f.plan(&[&["RESET"]]);
+    assert!(plan.reset);
+    assert_eq!(plan.steps(), [Step::Local { end: 8 }]);
+    assert_eq!(f.client.wants.db, 0);
+    assert!(!f.client.pin.active());
+}
