@@ -98,7 +98,8 @@ pub fn percent_of(n: u32, max: u32) -> f64 {
     }
 }
 
-/// The alert state of one poolside. Only the usage sampler calls [`Alerts::observe`].
+/// The alert state of one poolside. Only the usage sampler calls [`Alerts::observe`],
+/// through the callback `AdminState::spawn_background` gives it.
 pub struct Alerts {
     thresholds: Thresholds,
     window: Duration,
