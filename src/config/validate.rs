@@ -142,13 +142,6 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             "must be greater than 0".into(),
         );
     }
-    if config.limits.max_array_depth == 0 {
-        return fail(
-            "limits.max_array_depth",
-            "0".into(),
-            "must be greater than 0".into(),
-        );
-    }
     if let Err(p) = config.check_security() {
         return fail(p.key, p.value, p.reason);
     }
