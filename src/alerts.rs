@@ -98,71 +98,8 @@ pub fn percent_of(n: u32, max: u32) -> f64 {
     }
 }
 
-/// Checks `[alerts]`; on error returns (key, shown value, reason).
-pub fn check_config(c: &AlertsConfig) -> Result<(), (&'static str, String, String)> {
-    let fail = |key, value: String, reason: &str| Err((key, value, reason.to_string()));
-    if !(1..=100).contains(&c.critical_percent) {
-        return fail(
-            "alerts.critical_percent",
-            c.critical_percent.to_string(),
-            "must be between 1 and 100",
-        );
-    }
-    if c.warning_percent == 0 || c.warning_percent >= c.critical_percent {
-        let why = format!(
-            "must be between 1 and alerts.critical_percent ({}) - 1",
-            c.critical_percent
-        );
-        return fail(
-            "alerts.warning_percent",
-            c.warning_percent.to_string(),
-            &why,
-        );
-    }
-    if c.hysteresis_percent >= c.warning_percent {
-        let why = format!(
-            "must be below alerts.warning_percent ({})",
-            c.warning_percent
-        );
-        return fail(
-            "alerts.hysteresis_percent",
-            c.hysteresis_percent.to_string(),
-            &why,
-        );
-    }
-    if !(1..=3_600).contains(&c.window_secs) {
-        return fail(
-            "alerts.window_secs",
-            c.window_secs.to_string(),
-            "must be between 1 and 3600",
-        );
-    }
-    if c.recommendation_window_secs < c.window_secs || c.recommendation_window_secs > 86_400 {
-        let why = format!(
-            "must be between alerts.window_secs ({}) and 86400",
-            c.window_secs
-        );
-        return fail(
-            "alerts.recommendation_window_secs",
-            c.recommendation_window_secs.to_string(),
-            &why,
-        );
-    }
-    if c.webhook_timeout_ms == 0 {
-        return fail(
-            "alerts.webhook_timeout_ms",
-            "0".into(),
-            "must be greater than 0",
-        );
-    }
-    if let Some(url) = &c.webhook_url {
-        webhook::parse_url(url.expose())
-            .map_err(|why| ("alerts.webhook_url", "<redacted>".to_string(), why))?;
-    }
-    Ok(())
-}
-
-/// The alert state of one poolside. Only the usage sampler calls [`Alerts::observe`].
+/// The alert state of one poolside. Only the usage sampler calls [`Alerts::observe`],
+/// through the callback `AdminState::spawn_background` gives it.
 pub struct Alerts {
     thresholds: Thresholds,
     window: Duration,
@@ -344,19 +281,5 @@ mod tests {
             next_level(Level::Critical, &window(0, 0, 0), 100, &T),
             Level::Ok
         );
-    }
-
-    #[test]
-    fn rejects_inconsistent_thresholds() {
-        let mut c = AlertsConfig::default();
-        assert!(check_config(&c).is_ok());
-        c.warning_percent = 85;
-        assert_eq!(check_config(&c).unwrap_err().0, "alerts.warning_percent");
-        c = AlertsConfig {
-            webhook_url: Some(crate::config::Secret::new("https://hooks.example/T0KEN")),
-            ..AlertsConfig::default()
-        };
-        let (key, value, _) = check_config(&c).unwrap_err();
-        assert_eq!((key, value.as_str()), ("alerts.webhook_url", "<redacted>"));
     }
 }

@@ -235,8 +235,6 @@ pub struct LimitsConfig {
     pub max_clients: usize,
     /// Largest single RESP frame a client may send. Default 64 MiB.
     pub max_frame_bytes: usize,
-    /// Deepest nesting accepted in a reply frame. Default 64.
-    pub max_array_depth: usize,
     /// A client whose frame stays incomplete this long is closed. Default 30000 ms.
     pub frame_timeout_ms: u64,
     /// A client silent this long is closed; 0 disables (like Redis `timeout 0`).
@@ -331,7 +329,6 @@ impl Config {
             limits: LimitsConfig {
                 max_clients,
                 max_frame_bytes: 64 << 20,
-                max_array_depth: 64,
                 frame_timeout_ms: 30_000,
                 client_idle_timeout_secs: 0,
                 max_pipeline_bytes: 1 << 20,

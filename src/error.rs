@@ -2,7 +2,7 @@
 //! it is) and its kind; it is `Copy`, so handing it to many waiting clients
 //! costs nothing. The `-ERR` text is written once, at the edge that answers
 //! the client ([`Error::write_reply`]), and counted there, once per client
-//! batch, by side ([`crate::traffic::Traffic::failed`]).
+//! batch, by side (`Traffic::failed`, in the traffic module above this one).
 
 use std::fmt;
 use std::io;

@@ -1,6 +1,6 @@
 //! Proxy-level counters: clients, commands, authentication, policy, and
 //! failed batches by side. They are kept apart from the pool's counters
-//! ([`crate::pool::Stats`]) so that a second pool (a Cluster node, a new
+//! (`pool::Stats`) so that a second pool (a Cluster node, a new
 //! Sentinel primary) counts its connections without counting clients twice.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

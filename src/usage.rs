@@ -1,6 +1,7 @@
 //! A sliding window of pool usage. A background task samples the pool's
 //! counters every tick; alerts and sizing recommendations are computed from
-//! the samples, never from the data path.
+//! the samples, never from the data path. This module knows nothing of the
+//! alerts: the sampler hands each window to a callback the admin wires up.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,6 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::alerts::Alerts;
 use crate::histogram::Counts;
 use crate::pool::Pool;
 use crate::traffic::Traffic;
@@ -173,15 +173,21 @@ pub fn tick_for(alert_window: Duration) -> Duration {
     (alert_window / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
-/// Samples the pool every `tick` and lets the alerts judge each new window.
-pub fn spawn_sampler(
+/// Samples the pool every `tick`; after each sample calls
+/// `observe(&last_window, in_use, max_connections)` with the summary of the
+/// last `window` (the alert window: `Alerts::observe` is the callback).
+pub fn spawn_sampler<F>(
     pool: Pool,
     traffic: Arc<Traffic>,
     usage: Arc<Usage>,
-    alerts: Arc<Alerts>,
+    window: Duration,
     tick: Duration,
+    mut observe: F,
     mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
+) -> JoinHandle<()>
+where
+    F: FnMut(&Window, u32, u32) + Send + 'static,
+{
     let max = pool.snapshot().max_connections;
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(tick);
@@ -192,8 +198,8 @@ pub fn spawn_sampler(
                 _ = shutdown.changed() => return,
             }
             usage.record(&pool, traffic.commands_total());
-            let window = usage.summarize(alerts.window());
-            alerts.observe(&window, pool.snapshot().in_use, max);
+            let summary = usage.summarize(window);
+            observe(&summary, pool.snapshot().in_use, max);
         }
     })
 }

@@ -98,14 +98,16 @@ impl AdminState {
 
     /// Starts the usage sampler (which drives the alerts) and the control-plane refresher.
     pub fn spawn_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        let tick = usage::tick_for(self.alerts.window());
+        let window = self.alerts.window();
+        let alerts = self.alerts.clone();
         vec![
             usage::spawn_sampler(
                 self.pool.clone(),
                 self.traffic.clone(),
                 self.usage.clone(),
-                self.alerts.clone(),
-                tick,
+                window,
+                usage::tick_for(window),
+                move |w, in_use, max| alerts.observe(w, in_use, max),
                 shutdown.clone(),
             ),
             control::spawn_refresher(self.control.clone(), self.health_interval, shutdown),

@@ -14,6 +14,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::config::url::parse_webhook;
+
 /// Notifications waiting for delivery; more are dropped (and logged).
 const QUEUE: usize = 64;
 
@@ -22,23 +24,10 @@ pub struct Webhook {
     queue: mpsc::Sender<Value>,
 }
 
-/// A webhook URL must be plain `http://` with a host. The reason never
-/// repeats the URL: such URLs carry tokens.
-pub(super) fn parse_url(url: &str) -> Result<Uri, String> {
-    let uri: Uri = url.parse().map_err(|_| "not a valid URL".to_string())?;
-    if uri.scheme_str() != Some("http") {
-        return Err("must be a plain http:// URL (https is not supported)".into());
-    }
-    if uri.host().is_none() {
-        return Err("has no host".into());
-    }
-    Ok(uri)
-}
-
 impl Webhook {
     /// Spawns the sender task on the current tokio runtime.
     pub fn spawn(url: &str, timeout: Duration) -> Result<Webhook, String> {
-        let uri = parse_url(url)?;
+        let uri = parse_webhook(url)?;
         let (queue, mut pending) = mpsc::channel::<Value>(QUEUE);
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         tokio::spawn(async move {

@@ -140,7 +140,11 @@ pub struct Problem {
     pub reason: String,
 }
 
-fn problem(key: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Problem {
+pub(super) fn problem(
+    key: &'static str,
+    value: impl Into<String>,
+    reason: impl Into<String>,
+) -> Problem {
     Problem {
         key,
         value: value.into(),

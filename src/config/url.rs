@@ -1,4 +1,7 @@
-//! `redis://` URLs: parsed once at start, redacted whenever printed.
+//! `redis://` URLs: parsed once at start, redacted whenever printed; and the
+//! alert webhook's `http://` URL.
+
+use hyper::Uri;
 
 /// Where and as whom poolside connects upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +144,19 @@ pub fn redact(url: &str) -> String {
         }
         None => url.to_string(),
     }
+}
+
+/// A webhook URL (`alerts.webhook_url`) must be plain `http://` with a host.
+/// The reason never repeats the URL: such URLs carry tokens.
+pub fn parse_webhook(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|_| "not a valid URL".to_string())?;
+    if uri.scheme_str() != Some("http") {
+        return Err("must be a plain http:// URL (https is not supported)".into());
+    }
+    if uri.host().is_none() {
+        return Err("has no host".into());
+    }
+    Ok(uri)
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use figment::Figment;
 
-use super::{sources, url, Config};
+use super::security::problem;
+use super::{sources, url, AlertsConfig, Config, Problem};
 
 /// A rejected configuration value. `poolside` exits with code 2 on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,18 +142,94 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             "must be greater than 0".into(),
         );
     }
-    if config.limits.max_array_depth == 0 {
-        return fail(
-            "limits.max_array_depth",
-            "0".into(),
-            "must be greater than 0".into(),
-        );
-    }
     if let Err(p) = config.check_security() {
         return fail(p.key, p.value, p.reason);
     }
-    if let Err((key, value, reason)) = crate::alerts::check_config(&config.alerts) {
-        return fail(key, value, reason);
+    if let Err(p) = check_alerts(&config.alerts) {
+        return fail(p.key, p.value, p.reason);
     }
     Ok(())
+}
+
+/// Checks `[alerts]`: thresholds in order, windows in range, webhook URL usable.
+fn check_alerts(c: &AlertsConfig) -> Result<(), Problem> {
+    if !(1..=100).contains(&c.critical_percent) {
+        return Err(problem(
+            "alerts.critical_percent",
+            c.critical_percent.to_string(),
+            "must be between 1 and 100",
+        ));
+    }
+    if c.warning_percent == 0 || c.warning_percent >= c.critical_percent {
+        return Err(problem(
+            "alerts.warning_percent",
+            c.warning_percent.to_string(),
+            format!(
+                "must be between 1 and alerts.critical_percent ({}) - 1",
+                c.critical_percent
+            ),
+        ));
+    }
+    if c.hysteresis_percent >= c.warning_percent {
+        return Err(problem(
+            "alerts.hysteresis_percent",
+            c.hysteresis_percent.to_string(),
+            format!(
+                "must be below alerts.warning_percent ({})",
+                c.warning_percent
+            ),
+        ));
+    }
+    if !(1..=3_600).contains(&c.window_secs) {
+        return Err(problem(
+            "alerts.window_secs",
+            c.window_secs.to_string(),
+            "must be between 1 and 3600",
+        ));
+    }
+    if c.recommendation_window_secs < c.window_secs || c.recommendation_window_secs > 86_400 {
+        return Err(problem(
+            "alerts.recommendation_window_secs",
+            c.recommendation_window_secs.to_string(),
+            format!(
+                "must be between alerts.window_secs ({}) and 86400",
+                c.window_secs
+            ),
+        ));
+    }
+    if c.webhook_timeout_ms == 0 {
+        return Err(problem(
+            "alerts.webhook_timeout_ms",
+            "0",
+            "must be greater than 0",
+        ));
+    }
+    if let Some(url) = &c.webhook_url {
+        url::parse_webhook(url.expose())
+            .map_err(|why| problem("alerts.webhook_url", "<redacted>", why))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn rejects_inconsistent_alert_thresholds() {
+        let mut c = AlertsConfig::default();
+        assert!(check_alerts(&c).is_ok());
+        c.warning_percent = 85;
+        assert_eq!(check_alerts(&c).unwrap_err().key, "alerts.warning_percent");
+        c = AlertsConfig {
+            webhook_url: Some(Secret::new("https://hooks.example/T0KEN")),
+            ..AlertsConfig::default()
+        };
+        let p = check_alerts(&c).unwrap_err();
+        assert_eq!(
+            (p.key, p.value.as_str()),
+            ("alerts.webhook_url", "<redacted>")
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::histogram::{Counts, Histogram};
 
 /// Counters of one pool: occupancy, checkouts, connections, health checks.
-/// Client-level counters live in [`crate::traffic::Traffic`].
+/// Client-level counters live in `traffic::Traffic`, a layer above.
 #[derive(Debug, Default)]
 pub struct Stats {
     max_connections: u32,
