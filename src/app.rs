@@ -34,7 +34,8 @@ pub struct Running {
 }
 
 /// Starts poolside on the current tokio runtime and returns once it listens.
-/// Redis need not be up: clients get errors until it is.
+/// Redis need not be up: clients get errors until it is. The wiring is one
+/// sequence (config, pool, backend, listeners, admin), read top to bottom.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let parsed =
         url::parse(&config.upstream.url).map_err(|e| anyhow::anyhow!("upstream.url: {e}"))?;

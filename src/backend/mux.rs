@@ -137,6 +137,9 @@ struct Waiting {
 }
 
 /// Owns one upstream connection: writes queued batches, routes replies back.
+/// One `select!` over the lane's own state (read, queue, idle timer), so it
+/// reads longer than most functions; the per-batch work is in `queue` and
+/// `dispatch`.
 async fn run_lane(
     mut conn: Upstream,
     mut rx: mpsc::UnboundedReceiver<MuxRequest>,

@@ -160,7 +160,8 @@ impl Config {
             || !self.client_users.is_empty()
     }
 
-    /// The security checks run at start, by `Config::load` and `app::start`.
+    /// The security checks run at start, by `Config::load` and `app::start`:
+    /// a flat list of independent checks, one `if` each.
     pub fn check_security(&self) -> Result<(), Problem> {
         let remote = self
             .listen

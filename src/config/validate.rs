@@ -46,6 +46,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every value checked at start; a flat list of independent checks, one `if`
+/// (and one [`ConfigError`]) each, so it runs long.
 pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
     let fail = |key: &str, value: String, reason: String| -> Result<(), ConfigError> {
         let source = sources::source_of(figment, key, "defaults");

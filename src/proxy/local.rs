@@ -132,7 +132,8 @@ impl ClientState {
 
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`. poolside speaks RESP2
     /// to its clients; asking for 3 gets NOPROTO, as from a Redis without RESP3,
-    /// and clients fall back to RESP2.
+    /// and clients fall back to RESP2. Long because HELLO's options are parsed
+    /// and refused in Redis' own order and words.
     fn hello<'a>(
         &mut self,
         argc: usize,

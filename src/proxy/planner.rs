@@ -19,6 +19,8 @@ pub struct Batch<'a> {
 
 /// Plans `batch` into `plan` (cleared first). Stops early at QUIT (the rest
 /// is never run) or at a streaming command (the stream takes the rest).
+/// One loop in command order, longer than most functions here: every arm's
+/// `continue` or `return` is part of what the plan says.
 pub fn plan(
     policy: &Policy,
     traffic: &Traffic,
@@ -37,20 +39,9 @@ pub fn plan(
         let sub = scanner.arg(buf, f, 1);
         traffic.count_command(name);
         let class = classify(name, sub);
-        if !client.authenticated {
-            if name.eq_ignore_ascii_case(b"PING") {
-                plan.push_local(|out| local::write_pong(out, sub));
-                continue;
-            }
-            if !allowed_before_auth(class) {
-                plan.push_local(|out| write_error(out, "NOAUTH Authentication required."));
-                continue;
-            }
-        }
-        if let Some(shown) = policy.denied(name, sub) {
-            traffic.command_denied();
-            client.pin.doomed |= in_multi;
-            plan.push_local(|out| policy::write_refusal(out, shown));
+        if answered_before_auth(client, name, sub, class, plan)
+            || refused_by_policy(policy, traffic, client, in_multi, name, sub, plan)
+        {
             continue;
         }
         let remote = match class {
@@ -99,6 +90,49 @@ pub fn plan(
         }
         plan.push_remote(remote, |up| scanner.write_frame(buf, f, up));
     }
+}
+
+/// A client that has not authenticated gets PONG for PING and NOAUTH for
+/// anything but AUTH, HELLO and QUIT, all answered here.
+fn answered_before_auth(
+    client: &ClientState,
+    name: &[u8],
+    sub: Option<&[u8]>,
+    class: Class,
+    plan: &mut Plan,
+) -> bool {
+    if client.authenticated {
+        return false;
+    }
+    if name.eq_ignore_ascii_case(b"PING") {
+        plan.push_local(|out| local::write_pong(out, sub));
+        return true;
+    }
+    if !allowed_before_auth(class) {
+        plan.push_local(|out| write_error(out, "NOAUTH Authentication required."));
+        return true;
+    }
+    false
+}
+
+/// A command on the deny-list is answered with the policy's error; inside
+/// MULTI it also dooms the transaction (its EXEC becomes EXECABORT).
+fn refused_by_policy(
+    policy: &Policy,
+    traffic: &Traffic,
+    client: &mut ClientState,
+    in_multi: bool,
+    name: &[u8],
+    sub: Option<&[u8]>,
+    plan: &mut Plan,
+) -> bool {
+    let Some(shown) = policy.denied(name, sub) else {
+        return false;
+    };
+    traffic.command_denied();
+    client.pin.doomed |= in_multi;
+    plan.push_local(|out| policy::write_refusal(out, shown));
+    true
 }
 
 /// What the reply to a forwarded command means to the client's state.

@@ -15,7 +15,7 @@ use super::Shared;
 use crate::backend::{Exec, Plan};
 use crate::error::Side;
 use crate::pool::Upstream;
-use crate::resp::{write_error, CommandScanner, Frame};
+use crate::resp::{write_error, CommandScanner, Frame, ProtocolError};
 
 /// What the session does after a batch.
 enum Flow {
@@ -98,65 +98,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Err(end) => return end,
                 }
             }
-            let mut protocol_error = None;
-            self.frames.clear();
-            loop {
-                if self
-                    .frames
-                    .last()
-                    .is_some_and(|f| f.end >= self.shared.max_batch_bytes)
-                {
-                    more_buffered = true;
-                    break;
-                }
-                match self.scanner.next_frame(&self.rbuf) {
-                    Ok(Some(f)) => self.frames.push(f),
-                    Ok(None) => break,
-                    Err(e) => {
-                        protocol_error = Some(e);
-                        break;
-                    }
-                }
-            }
+            let (protocol_error, capped) = self.scan_batch();
+            more_buffered = capped;
             let consumed = self.frames.last().map_or(0, |f| f.end);
-            let flow = if self.frames.is_empty() {
-                Flow::Continue
-            } else {
-                let batch = Batch {
-                    buf: &self.rbuf,
-                    scanner: &self.scanner,
-                    frames: &self.frames,
-                };
-                let shared = &self.shared;
-                planner::plan(
-                    &shared.policy,
-                    &shared.traffic,
-                    &mut self.client_state,
-                    &batch,
-                    &mut self.plan,
-                );
-                if self.plan.may_block {
-                    match self.run_watching_client().await {
-                        Some(flow) => flow,
-                        None => return End::ClientClosed,
-                    }
-                } else {
-                    self.run_batch().await
-                }
+            let flow = match self.plan_and_run().await {
+                Some(flow) => flow,
+                None => return End::ClientClosed,
             };
             if let Some(e) = protocol_error {
-                self.shared.traffic.failed(Side::Client);
-                debug!(
-                    client = self.client_state.id,
-                    error = e.message(),
-                    "client protocol error"
-                );
-                write_error(
-                    &mut self.wbuf,
-                    &format!("ERR Protocol error: {}", e.message()),
-                );
-                let _ = self.flush().await;
-                return End::ProtocolError;
+                return self.refuse_malformed(e).await;
             }
             if let Err(e) = self.flush().await {
                 return End::Io(e);
@@ -191,6 +141,70 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 (false, _) => Some(Instant::now()),
             };
         }
+    }
+
+    /// Collects the whole frames buffered now, up to `max_batch_bytes`
+    /// (then `true`: more may be buffered), and the protocol error that
+    /// stopped the scan, if any: the frames before it still run.
+    fn scan_batch(&mut self) -> (Option<ProtocolError>, bool) {
+        self.frames.clear();
+        loop {
+            if self
+                .frames
+                .last()
+                .is_some_and(|f| f.end >= self.shared.max_batch_bytes)
+            {
+                return (None, true);
+            }
+            match self.scanner.next_frame(&self.rbuf) {
+                Ok(Some(f)) => self.frames.push(f),
+                Ok(None) => return (None, false),
+                Err(e) => return (Some(e), false),
+            }
+        }
+    }
+
+    /// Plans the scanned frames and runs them; `None` when the client left
+    /// while a blocking batch waited.
+    async fn plan_and_run(&mut self) -> Option<Flow> {
+        if self.frames.is_empty() {
+            return Some(Flow::Continue);
+        }
+        let batch = Batch {
+            buf: &self.rbuf,
+            scanner: &self.scanner,
+            frames: &self.frames,
+        };
+        let shared = &self.shared;
+        planner::plan(
+            &shared.policy,
+            &shared.traffic,
+            &mut self.client_state,
+            &batch,
+            &mut self.plan,
+        );
+        if self.plan.may_block {
+            self.run_watching_client().await
+        } else {
+            Some(self.run_batch().await)
+        }
+    }
+
+    /// A malformed frame: the client gets Redis' protocol error and is
+    /// closed; nobody else notices.
+    async fn refuse_malformed(&mut self, e: ProtocolError) -> End {
+        self.shared.traffic.failed(Side::Client);
+        debug!(
+            client = self.client_state.id,
+            error = e.message(),
+            "client protocol error"
+        );
+        write_error(
+            &mut self.wbuf,
+            &format!("ERR Protocol error: {}", e.message()),
+        );
+        let _ = self.flush().await;
+        End::ProtocolError
     }
 
     /// Reads more client bytes. A frame left incomplete longer than

@@ -120,7 +120,8 @@ impl Upward {
 /// Streams until either side closes (`Ok(None)`) or the client's last
 /// subscription ends (`Ok(Some(unused client bytes))`). `pending` holds the
 /// client bytes from the streaming command on. An error says why the client
-/// was cut off.
+/// was cut off. One `select!` over both directions and their bounds, which
+/// must be seen together.
 pub async fn pump<C>(
     client: &mut C,
     upstream: &mut UpstreamStream,
