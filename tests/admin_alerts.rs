@@ -1,12 +1,11 @@
 //! Utilization alerts and data-driven recommendations, driven with real
 //! blocked clients: BLPOP holds one pooled connection until its key is pushed.
 
-mod admin_support;
 mod common;
 
-use admin_support::{get, recommendations, wait_for_status, Blocked, Receiver};
+use common::admin::{recommendations, wait_for_status, Blocked, Receiver};
 use common::raw::RawClient;
-use common::{query, start_poolside, RedisServer};
+use common::{get, query, start_poolside, RedisServer};
 use serde_json::Value;
 
 fn has(recs: &[String], needle: &str) -> bool {

@@ -1,11 +1,10 @@
 //! `poolside status` and `poolside recommend`, run as the real binary.
 
-mod admin_support;
 mod common;
 
 use std::process::{Command, Output};
 
-use admin_support::wait_for_status;
+use common::admin::wait_for_status;
 use common::{start_poolside, RedisServer};
 
 /// Runs the binary with a clean environment (no REDIS_* or POOLSIDE_* from the caller).

@@ -1,11 +1,10 @@
 //! The admin server's JSON: `/pool/status` and `/health/redis` carry every
 //! field applications parse, probes follow Redis, and no secret leaks.
 
-mod admin_support;
 mod common;
 
-use admin_support::{capture_logs, get, recommendations, status, wait_for_status, Blocked};
-use common::{start_poolside, RedisServer};
+use common::admin::{capture_logs, recommendations, status, wait_for_status, Blocked};
+use common::{get, start_poolside, RedisServer};
 use serde_json::Value;
 
 const METRICS_FIELDS: [&str; 10] = [
@@ -136,22 +135,20 @@ async fn readiness_and_health_follow_redis_down_and_back() {
     })
     .await;
     let ready = || async { get(poolside.admin_addr, "/health/ready").await.code };
-    common::wait_until(admin_support::WAIT, "ready while Redis is up", || async {
+    common::wait_until(common::WAIT, "ready while Redis is up", || async {
         ready().await == 200
     })
     .await;
 
     redis.stop();
-    common::wait_until(
-        admin_support::WAIT,
-        "not ready while Redis is down",
-        || async { ready().await == 503 },
-    )
+    common::wait_until(common::WAIT, "not ready while Redis is down", || async {
+        ready().await == 503
+    })
     .await;
     // Readiness may drop first (an idle connection closed below min_idle);
     // the upstream is unhealthy once a health check fails to connect.
     let health = || async { get(poolside.admin_addr, "/health/redis").await };
-    common::wait_until(admin_support::WAIT, "Redis reported unhealthy", || async {
+    common::wait_until(common::WAIT, "Redis reported unhealthy", || async {
         health().await.code == 503
     })
     .await;
@@ -169,7 +166,7 @@ async fn readiness_and_health_follow_redis_down_and_back() {
     );
 
     redis.restart().await;
-    common::wait_until(admin_support::WAIT, "ready once Redis is back", || async {
+    common::wait_until(common::WAIT, "ready once Redis is back", || async {
         ready().await == 200
     })
     .await;

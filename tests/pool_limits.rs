@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{
     client_list_on, connect, last_command, ok, query, start_poolside, wait_until, RedisServer,
 };
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, Mutex};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -52,17 +52,19 @@ async fn five_hundred_clients_never_exceed_max_connections() {
     // The sampler watches from Redis's side on its own direct connection.
     // poolside's control plane (INFO for /pool/status) has one connection of
     // its own, outside the pool: it is told apart by its last command.
-    let mut sampler_con = redis.direct_raw().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while !client_list_on(&mut sampler_con)
-            .await
-            .iter()
-            .any(|l| is_control_plane(l))
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
+    let sampler_con = Mutex::new(redis.direct_raw().await);
+    wait_until(
+        WAIT,
+        "the control plane's connection shows in CLIENT LIST",
+        || async {
+            client_list_on(&mut *sampler_con.lock().await)
+                .await
+                .iter()
+                .any(|l| is_control_plane(l))
+        },
+    )
     .await;
+    let mut sampler_con = sampler_con.into_inner();
     let done = Arc::new(AtomicBool::new(false));
     let sampler_done = done.clone();
     let sampler = tokio::spawn(async move {

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::raw::{encode, RawClient, Read, Reply};
-use common::{start_poolside, RedisServer};
+use common::{get, start_poolside, RedisServer};
 use poolside::config::{PolicyConfig, PoolMode, Profile};
 
 /// A harmless use of each production-denied command.
@@ -47,7 +47,7 @@ async fn production_refuses_every_denied_command() {
         poolside.stats().denied_commands_total(),
         DENIED.len() as u64
     );
-    let metrics = http_get(poolside.admin_addr, "/metrics").await;
+    let metrics = get(poolside.admin_addr, "/metrics").await.body;
     let line = format!("poolside_commands_denied_total {}", DENIED.len());
     assert!(
         metrics.lines().any(|l| l == line),
@@ -219,23 +219,4 @@ async fn deny_lists_are_configurable_per_deployment() {
         Reply::Int(_)
     ));
     poolside.shutdown().await;
-}
-
-/// The body of a plain HTTP/1.0 GET to the admin server.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin connect");
-    let request = format!("GET {path} HTTP/1.0\r\nHost: poolside\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("admin write");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("admin read");
-    response
 }

@@ -3,14 +3,13 @@
 //! mutual TLS, and the multiplexed and pub/sub paths over TLS.
 
 mod common;
-mod security;
 
 use std::time::Duration;
 
 use common::raw::{RawClient, Read, Reply};
+use common::tls::Certs;
 use poolside::app::Running;
 use poolside::config::{Config, PoolMode};
-use security::{Certs, TlsRedis};
 
 async fn start(url: String, tweak: impl FnOnce(&mut Config)) -> Running {
     let mut config = Config::for_tests(&url);
@@ -22,7 +21,7 @@ async fn start(url: String, tweak: impl FnOnce(&mut Config)) -> Running {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verified_tls_connection_serves_clients() {
     let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, false).await;
+    let redis = certs.redis_server(false).start().await;
     // An IP in the URL is checked against the certificate's IP SAN.
     let poolside = start(redis.url(), |c| c.tls.ca_file = Some(certs.ca.clone())).await;
     let mut client = RawClient::connect(poolside.client_addr).await;
@@ -41,8 +40,8 @@ async fn verified_tls_connection_serves_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_enabled_with_a_redis_url_and_server_name_override() {
     let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, false).await;
-    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let redis = certs.redis_server(false).start().await;
+    let url = format!("redis://127.0.0.1:{}", redis.port());
     let poolside = start(url, |c| {
         c.tls.enabled = true;
         c.tls.ca_file = Some(certs.ca.clone());
@@ -61,7 +60,7 @@ async fn tls_enabled_with_a_redis_url_and_server_name_override() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_ca_is_refused_with_a_clear_error() {
     let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, false).await;
+    let redis = certs.redis_server(false).start().await;
     let poolside = start(redis.url(), |c| {
         c.tls.ca_file = Some(certs.other_ca.clone())
     })
@@ -96,7 +95,7 @@ async fn wrong_ca_is_refused_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_needs_the_client_certificate() {
     let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, true).await;
+    let redis = certs.redis_server(true).start().await;
     let without = start(redis.url(), |c| c.tls.ca_file = Some(certs.ca.clone())).await;
     let mut client = RawClient::connect(without.client_addr).await;
     let err = client.command(&["GET", "k"]).await.expect_error();
@@ -121,7 +120,7 @@ async fn mutual_tls_needs_the_client_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multiplexed_mode_and_big_pipelines_over_tls() {
     let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, false).await;
+    let redis = certs.redis_server(false).start().await;
     let poolside = start(redis.url(), |c| {
         c.tls.ca_file = Some(certs.ca.clone());
         c.pool.mode = PoolMode::Multiplexed;
@@ -162,7 +161,7 @@ async fn multiplexed_mode_and_big_pipelines_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_streams_over_tls() {
     let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, false).await;
+    let redis = certs.redis_server(false).start().await;
     let poolside = start(redis.url(), |c| c.tls.ca_file = Some(certs.ca.clone())).await;
     let mut subscriber = RawClient::connect(poolside.client_addr).await;
     let confirm = subscriber
