@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use common::admin::wait_for_status;
 use common::raw::RawClient;
 use common::{get, start_poolside, wait_until, Metrics, RedisServer};
+use poolside::config::PoolMode;
 
 const FAMILIES: [&str; 20] = [
     "poolside_pool_max_connections",
@@ -66,7 +67,10 @@ fn promtool_check(text: &str) {
 #[tokio::test]
 async fn metrics_pass_promtool_and_counters_move() {
     let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.pool.max_connections = 7).await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.pool.max_connections = 7
+    })
+    .await;
     wait_for_status(&poolside, "Redis is reachable", |s| {
         s["upstream"]["reachable"] == true
     })
@@ -139,8 +143,14 @@ async fn metrics_pass_promtool_and_counters_move() {
 #[tokio::test]
 async fn each_poolside_has_its_own_registry() {
     let redis = RedisServer::start().await;
-    let small = start_poolside(&redis, |c| c.pool.max_connections = 3).await;
-    let large = start_poolside(&redis, |c| c.pool.max_connections = 30).await;
+    let small = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.pool.max_connections = 3
+    })
+    .await;
+    let large = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.pool.max_connections = 30
+    })
+    .await;
     let mut con = RawClient::connect(small.client_addr).await;
     con.command(&["SET", "only-small", "1"]).await.expect_ok();
 
@@ -163,10 +173,7 @@ async fn each_poolside_has_its_own_registry() {
 #[tokio::test]
 async fn multiplexed_batches_are_counted_and_timed() {
     let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| {
-        c.pool.mode = poolside::config::PoolMode::Multiplexed;
-    })
-    .await;
+    let poolside = start_poolside(&redis, PoolMode::Multiplexed, |_| {}).await;
     let mut con = RawClient::connect(poolside.client_addr).await;
     for i in 0..5 {
         con.command(&["SET", "shared", &i.to_string()])

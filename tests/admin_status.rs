@@ -5,6 +5,7 @@ mod common;
 
 use common::admin::{capture_logs, recommendations, status, wait_for_status, Blocked};
 use common::{get, start_poolside, RedisServer};
+use poolside::config::PoolMode;
 use serde_json::Value;
 
 const METRICS_FIELDS: [&str; 10] = [
@@ -79,7 +80,10 @@ fn assert_status_schema(s: &Value) {
 #[tokio::test]
 async fn pool_status_and_health_redis_carry_every_field() {
     let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.pool.max_connections = 10).await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.pool.max_connections = 10
+    })
+    .await;
     let mut con = common::raw::RawClient::connect(poolside.client_addr).await;
     con.command(&["SET", "k", "v"]).await.expect_ok();
 
@@ -129,7 +133,7 @@ async fn pool_status_and_health_redis_carry_every_field() {
 #[tokio::test]
 async fn readiness_and_health_follow_redis_down_and_back() {
     let mut redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| {
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
         c.pool.min_idle = 1;
         c.pool.health_check_interval_secs = 1;
     })

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use deploy_support::{deploy, poolside_names, read, run, tool, yaml_file};
+use poolside::config::PoolMode;
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -213,7 +214,7 @@ fn series_names(name: &str, kind: &str) -> Vec<String> {
 #[tokio::test]
 async fn every_metric_in_rules_and_dashboard_is_exported() {
     let redis = common::RedisServer::start().await;
-    let running = common::start_poolside(&redis, |_| {}).await;
+    let running = common::start_poolside(&redis, PoolMode::Transaction, |_| {}).await;
     // Labelled families (commands by name) have series once traffic passed.
     let mut client = common::connect(running.client_addr).await;
     common::ok::<()>(&mut client, &["SET", "deploy:metrics", "1"]).await;

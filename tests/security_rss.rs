@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::raw::{encode, RawClient, Reply};
 use common::{rss_kib, start_poolside, RedisServer};
+use poolside::config::PoolMode;
 use tokio::io::AsyncWriteExt;
 
 /// Allowed RSS growth. Unbounded buffering would show the 64 MiB sent.
@@ -18,7 +19,10 @@ const BOUND_KIB: u64 = 24 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rss_stays_bounded_with_clients_that_do_not_read() {
     let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.limits.max_output_bytes = 1 << 20).await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.limits.max_output_bytes = 1 << 20
+    })
+    .await;
     let mut warm = RawClient::connect(poolside.client_addr).await;
     warm.command(&["SET", "warm", "up"]).await.expect_ok();
     let baseline = rss_kib();

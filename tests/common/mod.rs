@@ -1,7 +1,8 @@
 //! The integration tests' one support module (`mod common;` in each test
 //! file): a real `redis-server` on a free port ([`RedisServer`], plain, with
 //! a password, TLS-only or with a config file), poolside started in-process
-//! on port 0, clients (a raw RESP one in [`raw`], redis-rs ones here), the
+//! on port 0 in a given pool mode ([`start_poolside`]; [`both_modes!`] makes
+//! a test once per mode), clients (a raw RESP one in [`raw`], redis-rs ones here), the
 //! admin HTTP client ([`http::get`]), the Prometheus text parser
 //! ([`metrics::Metrics`]), certificates ([`tls::Certs`]), the admin tests'
 //! helpers ([`admin`]) and condition waits.
@@ -25,7 +26,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use poolside::app::Running;
-use poolside::config::Config;
+use poolside::config::{Config, PoolMode};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
@@ -120,22 +121,64 @@ where
     }
 }
 
-/// Starts poolside in-process for `redis`, after `tweak` adjusts the test config.
-/// The suite runs once per pool mode: `scripts/test.sh` runs the proxy tests
-/// again with `POOLSIDE_TEST_POOL_MODE=multiplexed` (read, never set, here).
-pub fn pool_mode_under_test() -> poolside::config::PoolMode {
-    match std::env::var("POOLSIDE_TEST_POOL_MODE").as_deref() {
-        Ok("multiplexed") => poolside::config::PoolMode::Multiplexed,
-        _ => poolside::config::PoolMode::Transaction,
-    }
-}
-
-pub async fn start_poolside(redis: &RedisServer, tweak: impl FnOnce(&mut Config)) -> Running {
+/// Starts poolside in-process for `redis` in pool `mode`, after `tweak`
+/// adjusts the test config ([`Config::for_tests`] with `redis`'s URL).
+pub async fn start_poolside(
+    redis: &RedisServer,
+    mode: PoolMode,
+    tweak: impl FnOnce(&mut Config),
+) -> Running {
     let mut config = Config::for_tests(&redis.url());
-    config.pool.mode = pool_mode_under_test();
+    config.pool.mode = mode;
     tweak(&mut config);
     poolside::app::start(config).await.expect("poolside starts")
 }
+
+/// Instantiates each test once per pool mode: every proxy behaviour must
+/// hold in both. A test written as
+///
+/// ```ignore
+/// both_modes! {
+///     /// What it shows.
+///     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///     async fn replies_arrive(mode: PoolMode) {
+///         let redis = RedisServer::start().await;
+///         let poolside = start_poolside(&redis, mode, |_| {}).await;
+///         // ...
+///     }
+/// }
+/// ```
+///
+/// becomes a module `replies_arrive` with the tests
+/// `replies_arrive::transaction` and `replies_arrive::multiplexed`, each
+/// carrying the attributes written (the test attribute included) and
+/// running the body with its mode. The body sees the file's items.
+#[allow(unused_macros)]
+macro_rules! both_modes {
+    ($(
+        $(#[$attr:meta])*
+        async fn $name:ident($mode:ident: $mode_type:ty) $body:block
+    )*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn body_in_mode($mode: $mode_type) $body
+
+            $(#[$attr])*
+            async fn transaction() {
+                body_in_mode(::poolside::config::PoolMode::Transaction).await
+            }
+
+            $(#[$attr])*
+            async fn multiplexed() {
+                body_in_mode(::poolside::config::PoolMode::Multiplexed).await
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use both_modes;
 
 /// One new TCP connection (a multiplexed redis-rs connection) to `addr`.
 pub async fn connect(addr: SocketAddr) -> MultiplexedConnection {
