@@ -15,11 +15,6 @@ done
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The proxy's behaviour tests run once per pool mode within this one pass
+# (`both_modes!` in tests/common/mod.rs).
 cargo test --workspace
-
-# The proxy's behaviour tests again with the multiplexed pool mode: every
-# correctness property must hold in both modes.
-POOLSIDE_TEST_POOL_MODE=multiplexed cargo test \
-    --test proxy_commands --test proxy_stateful --test isolation \
-    --test pool_limits --test upstream_restart --test bad_input \
-    --test upstream_dies_mid_flight

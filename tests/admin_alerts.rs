@@ -1,12 +1,12 @@
 //! Utilization alerts and data-driven recommendations, driven with real
 //! blocked clients: BLPOP holds one pooled connection until its key is pushed.
 
-mod admin_support;
 mod common;
 
-use admin_support::{get, recommendations, wait_for_status, Blocked, Receiver};
+use common::admin::{recommendations, wait_for_status, Blocked, Receiver};
 use common::raw::RawClient;
-use common::{query, start_poolside, RedisServer};
+use common::{get, query, start_poolside, RedisServer};
+use poolside::config::PoolMode;
 use serde_json::Value;
 
 fn has(recs: &[String], needle: &str) -> bool {
@@ -16,7 +16,7 @@ fn has(recs: &[String], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_connections_raise_warning_then_critical_then_ok() {
     let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| {
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
         c.pool.max_connections = 10;
         c.pool.checkout_timeout_ms = 300;
         c.alerts.window_secs = 1;
@@ -119,7 +119,7 @@ async fn webhook_receives_one_post_per_level_change() {
     let mut receiver = Receiver::start().await;
     let redis = RedisServer::start().await;
     let url = receiver.url.clone();
-    let poolside = start_poolside(&redis, move |c| {
+    let poolside = start_poolside(&redis, PoolMode::Transaction, move |c| {
         c.pool.max_connections = 2;
         c.alerts.window_secs = 1;
         c.alerts.recommendation_window_secs = 1;
@@ -166,7 +166,10 @@ async fn webhook_receives_one_post_per_level_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_near_maxclients_is_reported() {
     let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.pool.health_check_interval_secs = 1).await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.pool.health_check_interval_secs = 1
+    })
+    .await;
     let mut blocked = Blocked::new();
     blocked.hold(&poolside, 3).await;
     // Three pooled connections, the control plane's and this one: 5 of 6 is

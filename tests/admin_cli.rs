@@ -1,12 +1,12 @@
 //! `poolside status` and `poolside recommend`, run as the real binary.
 
-mod admin_support;
 mod common;
 
 use std::process::{Command, Output};
 
-use admin_support::wait_for_status;
+use common::admin::wait_for_status;
 use common::{start_poolside, RedisServer};
+use poolside::config::PoolMode;
 
 /// Runs the binary with a clean environment (no REDIS_* or POOLSIDE_* from the caller).
 async fn poolside(args: Vec<String>) -> Output {
@@ -29,7 +29,7 @@ fn stdout(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_prints_a_table_and_fails_when_unhealthy() {
     let mut redis = RedisServer::start().await;
-    let running = start_poolside(&redis, |c| {
+    let running = start_poolside(&redis, PoolMode::Transaction, |c| {
         c.pool.max_connections = 10;
         c.pool.health_check_interval_secs = 1;
     })

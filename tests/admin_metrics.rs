@@ -1,16 +1,15 @@
 //! `/metrics`: Prometheus text that parses, passes `promtool check metrics`,
 //! belongs to one poolside instance, and moves when commands run.
 
-mod admin_support;
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use admin_support::{get, wait_for_status};
+use common::admin::wait_for_status;
 use common::raw::RawClient;
-use common::{start_poolside, wait_until, RedisServer};
+use common::{get, start_poolside, wait_until, Metrics, RedisServer};
+use poolside::config::PoolMode;
 use poolside::error::Side;
 
 const FAMILIES: [&str; 20] = [
@@ -35,34 +34,6 @@ const FAMILIES: [&str; 20] = [
     "poolside_client_auth_failures_total",
     "poolside_commands_denied_total",
 ];
-
-/// Every sample line as `series -> value`; panics on a line that does not parse.
-fn parse(text: &str) -> HashMap<String, f64> {
-    let mut samples = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("bad line {line:?}"));
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
-        assert!(series.starts_with("poolside_"), "{line}");
-        assert!(
-            samples.insert(series.to_string(), value).is_none(),
-            "duplicate series {series}"
-        );
-    }
-    samples
-}
-
-fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
-    *samples
-        .get(series)
-        .unwrap_or_else(|| panic!("no series {series}"))
-}
 
 /// `promtool check metrics` on `text`; skipped, saying so, without promtool.
 fn promtool_check(text: &str) {
@@ -97,7 +68,10 @@ fn promtool_check(text: &str) {
 #[tokio::test]
 async fn metrics_pass_promtool_and_counters_move() {
     let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.pool.max_connections = 7).await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.pool.max_connections = 7
+    })
+    .await;
     wait_for_status(&poolside, "Redis is reachable", |s| {
         s["upstream"]["reachable"] == true
     })
@@ -118,10 +92,10 @@ async fn metrics_pass_promtool_and_counters_move() {
         );
     }
     promtool_check(&first.body);
-    let before = parse(&first.body);
-    assert_eq!(value(&before, "poolside_pool_max_connections"), 7.0);
-    assert_eq!(value(&before, "poolside_upstream_up"), 1.0);
-    assert_eq!(value(&before, "poolside_alert_level"), 0.0);
+    let before = Metrics::parse(&first.body);
+    assert_eq!(before.value("poolside_pool_max_connections"), 7.0);
+    assert_eq!(before.value("poolside_upstream_up"), 1.0);
+    assert_eq!(before.value("poolside_alert_level"), 0.0);
 
     // A raw client: a client library's connect-time commands would count too.
     let mut con = RawClient::connect(poolside.client_addr).await;
@@ -137,38 +111,32 @@ async fn metrics_pass_promtool_and_counters_move() {
         .send(b"*1\r\n$x\r\n")
         .await
         .expect("send a malformed frame");
-    wait_until(
-        admin_support::WAIT,
-        "the malformed client is counted",
-        || async { poolside.stats().failed_total(Side::Client) > 0 },
-    )
+    wait_until(common::WAIT, "the malformed client is counted", || async {
+        poolside.stats().failed_total(Side::Client) > 0
+    })
     .await;
 
     let after = get(poolside.admin_addr, "/metrics").await.body;
     promtool_check(&after);
-    let after = parse(&after);
-    let moved = |series: &str| value(&after, series) - value(&before, series);
+    let after = Metrics::parse(&after);
+    let moved = |series: &str| after.value(series) - before.value(series);
     assert_eq!(moved("poolside_commands_total{command=\"SET\"}"), 5.0);
     assert_eq!(moved("poolside_commands_total{command=\"GET\"}"), 5.0);
     assert_eq!(moved("poolside_commands_total{command=\"other\"}"), 1.0);
     assert_eq!(moved("poolside_command_duration_seconds_count"), 11.0);
     assert_eq!(moved("poolside_pool_checkout_wait_seconds_count"), 11.0);
     assert_eq!(moved("poolside_errors_total{side=\"client\"}"), 1.0);
-    assert!(value(&after, "poolside_upstream_connections_created_total") >= 1.0);
-    assert!(value(&after, "poolside_peak_in_use_connections") >= 1.0);
-    assert!(value(&after, "poolside_command_duration_seconds_sum") > 0.0);
+    assert!(after.value("poolside_upstream_connections_created_total") >= 1.0);
+    assert!(after.value("poolside_peak_in_use_connections") >= 1.0);
+    assert!(after.value("poolside_command_duration_seconds_sum") > 0.0);
     assert_eq!(
-        value(
-            &after,
-            "poolside_command_duration_seconds_bucket{le=\"+Inf\"}"
-        ),
-        value(&after, "poolside_command_duration_seconds_count")
+        after.value("poolside_command_duration_seconds_bucket{le=\"+Inf\"}"),
+        after.value("poolside_command_duration_seconds_count")
     );
     for reason in ["broken", "invalid", "max_lifetime", "idle_timeout"] {
-        value(
-            &after,
-            &format!("poolside_upstream_connections_closed_total{{reason=\"{reason}\"}}"),
-        );
+        after.value(&format!(
+            "poolside_upstream_connections_closed_total{{reason=\"{reason}\"}}"
+        ));
     }
     poolside.shutdown().await;
 }
@@ -176,21 +144,27 @@ async fn metrics_pass_promtool_and_counters_move() {
 #[tokio::test]
 async fn each_poolside_has_its_own_registry() {
     let redis = RedisServer::start().await;
-    let small = start_poolside(&redis, |c| c.pool.max_connections = 3).await;
-    let large = start_poolside(&redis, |c| c.pool.max_connections = 30).await;
+    let small = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.pool.max_connections = 3
+    })
+    .await;
+    let large = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.pool.max_connections = 30
+    })
+    .await;
     let mut con = RawClient::connect(small.client_addr).await;
     con.command(&["SET", "only-small", "1"]).await.expect_ok();
 
-    let small_metrics = parse(&get(small.admin_addr, "/metrics").await.body);
-    let large_metrics = parse(&get(large.admin_addr, "/metrics").await.body);
-    assert_eq!(value(&small_metrics, "poolside_pool_max_connections"), 3.0);
-    assert_eq!(value(&large_metrics, "poolside_pool_max_connections"), 30.0);
+    let small_metrics = get(small.admin_addr, "/metrics").await.metrics();
+    let large_metrics = get(large.admin_addr, "/metrics").await.metrics();
+    assert_eq!(small_metrics.value("poolside_pool_max_connections"), 3.0);
+    assert_eq!(large_metrics.value("poolside_pool_max_connections"), 30.0);
     assert_eq!(
-        value(&small_metrics, "poolside_commands_total{command=\"SET\"}"),
+        small_metrics.value("poolside_commands_total{command=\"SET\"}"),
         1.0
     );
     assert_eq!(
-        value(&large_metrics, "poolside_commands_total{command=\"SET\"}"),
+        large_metrics.value("poolside_commands_total{command=\"SET\"}"),
         0.0
     );
     small.shutdown().await;
@@ -200,23 +174,20 @@ async fn each_poolside_has_its_own_registry() {
 #[tokio::test]
 async fn multiplexed_batches_are_counted_and_timed() {
     let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| {
-        c.pool.mode = poolside::config::PoolMode::Multiplexed;
-    })
-    .await;
+    let poolside = start_poolside(&redis, PoolMode::Multiplexed, |_| {}).await;
     let mut con = RawClient::connect(poolside.client_addr).await;
     for i in 0..5 {
         con.command(&["SET", "shared", &i.to_string()])
             .await
             .expect_ok();
     }
-    let metrics = parse(&get(poolside.admin_addr, "/metrics").await.body);
+    let metrics = get(poolside.admin_addr, "/metrics").await.metrics();
     assert_eq!(
-        value(&metrics, "poolside_commands_total{command=\"SET\"}"),
+        metrics.value("poolside_commands_total{command=\"SET\"}"),
         5.0
     );
     assert_eq!(
-        value(&metrics, "poolside_command_duration_seconds_count"),
+        metrics.value("poolside_command_duration_seconds_count"),
         5.0
     );
     poolside.shutdown().await;

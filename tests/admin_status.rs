@@ -1,11 +1,11 @@
 //! The admin server's JSON: `/pool/status` and `/health/redis` carry every
 //! field applications parse, probes follow Redis, and no secret leaks.
 
-mod admin_support;
 mod common;
 
-use admin_support::{capture_logs, get, recommendations, status, wait_for_status, Blocked};
-use common::{start_poolside, RedisServer};
+use common::admin::{capture_logs, recommendations, status, wait_for_status, Blocked};
+use common::{get, start_poolside, RedisServer};
+use poolside::config::PoolMode;
 use serde_json::Value;
 
 const METRICS_FIELDS: [&str; 10] = [
@@ -80,7 +80,10 @@ fn assert_status_schema(s: &Value) {
 #[tokio::test]
 async fn pool_status_and_health_redis_carry_every_field() {
     let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.pool.max_connections = 10).await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.pool.max_connections = 10
+    })
+    .await;
     let mut con = common::raw::RawClient::connect(poolside.client_addr).await;
     con.command(&["SET", "k", "v"]).await.expect_ok();
 
@@ -130,28 +133,26 @@ async fn pool_status_and_health_redis_carry_every_field() {
 #[tokio::test]
 async fn readiness_and_health_follow_redis_down_and_back() {
     let mut redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| {
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
         c.pool.min_idle = 1;
         c.pool.health_check_interval_secs = 1;
     })
     .await;
     let ready = || async { get(poolside.admin_addr, "/health/ready").await.code };
-    common::wait_until(admin_support::WAIT, "ready while Redis is up", || async {
+    common::wait_until(common::WAIT, "ready while Redis is up", || async {
         ready().await == 200
     })
     .await;
 
     redis.stop();
-    common::wait_until(
-        admin_support::WAIT,
-        "not ready while Redis is down",
-        || async { ready().await == 503 },
-    )
+    common::wait_until(common::WAIT, "not ready while Redis is down", || async {
+        ready().await == 503
+    })
     .await;
     // Readiness may drop first (an idle connection closed below min_idle);
     // the upstream is unhealthy once a health check fails to connect.
     let health = || async { get(poolside.admin_addr, "/health/redis").await };
-    common::wait_until(admin_support::WAIT, "Redis reported unhealthy", || async {
+    common::wait_until(common::WAIT, "Redis reported unhealthy", || async {
         health().await.code == 503
     })
     .await;
@@ -169,7 +170,7 @@ async fn readiness_and_health_follow_redis_down_and_back() {
     );
 
     redis.restart().await;
-    common::wait_until(admin_support::WAIT, "ready once Redis is back", || async {
+    common::wait_until(common::WAIT, "ready once Redis is back", || async {
         ready().await == 200
     })
     .await;

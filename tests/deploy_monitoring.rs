@@ -10,9 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use deploy_support::{deploy, poolside_names, read, run, tool, yaml_file};
+use poolside::config::PoolMode;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -200,16 +199,6 @@ fn dashboard_queries_are_valid_promql() {
     ran.assert_success();
 }
 
-/// Metric families in a text exposition: name -> type.
-fn families(exposition: &str) -> BTreeMap<String, String> {
-    exposition
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.split_once(' '))
-        .map(|(name, kind)| (name.to_string(), kind.trim().to_string()))
-        .collect()
-}
-
 /// The series names a family of `kind` can be queried by.
 fn series_names(name: &str, kind: &str) -> Vec<String> {
     match kind {
@@ -222,67 +211,18 @@ fn series_names(name: &str, kind: &str) -> Vec<String> {
     }
 }
 
-/// GET `path` from the admin server: the status code and the body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect to admin");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send request");
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .await
-            .expect("read response");
-        String::from_utf8(response).expect("UTF-8 response")
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .unwrap_or_else(|_| panic!("GET {path} timed out"));
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        if size == 0 {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = &rest[size + 2..];
-    }
-    out
-}
-
 #[tokio::test]
 async fn every_metric_in_rules_and_dashboard_is_exported() {
     let redis = common::RedisServer::start().await;
-    let running = common::start_poolside(&redis, |_| {}).await;
+    let running = common::start_poolside(&redis, PoolMode::Transaction, |_| {}).await;
     // Labelled families (commands by name) have series once traffic passed.
     let mut client = common::connect(running.client_addr).await;
     common::ok::<()>(&mut client, &["SET", "deploy:metrics", "1"]).await;
     let _: String = common::ok(&mut client, &["GET", "deploy:metrics"]).await;
 
-    let (status, body) = http_get(running.admin_addr, "/metrics").await;
-    assert_eq!(status, 200, "GET /metrics:\n{body}");
-    let exported: BTreeSet<String> = families(&body)
+    let exported: BTreeSet<String> = common::http::metrics(running.admin_addr)
+        .await
+        .types
         .iter()
         .flat_map(|(name, kind)| series_names(name, kind))
         .collect();

@@ -4,115 +4,27 @@
 //! reports what it should. The scripts run under `sh` (dash on Debian), so
 //! they are held to POSIX.
 
+mod common;
 mod deploy_support;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::{connect_blocking, RedisServer};
 use deploy_support::{deploy, read, run, tool, Ran};
 use tempfile::TempDir;
 
 const PASSWORD: &str = "deploy-test-password";
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The line of production.conf that pulls in the password.
 const SECRETS_INCLUDE: &str = "include /etc/redis/secrets/requirepass.conf";
 
-/// A redis-server child on a free loopback port, killed on drop.
-struct RedisProcess {
-    child: Option<Child>,
-    port: u16,
-    password: Option<String>,
-}
-
-impl RedisProcess {
-    /// Starts `redis-server` with `args` (a port is added) and waits until
-    /// it answers PING; `log` receives its output.
-    fn start(args: &[String], password: Option<&str>, log: &Path) -> RedisProcess {
-        // The free port may be taken before the server binds it: retry.
-        for _ in 0..5 {
-            let port = free_port();
-            let log_file = fs::File::create(log).expect("create redis log");
-            let child = Command::new("redis-server")
-                .args(args)
-                .args(["--port", &port.to_string(), "--daemonize", "no"])
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone().expect("clone log handle"))
-                .stderr(log_file)
-                .spawn()
-                .expect("start redis-server");
-            let mut server = RedisProcess {
-                child: Some(child),
-                port,
-                password: password.map(String::from),
-            };
-            if server.wait_ready() {
-                return server;
-            }
-            server.stop();
-        }
-        panic!("redis-server {args:?} did not start; log:\n{}", read(log));
-    }
-
-    fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return false;
-                }
-            }
-            if let Ok(mut con) = self.try_connect() {
-                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                    return true;
-                }
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-
-    fn try_connect(&self) -> redis::RedisResult<redis::Connection> {
-        let url = match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
-        };
-        let con = redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))?;
-        con.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(con)
-    }
-
-    fn connect(&self) -> redis::Connection {
-        self.try_connect().expect("connect to redis-server")
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
-
 /// deploy/redis/production.conf running with a test-local data directory,
 /// port, bind address and password file.
 struct ProductionRedis {
-    server: RedisProcess,
+    server: RedisServer,
     scratch: TempDir,
 }
 
@@ -132,15 +44,14 @@ impl ProductionRedis {
         fs::write(&conf_path, conf).expect("write conf");
         let data = scratch.path().join("data");
         fs::create_dir(&data).expect("create data dir");
-        let args = [
-            conf_path.display().to_string(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--dir".into(),
-            data.display().to_string(),
-        ];
-        let log = scratch.path().join("redis.log");
-        let server = RedisProcess::start(&args, Some(PASSWORD), &log);
+        // The config file keeps its persistence and sets the password.
+        let server = RedisServer::builder()
+            .config_file(&conf_path)
+            .persistent()
+            .password_from_config(PASSWORD)
+            .args(["--dir".to_string(), data.display().to_string()])
+            .log_file(scratch.path().join("redis.log"))
+            .start_blocking();
         Some(ProductionRedis { server, scratch })
     }
 
@@ -154,7 +65,7 @@ impl ProductionRedis {
             Command::new("sh")
                 .arg(deploy("redis").join(name))
                 .env("REDIS_HOST", "127.0.0.1")
-                .env("REDIS_PORT", self.server.port.to_string())
+                .env("REDIS_PORT", self.server.port().to_string())
                 .env("REDISCLI_AUTH", PASSWORD)
                 .envs(env.iter().copied()),
             SCRIPT_TIMEOUT,
@@ -188,7 +99,7 @@ fn production_conf_is_persistent_and_locked_down() {
     let Some(redis) = ProductionRedis::start() else {
         return;
     };
-    let mut con = redis.server.connect();
+    let mut con = redis.server.blocking();
     for (key, expected) in [
         ("appendonly", "yes"),
         ("appendfsync", "everysec"),
@@ -212,12 +123,8 @@ fn production_conf_is_persistent_and_locked_down() {
         assert!(error.contains("unknown command"), "{args:?}: {error}");
     }
 
-    let anonymous = RedisProcess {
-        child: None,
-        port: redis.server.port,
-        password: None,
-    };
-    let mut con = anonymous.connect();
+    // The URL without the password: an anonymous client.
+    let mut con = connect_blocking(&redis.server.url());
     let error = refused(&mut con, &["GET", "anything"]);
     assert!(error.contains("NOAUTH"), "no password: {error}");
 }
@@ -252,7 +159,7 @@ fn backups(dir: &Path) -> Vec<String> {
 
 /// Copies a backup to a fresh directory and starts a plain redis-server on
 /// it, loading from the RDB or from the AOF.
-fn restore(backup: &Path, from_aof: bool) -> (RedisProcess, TempDir) {
+fn restore(backup: &Path, from_aof: bool) -> (RedisServer, TempDir) {
     let scratch = tempfile::tempdir().expect("temp dir");
     let data = scratch.path().join("data");
     let ran = run(
@@ -261,8 +168,6 @@ fn restore(backup: &Path, from_aof: bool) -> (RedisProcess, TempDir) {
     );
     ran.assert_success();
     let args = [
-        "--bind",
-        "127.0.0.1",
         "--dir",
         &data.display().to_string(),
         "--dbfilename",
@@ -271,9 +176,12 @@ fn restore(backup: &Path, from_aof: bool) -> (RedisProcess, TempDir) {
         "",
         "--appendonly",
         if from_aof { "yes" } else { "no" },
-    ]
-    .map(String::from);
-    let server = RedisProcess::start(&args, None, &scratch.path().join("redis.log"));
+    ];
+    let server = RedisServer::builder()
+        .persistent()
+        .args(args)
+        .log_file(scratch.path().join("redis.log"))
+        .start_blocking();
     (server, scratch)
 }
 
@@ -282,7 +190,7 @@ fn backup_restores_into_a_second_server() {
     let Some(redis) = ProductionRedis::start() else {
         return;
     };
-    let keys = fill(&mut redis.server.connect(), 200);
+    let keys = fill(&mut redis.server.blocking(), 200);
     let backup_dir = redis.scratch.path().join("backups");
     let data_dir = redis.data_dir().display().to_string();
     let backup_dir_text = backup_dir.display().to_string();
@@ -302,7 +210,7 @@ fn backup_restores_into_a_second_server() {
 
     for from_aof in [false, true] {
         let (restored, _scratch) = restore(&backup, from_aof);
-        let mut con = restored.connect();
+        let mut con = restored.blocking();
         let size: usize = redis::cmd("DBSIZE").query(&mut con).expect("DBSIZE");
         assert_eq!(size, keys.len(), "keys restored (from AOF: {from_aof})");
         for (key, value) in keys.iter().step_by(37) {
@@ -317,7 +225,7 @@ fn backup_keeps_only_the_newest() {
     let Some(redis) = ProductionRedis::start() else {
         return;
     };
-    fill(&mut redis.server.connect(), 10);
+    fill(&mut redis.server.blocking(), 10);
     let backup_dir = redis.scratch.path().join("backups");
     let data_dir = redis.data_dir().display().to_string();
     let backup_dir_text = backup_dir.display().to_string();
@@ -386,7 +294,7 @@ fn healthcheck_reports_ok_memory_pressure_and_down() {
     );
 
     // maxmemory at what is used now: at least 90 %, critical.
-    let mut con = redis.server.connect();
+    let mut con = redis.server.blocking();
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query(&mut con)

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{connect, start_poolside, RedisServer};
+use common::{both_modes, connect, start_poolside, RedisServer};
+use poolside::config::PoolMode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::Value;
@@ -110,75 +111,78 @@ impl Outcome {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_pipelines_get_their_own_replies() {
-    let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.pool.max_connections = MAX_CONNECTIONS).await;
-    let outcome = Arc::new(Outcome::default());
-    let start = Arc::new(Barrier::new(CLIENTS));
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_pipelines_get_their_own_replies(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside =
+            start_poolside(&redis, mode, |c| c.pool.max_connections = MAX_CONNECTIONS).await;
+        let outcome = Arc::new(Outcome::default());
+        let start = Arc::new(Barrier::new(CLIENTS));
 
-    let mut tasks = Vec::with_capacity(CLIENTS);
-    for id in 0..CLIENTS {
-        let addr = poolside.client_addr;
-        let (outcome, start) = (outcome.clone(), start.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut con = connect(addr).await;
-            let mut rng = StdRng::seed_from_u64(SEED + id as u64);
-            let mut model = Model::default();
-            start.wait().await;
-            for round in 0..PIPELINES_PER_CLIENT {
-                let (pipe, want) = random_pipeline(&mut rng, id, round, &mut model);
-                let got: Vec<Value> = match pipe.query_async(&mut con).await {
-                    Ok(got) => got,
-                    Err(e) => {
-                        outcome.errors.fetch_add(1, Ordering::Relaxed);
-                        outcome.note(format!("client {id} round {round}: error {e}"));
+        let mut tasks = Vec::with_capacity(CLIENTS);
+        for id in 0..CLIENTS {
+            let addr = poolside.client_addr;
+            let (outcome, start) = (outcome.clone(), start.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut con = connect(addr).await;
+                let mut rng = StdRng::seed_from_u64(SEED + id as u64);
+                let mut model = Model::default();
+                start.wait().await;
+                for round in 0..PIPELINES_PER_CLIENT {
+                    let (pipe, want) = random_pipeline(&mut rng, id, round, &mut model);
+                    let got: Vec<Value> = match pipe.query_async(&mut con).await {
+                        Ok(got) => got,
+                        Err(e) => {
+                            outcome.errors.fetch_add(1, Ordering::Relaxed);
+                            outcome.note(format!("client {id} round {round}: error {e}"));
+                            return;
+                        }
+                    };
+                    outcome.replies_checked.fetch_add(got.len(), Ordering::Relaxed);
+                    if got != want {
+                        outcome.mismatches.fetch_add(1, Ordering::Relaxed);
+                        let at = got.iter().zip(&want).position(|(g, w)| g != w);
+                        outcome.note(format!(
+                            "client {id} round {round}: {} replies for {} commands, first difference at {at:?}: got {:?}, want {:?}",
+                            got.len(),
+                            want.len(),
+                            at.map(|i| &got[i]),
+                            at.map(|i| &want[i]),
+                        ));
                         return;
                     }
-                };
-                outcome.replies_checked.fetch_add(got.len(), Ordering::Relaxed);
-                if got != want {
-                    outcome.mismatches.fetch_add(1, Ordering::Relaxed);
-                    let at = got.iter().zip(&want).position(|(g, w)| g != w);
-                    outcome.note(format!(
-                        "client {id} round {round}: {} replies for {} commands, first difference at {at:?}: got {:?}, want {:?}",
-                        got.len(),
-                        want.len(),
-                        at.map(|i| &got[i]),
-                        at.map(|i| &want[i]),
-                    ));
-                    return;
                 }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("client task");
-    }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("client task");
+        }
 
-    let problems = outcome
-        .first_problems
-        .lock()
-        .expect("problems lock")
-        .clone();
-    assert_eq!(
-        outcome.errors.load(Ordering::Relaxed),
-        0,
-        "errors: {problems:#?}"
-    );
-    assert_eq!(
-        outcome.mismatches.load(Ordering::Relaxed),
-        0,
-        "mismatches: {problems:#?}"
-    );
-    assert!(outcome.replies_checked.load(Ordering::Relaxed) >= CLIENTS * PIPELINES_PER_CLIENT);
+        let problems = outcome
+            .first_problems
+            .lock()
+            .expect("problems lock")
+            .clone();
+        assert_eq!(
+            outcome.errors.load(Ordering::Relaxed),
+            0,
+            "errors: {problems:#?}"
+        );
+        assert_eq!(
+            outcome.mismatches.load(Ordering::Relaxed),
+            0,
+            "mismatches: {problems:#?}"
+        );
+        assert!(outcome.replies_checked.load(Ordering::Relaxed) >= CLIENTS * PIPELINES_PER_CLIENT);
 
-    let snapshot = poolside.pool_snapshot();
-    assert!(
-        snapshot.connections <= MAX_CONNECTIONS && snapshot.created_total >= 1,
-        "pool stayed within its max: {} connections, {} created",
-        snapshot.connections,
-        snapshot.created_total
-    );
-    poolside.shutdown().await;
+        let snapshot = poolside.pool_snapshot();
+        assert!(
+            snapshot.connections <= MAX_CONNECTIONS && snapshot.created_total >= 1,
+            "pool stayed within its max: {} connections, {} created",
+            snapshot.connections,
+            snapshot.created_total
+        );
+        poolside.shutdown().await;
+    }
 }

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    client_list_on, connect, last_command, ok, query, start_poolside, wait_until, RedisServer,
+    both_modes, client_list_on, connect, last_command, ok, query, start_poolside, wait_until,
+    RedisServer,
 };
-use tokio::sync::Barrier;
+use poolside::config::PoolMode;
+use tokio::sync::{Barrier, Mutex};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -41,174 +43,180 @@ fn is_control_plane(client_list_line: &str) -> bool {
     matches!(last_command(client_list_line), "info" | "config|get")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_hundred_clients_never_exceed_max_connections() {
-    const CLIENTS: usize = 500;
-    const MAX: u32 = 20;
-    const ROUNDS: usize = 10;
-    let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.pool.max_connections = MAX).await;
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn five_hundred_clients_never_exceed_max_connections(mode: PoolMode) {
+        const CLIENTS: usize = 500;
+        const MAX: u32 = 20;
+        const ROUNDS: usize = 10;
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |c| c.pool.max_connections = MAX).await;
 
-    // The sampler watches from Redis's side on its own direct connection.
-    // poolside's control plane (INFO for /pool/status) has one connection of
-    // its own, outside the pool: it is told apart by its last command.
-    let mut sampler_con = redis.direct_raw().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while !client_list_on(&mut sampler_con)
-            .await
-            .iter()
-            .any(|l| is_control_plane(l))
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler_done = done.clone();
-    let sampler = tokio::spawn(async move {
-        let mut seen = Seen::default();
-        let mut previous = HashSet::new();
-        while !sampler_done.load(Ordering::Relaxed) {
-            let list = client_list_on(&mut sampler_con).await;
-            let pool: HashSet<String> = list
-                .iter()
-                .filter(|l| last_command(l) != "client|list" && !is_control_plane(l))
-                .map(|l| client_id(l).to_string())
-                .collect();
-            seen.samples += 1;
-            seen.most_raw = seen.most_raw.max(pool.len());
-            seen.most_all = seen.most_all.max(list.len() - 1);
-            seen.most_stable = seen.most_stable.max(pool.intersection(&previous).count());
-            previous = pool;
-        }
-        seen
-    });
-    let start = Arc::new(Barrier::new(CLIENTS));
-    let mut clients = Vec::with_capacity(CLIENTS);
-    for id in 0..CLIENTS {
-        let (addr, start) = (poolside.client_addr, start.clone());
-        clients.push(tokio::spawn(async move {
-            let mut con = connect(addr).await;
-            let key = format!("client:{id}");
-            start.wait().await;
-            for round in 0..ROUNDS {
-                let value = format!("{id}-{round}");
-                ok::<()>(&mut con, &["SET", &key, &value]).await;
-                assert_eq!(ok::<String>(&mut con, &["GET", &key]).await, value);
-                let (n,): (i64,) = redis::pipe()
-                    .cmd("INCR")
-                    .arg("shared")
-                    .ignore()
-                    .cmd("INCR")
-                    .arg("shared")
-                    .query_async(&mut con)
+        // The sampler watches from Redis's side on its own direct connection.
+        // poolside's control plane (INFO for /pool/status) has one connection of
+        // its own, outside the pool: it is told apart by its last command.
+        let sampler_con = Mutex::new(redis.direct_raw().await);
+        wait_until(
+            WAIT,
+            "the control plane's connection shows in CLIENT LIST",
+            || async {
+                client_list_on(&mut *sampler_con.lock().await)
                     .await
-                    .expect("pipeline");
-                assert!(n >= 2);
+                    .iter()
+                    .any(|l| is_control_plane(l))
+            },
+        )
+        .await;
+        let mut sampler_con = sampler_con.into_inner();
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler_done = done.clone();
+        let sampler = tokio::spawn(async move {
+            let mut seen = Seen::default();
+            let mut previous = HashSet::new();
+            while !sampler_done.load(Ordering::Relaxed) {
+                let list = client_list_on(&mut sampler_con).await;
+                let pool: HashSet<String> = list
+                    .iter()
+                    .filter(|l| last_command(l) != "client|list" && !is_control_plane(l))
+                    .map(|l| client_id(l).to_string())
+                    .collect();
+                seen.samples += 1;
+                seen.most_raw = seen.most_raw.max(pool.len());
+                seen.most_all = seen.most_all.max(list.len() - 1);
+                seen.most_stable = seen.most_stable.max(pool.intersection(&previous).count());
+                previous = pool;
             }
-        }));
-    }
-    let mut most_in_pool = 0;
-    for client in clients {
-        most_in_pool = most_in_pool.max(poolside.pool_snapshot().connections);
-        client.await.expect("client task");
-    }
-    done.store(true, Ordering::Relaxed);
-    let seen = sampler.await.expect("sampler");
-    eprintln!("Redis side: {seen:?}");
+            seen
+        });
+        let start = Arc::new(Barrier::new(CLIENTS));
+        let mut clients = Vec::with_capacity(CLIENTS);
+        for id in 0..CLIENTS {
+            let (addr, start) = (poolside.client_addr, start.clone());
+            clients.push(tokio::spawn(async move {
+                let mut con = connect(addr).await;
+                let key = format!("client:{id}");
+                start.wait().await;
+                for round in 0..ROUNDS {
+                    let value = format!("{id}-{round}");
+                    ok::<()>(&mut con, &["SET", &key, &value]).await;
+                    assert_eq!(ok::<String>(&mut con, &["GET", &key]).await, value);
+                    let (n,): (i64,) = redis::pipe()
+                        .cmd("INCR")
+                        .arg("shared")
+                        .ignore()
+                        .cmd("INCR")
+                        .arg("shared")
+                        .query_async(&mut con)
+                        .await
+                        .expect("pipeline");
+                    assert!(n >= 2);
+                }
+            }));
+        }
+        let mut most_in_pool = 0;
+        for client in clients {
+            most_in_pool = most_in_pool.max(poolside.pool_snapshot().connections);
+            client.await.expect("client task");
+        }
+        done.store(true, Ordering::Relaxed);
+        let seen = sampler.await.expect("sampler");
+        eprintln!("Redis side: {seen:?}");
 
-    assert!(seen.samples > 1, "the sampler took too few samples");
-    assert!(
-        seen.most_stable <= MAX as usize,
-        "Redis saw more pool connections than the max {MAX}: {seen:?}"
-    );
-    assert!(seen.most_stable >= 1, "Redis never saw a pool connection");
-    assert!(
-        most_in_pool <= MAX,
-        "pool reported {most_in_pool} connections"
-    );
+        assert!(seen.samples > 1, "the sampler took too few samples");
+        assert!(
+            seen.most_stable <= MAX as usize,
+            "Redis saw more pool connections than the max {MAX}: {seen:?}"
+        );
+        assert!(seen.most_stable >= 1, "Redis never saw a pool connection");
+        assert!(
+            most_in_pool <= MAX,
+            "pool reported {most_in_pool} connections"
+        );
 
-    let mut direct = redis.direct().await;
-    let total: i64 = ok(&mut direct, &["GET", "shared"]).await;
-    assert_eq!(
-        total,
-        (CLIENTS * ROUNDS * 2) as i64,
-        "every INCR ran exactly once"
-    );
-    poolside.shutdown().await;
+        let mut direct = redis.direct().await;
+        let total: i64 = ok(&mut direct, &["GET", "shared"]).await;
+        assert_eq!(
+            total,
+            (CLIENTS * ROUNDS * 2) as i64,
+            "every INCR ran exactly once"
+        );
+        poolside.shutdown().await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exhausted_pool_answers_with_an_error_after_the_checkout_timeout() {
-    let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| {
-        c.pool.max_connections = 2;
-        c.pool.checkout_timeout_ms = 300;
-    })
-    .await;
-    let mut third = connect(poolside.client_addr).await;
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exhausted_pool_answers_with_an_error_after_the_checkout_timeout(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |c| {
+            c.pool.max_connections = 2;
+            c.pool.checkout_timeout_ms = 300;
+        })
+        .await;
+        let mut third = connect(poolside.client_addr).await;
 
-    let mut blockers = Vec::new();
-    for _ in 0..2 {
-        let mut con = connect(poolside.client_addr).await;
-        blockers.push(tokio::spawn(async move {
-            ok::<(String, String)>(&mut con, &["BLPOP", "nokey", "0"]).await
-        }));
+        let mut blockers = Vec::new();
+        for _ in 0..2 {
+            let mut con = connect(poolside.client_addr).await;
+            blockers.push(tokio::spawn(async move {
+                ok::<(String, String)>(&mut con, &["BLPOP", "nokey", "0"]).await
+            }));
+        }
+        wait_until(WAIT, "both BLPOPs hold a pooled connection", || async {
+            poolside.pool_snapshot().in_use == 2
+        })
+        .await;
+        wait_until(WAIT, "Redis sees two blocked clients", || async {
+            redis.blocked_clients().await == 2
+        })
+        .await;
+
+        let before = poolside.pool_snapshot().exhausted_total;
+        let asked = Instant::now();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(3),
+            query::<Option<String>>(&mut third, &["GET", "k"]),
+        )
+        .await
+        .expect("an exhausted pool answers, it does not hang");
+        let waited = asked.elapsed();
+        let err = reply.expect_err("GET on an exhausted pool fails");
+        assert!(
+            err.to_string().contains("pool exhausted"),
+            "error was: {err}"
+        );
+        assert!(
+            waited >= Duration::from_millis(250),
+            "the error came after {waited:?}, before the 300 ms checkout timeout"
+        );
+        assert!(
+            poolside.pool_snapshot().exhausted_total > before,
+            "exhausted_total did not move from {before}"
+        );
+
+        // Poolside has no free connection: unblock both BLPOPs from Redis's side.
+        let mut direct = redis.direct().await;
+        assert_eq!(
+            ok::<i64>(&mut direct, &["RPUSH", "nokey", "a", "b"]).await,
+            2
+        );
+        let mut popped = HashSet::new();
+        for blocker in blockers {
+            let (key, value) = tokio::time::timeout(WAIT, blocker)
+                .await
+                .expect("BLPOP returns after the push")
+                .expect("BLPOP task");
+            assert_eq!(key, "nokey");
+            popped.insert(value);
+        }
+        assert_eq!(popped, HashSet::from(["a".to_string(), "b".to_string()]));
+
+        wait_until(WAIT, "both connections are checked in", || async {
+            poolside.pool_snapshot().in_use == 0
+        })
+        .await;
+        ok::<()>(&mut third, &["SET", "k", "v"]).await;
+        assert_eq!(ok::<String>(&mut third, &["GET", "k"]).await, "v");
+        poolside.shutdown().await;
     }
-    wait_until(WAIT, "both BLPOPs hold a pooled connection", || async {
-        poolside.pool_snapshot().in_use == 2
-    })
-    .await;
-    wait_until(WAIT, "Redis sees two blocked clients", || async {
-        redis.blocked_clients().await == 2
-    })
-    .await;
-
-    let before = poolside.pool_snapshot().exhausted_total;
-    let asked = Instant::now();
-    let reply = tokio::time::timeout(
-        Duration::from_secs(3),
-        query::<Option<String>>(&mut third, &["GET", "k"]),
-    )
-    .await
-    .expect("an exhausted pool answers, it does not hang");
-    let waited = asked.elapsed();
-    let err = reply.expect_err("GET on an exhausted pool fails");
-    assert!(
-        err.to_string().contains("pool exhausted"),
-        "error was: {err}"
-    );
-    assert!(
-        waited >= Duration::from_millis(250),
-        "the error came after {waited:?}, before the 300 ms checkout timeout"
-    );
-    assert!(
-        poolside.pool_snapshot().exhausted_total > before,
-        "exhausted_total did not move from {before}"
-    );
-
-    // Poolside has no free connection: unblock both BLPOPs from Redis's side.
-    let mut direct = redis.direct().await;
-    assert_eq!(
-        ok::<i64>(&mut direct, &["RPUSH", "nokey", "a", "b"]).await,
-        2
-    );
-    let mut popped = HashSet::new();
-    for blocker in blockers {
-        let (key, value) = tokio::time::timeout(WAIT, blocker)
-            .await
-            .expect("BLPOP returns after the push")
-            .expect("BLPOP task");
-        assert_eq!(key, "nokey");
-        popped.insert(value);
-    }
-    assert_eq!(popped, HashSet::from(["a".to_string(), "b".to_string()]));
-
-    wait_until(WAIT, "both connections are checked in", || async {
-        poolside.pool_snapshot().in_use == 0
-    })
-    .await;
-    ok::<()>(&mut third, &["SET", "k", "v"]).await;
-    assert_eq!(ok::<String>(&mut third, &["GET", "k"]).await, "v");
-    poolside.shutdown().await;
 }

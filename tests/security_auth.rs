@@ -5,151 +5,168 @@
 mod common;
 
 use common::raw::{RawClient, Reply};
-use common::{start_poolside, RedisServer};
-use poolside::config::{Config, Overrides, Secret};
+use common::{both_modes, start_poolside, RedisServer};
+use poolside::config::{Config, Overrides, PoolMode, Secret};
 
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unauthenticated_clients_may_only_auth_hello_quit_and_ping() {
-    let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.client_password = Some(Secret::new("pw"))).await;
-    let mut client = RawClient::connect(poolside.client_addr).await;
-    assert_eq!(
-        client.command(&["PING"]).await,
-        Reply::Simple("PONG".into())
-    );
-    assert_eq!(client.command(&["ping", "hi"]).await, Reply::bulk("hi"));
-    for refused in [
-        &["GET", "k"][..],
-        &["SET", "k", "v"],
-        &["SELECT", "1"],
-        &["MULTI"],
-    ] {
-        let err = client.command(refused).await.expect_error();
-        assert_eq!(err, "NOAUTH Authentication required.", "{refused:?}");
-    }
-    let err = client.command(&["HELLO", "2"]).await.expect_error();
-    assert!(err.starts_with("NOAUTH"), "{err}");
-    // Nothing reached Redis on the client's behalf.
-    assert_eq!(poolside.pool_snapshot().checkouts_total, 0);
-    client.command(&["QUIT"]).await.expect_ok();
-    poolside.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_passwords_are_refused_like_redis_and_counted() {
-    let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.client_password = Some(Secret::new("pw"))).await;
-    let mut client = RawClient::connect(poolside.client_addr).await;
-    assert_eq!(
-        client.command(&["AUTH", "nope"]).await.expect_error(),
-        WRONGPASS
-    );
-    assert_eq!(
-        client
-            .command(&["AUTH", "default", "nope"])
-            .await
-            .expect_error(),
-        WRONGPASS
-    );
-    assert_eq!(
-        client
-            .command(&["AUTH", "someone", "pw"])
-            .await
-            .expect_error(),
-        WRONGPASS
-    );
-    let err = client
-        .command(&["HELLO", "2", "AUTH", "default", "x"])
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unauthenticated_clients_may_only_auth_hello_quit_and_ping(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |c| {
+            c.client_password = Some(Secret::new("pw"))
+        })
         .await;
-    assert_eq!(err.expect_error(), WRONGPASS);
-    assert_eq!(poolside.stats().auth_failures_total(), 4);
-    client.command(&["AUTH", "default", "pw"]).await.expect_ok();
-    client.command(&["SET", "k", "v"]).await.expect_ok();
-    let mut hello = RawClient::connect(poolside.client_addr).await;
-    hello
-        .command(&["HELLO", "2", "AUTH", "default", "pw"])
-        .await
-        .expect_array();
-    assert_eq!(hello.command(&["GET", "k"]).await, Reply::bulk("v"));
-    assert_eq!(poolside.stats().auth_failures_total(), 4);
-    poolside.shutdown().await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(
+            client.command(&["PING"]).await,
+            Reply::Simple("PONG".into())
+        );
+        assert_eq!(client.command(&["ping", "hi"]).await, Reply::bulk("hi"));
+        for refused in [
+            &["GET", "k"][..],
+            &["SET", "k", "v"],
+            &["SELECT", "1"],
+            &["MULTI"],
+        ] {
+            let err = client.command(refused).await.expect_error();
+            assert_eq!(err, "NOAUTH Authentication required.", "{refused:?}");
+        }
+        let err = client.command(&["HELLO", "2"]).await.expect_error();
+        assert!(err.starts_with("NOAUTH"), "{err}");
+        // Nothing reached Redis on the client's behalf.
+        assert_eq!(poolside.pool_snapshot().checkouts_total, 0);
+        client.command(&["QUIT"]).await.expect_ok();
+        poolside.shutdown().await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acl_style_users_authenticate_with_name_and_password() {
-    let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| {
-        c.client_users.insert("app".into(), Secret::new("app-pw"));
-        c.client_users
-            .insert("batch".into(), Secret::new("batch-pw"));
-    })
-    .await;
-    let mut app = RawClient::connect(poolside.client_addr).await;
-    assert_eq!(
-        app.command(&["GET", "k"]).await.expect_error(),
-        "NOAUTH Authentication required."
-    );
-    // No client_password: the default user has none to match.
-    assert_eq!(
-        app.command(&["AUTH", "app-pw"]).await.expect_error(),
-        WRONGPASS
-    );
-    assert_eq!(
-        app.command(&["AUTH", "app", "batch-pw"])
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_passwords_are_refused_like_redis_and_counted(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |c| {
+            c.client_password = Some(Secret::new("pw"))
+        })
+        .await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(
+            client.command(&["AUTH", "nope"]).await.expect_error(),
+            WRONGPASS
+        );
+        assert_eq!(
+            client
+                .command(&["AUTH", "default", "nope"])
+                .await
+                .expect_error(),
+            WRONGPASS
+        );
+        assert_eq!(
+            client
+                .command(&["AUTH", "someone", "pw"])
+                .await
+                .expect_error(),
+            WRONGPASS
+        );
+        let err = client
+            .command(&["HELLO", "2", "AUTH", "default", "x"])
+            .await;
+        assert_eq!(err.expect_error(), WRONGPASS);
+        assert_eq!(poolside.stats().auth_failures_total(), 4);
+        client.command(&["AUTH", "default", "pw"]).await.expect_ok();
+        client.command(&["SET", "k", "v"]).await.expect_ok();
+        let mut hello = RawClient::connect(poolside.client_addr).await;
+        hello
+            .command(&["HELLO", "2", "AUTH", "default", "pw"])
             .await
-            .expect_error(),
-        WRONGPASS
-    );
-    app.command(&["AUTH", "app", "app-pw"]).await.expect_ok();
-    app.command(&["SET", "k", "v"]).await.expect_ok();
-    let mut batch = RawClient::connect(poolside.client_addr).await;
-    batch
-        .command(&["HELLO", "2", "AUTH", "batch", "batch-pw"])
-        .await
-        .expect_array();
-    assert_eq!(batch.command(&["GET", "k"]).await, Reply::bulk("v"));
-    // RESET forgets who the client was.
-    assert_eq!(
-        batch.command(&["RESET"]).await,
-        Reply::Simple("RESET".into())
-    );
-    assert!(batch
-        .command(&["GET", "k"])
-        .await
-        .expect_error()
-        .starts_with("NOAUTH"));
-    poolside.shutdown().await;
+            .expect_array();
+        assert_eq!(hello.command(&["GET", "k"]).await, Reply::bulk("v"));
+        assert_eq!(poolside.stats().auth_failures_total(), 4);
+        poolside.shutdown().await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_password_file_is_read_at_start_and_on_reload() {
-    let redis = RedisServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("client-password");
-    std::fs::write(&file, "first-pw\n").unwrap();
-    let poolside = start_poolside(&redis, |c| c.client_password_file = Some(file.clone())).await;
-    let mut before = RawClient::connect(poolside.client_addr).await;
-    before.command(&["AUTH", "first-pw"]).await.expect_ok();
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acl_style_users_authenticate_with_name_and_password(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |c| {
+            c.client_users.insert("app".into(), Secret::new("app-pw"));
+            c.client_users
+                .insert("batch".into(), Secret::new("batch-pw"));
+        })
+        .await;
+        let mut app = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(
+            app.command(&["GET", "k"]).await.expect_error(),
+            "NOAUTH Authentication required."
+        );
+        // No client_password: the default user has none to match.
+        assert_eq!(
+            app.command(&["AUTH", "app-pw"]).await.expect_error(),
+            WRONGPASS
+        );
+        assert_eq!(
+            app.command(&["AUTH", "app", "batch-pw"])
+                .await
+                .expect_error(),
+            WRONGPASS
+        );
+        app.command(&["AUTH", "app", "app-pw"]).await.expect_ok();
+        app.command(&["SET", "k", "v"]).await.expect_ok();
+        let mut batch = RawClient::connect(poolside.client_addr).await;
+        batch
+            .command(&["HELLO", "2", "AUTH", "batch", "batch-pw"])
+            .await
+            .expect_array();
+        assert_eq!(batch.command(&["GET", "k"]).await, Reply::bulk("v"));
+        // RESET forgets who the client was.
+        assert_eq!(
+            batch.command(&["RESET"]).await,
+            Reply::Simple("RESET".into())
+        );
+        assert!(batch
+            .command(&["GET", "k"])
+            .await
+            .expect_error()
+            .starts_with("NOAUTH"));
+        poolside.shutdown().await;
+    }
+}
 
-    std::fs::write(&file, "second-pw").unwrap();
-    assert_eq!(poolside.reload_secrets(), 1);
-    let mut after = RawClient::connect(poolside.client_addr).await;
-    assert_eq!(
-        after.command(&["AUTH", "first-pw"]).await.expect_error(),
-        WRONGPASS
-    );
-    after.command(&["AUTH", "second-pw"]).await.expect_ok();
-    // A client authenticated before the rotation stays authenticated.
-    before.command(&["SET", "k", "v"]).await.expect_ok();
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_password_file_is_read_at_start_and_on_reload(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("client-password");
+        std::fs::write(&file, "first-pw\n").unwrap();
+        let poolside = start_poolside(&redis, mode, |c| {
+            c.client_password_file = Some(file.clone())
+        })
+        .await;
+        let mut before = RawClient::connect(poolside.client_addr).await;
+        before.command(&["AUTH", "first-pw"]).await.expect_ok();
 
-    // An unreadable file keeps the password in force.
-    std::fs::remove_file(&file).unwrap();
-    assert_eq!(poolside.reload_secrets(), 0);
-    let mut again = RawClient::connect(poolside.client_addr).await;
-    again.command(&["AUTH", "second-pw"]).await.expect_ok();
-    poolside.shutdown().await;
+        std::fs::write(&file, "second-pw").unwrap();
+        assert_eq!(poolside.reload_secrets(), 1);
+        let mut after = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(
+            after.command(&["AUTH", "first-pw"]).await.expect_error(),
+            WRONGPASS
+        );
+        after.command(&["AUTH", "second-pw"]).await.expect_ok();
+        // A client authenticated before the rotation stays authenticated.
+        before.command(&["SET", "k", "v"]).await.expect_ok();
+
+        // An unreadable file keeps the password in force.
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(poolside.reload_secrets(), 0);
+        let mut again = RawClient::connect(poolside.client_addr).await;
+        again.command(&["AUTH", "second-pw"]).await.expect_ok();
+        poolside.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,12 +5,12 @@
 //! file, so no other test's memory is counted.
 
 mod common;
-mod security;
 
 use std::time::{Duration, Instant};
 
 use common::raw::{encode, RawClient, Reply};
-use common::{start_poolside, RedisServer};
+use common::{rss_kib, start_poolside, RedisServer};
+use poolside::config::PoolMode;
 use tokio::io::AsyncWriteExt;
 
 /// Allowed RSS growth. Unbounded buffering would show the 64 MiB sent.
@@ -19,10 +19,13 @@ const BOUND_KIB: u64 = 24 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rss_stays_bounded_with_clients_that_do_not_read() {
     let redis = RedisServer::start().await;
-    let poolside = start_poolside(&redis, |c| c.limits.max_output_bytes = 1 << 20).await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.limits.max_output_bytes = 1 << 20
+    })
+    .await;
     let mut warm = RawClient::connect(poolside.client_addr).await;
     warm.command(&["SET", "warm", "up"]).await.expect_ok();
-    let baseline = security::rss_kib();
+    let baseline = rss_kib();
 
     // 1. A subscriber that stops reading: 4096 messages of 16 KiB.
     let mut slow = RawClient::connect(poolside.client_addr).await;
@@ -34,13 +37,13 @@ async fn rss_stays_bounded_with_clients_that_do_not_read() {
     for i in 0..4096u32 {
         let receivers = publisher.command(&["PUBLISH", "ch", &payload]).await;
         if i % 64 == 0 {
-            peak = peak.max(security::rss_kib());
+            peak = peak.max(rss_kib());
         }
         if receivers == Reply::Int(0) && disconnected_after.is_none() {
             disconnected_after = Some(i);
         }
     }
-    peak = peak.max(security::rss_kib());
+    peak = peak.max(rss_kib());
     let after = disconnected_after.expect("the slow subscriber was disconnected");
     eprintln!(
         "slow subscriber: cut off after {after} messages ({} KiB); RSS {baseline} -> peak {peak} KiB",
@@ -68,9 +71,9 @@ async fn rss_stays_bounded_with_clients_that_do_not_read() {
             break;
         }
         written_mib += 1;
-        peak = peak.max(security::rss_kib());
+        peak = peak.max(rss_kib());
     }
-    peak = peak.max(security::rss_kib());
+    peak = peak.max(rss_kib());
     eprintln!("non-reading pipeliner: writes stalled after {written_mib} MiB; RSS peak {peak} KiB");
     assert!(
         written_mib < 256,

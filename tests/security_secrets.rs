@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::raw::{RawClient, Reply};
-use common::{wait_until, RedisServer};
+use common::{get, wait_until, RedisServer};
 
 const WRONG: &str = "wrong-SECRET-0";
 const FIRST: &str = "first-SECRET-1";
@@ -85,21 +85,6 @@ impl Drop for Poolside {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("admin connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body);
-    body
 }
 
 fn assert_no_secret(what: &str, text: &str) {
@@ -189,7 +174,7 @@ async fn password_file_rotation_on_sighup_without_leaking_it() {
 
     // 4. Nothing shows a password: admin output, `poolside config`, logs.
     for path in ["/pool/status", "/metrics", "/health/ready"] {
-        assert_no_secret(path, &http_get(admin, path));
+        assert_no_secret(path, &get(admin, path).await.text());
     }
     let config = Command::new(env!("CARGO_BIN_EXE_poolside"))
         .arg("config")

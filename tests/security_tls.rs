@@ -3,128 +3,138 @@
 //! mutual TLS, and the multiplexed and pub/sub paths over TLS.
 
 mod common;
-mod security;
 
 use std::time::Duration;
 
 use common::raw::{RawClient, Read, Reply};
+use common::tls::Certs;
+use common::{both_modes, start_poolside, RedisServer};
 use poolside::app::Running;
 use poolside::config::{Config, PoolMode};
-use security::{Certs, TlsRedis};
 
-async fn start(url: String, tweak: impl FnOnce(&mut Config)) -> Running {
-    let mut config = Config::for_tests(&url);
-    config.pool.connect_retries = 0;
-    tweak(&mut config);
-    poolside::app::start(config).await.expect("poolside starts")
+/// poolside for `redis` (its `rediss://` URL) with no connect retries.
+async fn start(redis: &RedisServer, mode: PoolMode, tweak: impl FnOnce(&mut Config)) -> Running {
+    start_poolside(redis, mode, |c| {
+        c.pool.connect_retries = 0;
+        tweak(c);
+    })
+    .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verified_tls_connection_serves_clients() {
-    let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, false).await;
-    // An IP in the URL is checked against the certificate's IP SAN.
-    let poolside = start(redis.url(), |c| c.tls.ca_file = Some(certs.ca.clone())).await;
-    let mut client = RawClient::connect(poolside.client_addr).await;
-    client.command(&["SET", "k", "over tls"]).await.expect_ok();
-    assert_eq!(client.command(&["GET", "k"]).await, Reply::bulk("over tls"));
-    // The pooled TLS connection is reused, not found "closed" at each
-    // checkout (at most one more: the start-up probe's own connection).
-    for i in 0..20 {
-        let value = i.to_string();
-        client.command(&["SET", "k", &value]).await.expect_ok();
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verified_tls_connection_serves_clients(mode: PoolMode) {
+        let certs = Certs::generate();
+        let redis = certs.redis_server(false).start().await;
+        // An IP in the URL is checked against the certificate's IP SAN.
+        let poolside = start(&redis, mode, |c| c.tls.ca_file = Some(certs.ca.clone())).await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        client.command(&["SET", "k", "over tls"]).await.expect_ok();
+        assert_eq!(client.command(&["GET", "k"]).await, Reply::bulk("over tls"));
+        // The pooled TLS connection is reused, not found "closed" at each
+        // checkout (at most one more: the start-up probe's own connection).
+        for i in 0..20 {
+            let value = i.to_string();
+            client.command(&["SET", "k", &value]).await.expect_ok();
+        }
+        assert!(poolside.pool_snapshot().created_total <= 2);
+        poolside.shutdown().await;
     }
-    assert!(poolside.pool_snapshot().created_total <= 2);
-    poolside.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_enabled_with_a_redis_url_and_server_name_override() {
-    let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, false).await;
-    let url = format!("redis://127.0.0.1:{}", redis.port);
-    let poolside = start(url, |c| {
-        c.tls.enabled = true;
-        c.tls.ca_file = Some(certs.ca.clone());
-        c.tls.server_name = Some("localhost".into());
-        c.tls.min_version = "1.3".into();
-    })
-    .await;
-    let mut client = RawClient::connect(poolside.client_addr).await;
-    assert_eq!(
-        client.command(&["PING"]).await,
-        Reply::Simple("PONG".into())
-    );
-    poolside.shutdown().await;
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_enabled_with_a_redis_url_and_server_name_override(mode: PoolMode) {
+        let certs = Certs::generate();
+        let redis = certs.redis_server(false).start().await;
+        let url = format!("redis://127.0.0.1:{}", redis.port());
+        let poolside = start(&redis, mode, |c| {
+            c.upstream.url = url;
+            c.tls.enabled = true;
+            c.tls.ca_file = Some(certs.ca.clone());
+            c.tls.server_name = Some("localhost".into());
+            c.tls.min_version = "1.3".into();
+        })
+        .await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(
+            client.command(&["PING"]).await,
+            Reply::Simple("PONG".into())
+        );
+        poolside.shutdown().await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_ca_is_refused_with_a_clear_error() {
-    let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, false).await;
-    let poolside = start(redis.url(), |c| {
-        c.tls.ca_file = Some(certs.other_ca.clone())
-    })
-    .await;
-    let mut client = RawClient::connect(poolside.client_addr).await;
-    let err = client.command(&["GET", "k"]).await.expect_error();
-    assert!(err.contains("TLS handshake failed"), "{err}");
-    assert!(
-        err.contains("invalid peer certificate") && err.contains("UnknownIssuer"),
-        "{err}"
-    );
-    assert!(
-        err.contains("tls.ca_file"),
-        "the error says what to check: {err}"
-    );
-    // A name the certificate does not carry is refused the same way.
-    let poolside2 = start(redis.url(), |c| {
-        c.tls.ca_file = Some(certs.ca.clone());
-        c.tls.server_name = Some("redis.example.com".into());
-    })
-    .await;
-    let mut client2 = RawClient::connect(poolside2.client_addr).await;
-    let err = client2.command(&["GET", "k"]).await.expect_error();
-    assert!(
-        err.contains("TLS handshake failed") && err.contains("not valid for name"),
-        "{err}"
-    );
-    poolside.shutdown().await;
-    poolside2.shutdown().await;
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_ca_is_refused_with_a_clear_error(mode: PoolMode) {
+        let certs = Certs::generate();
+        let redis = certs.redis_server(false).start().await;
+        let poolside = start(&redis, mode, |c| {
+            c.tls.ca_file = Some(certs.other_ca.clone())
+        })
+        .await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        let err = client.command(&["GET", "k"]).await.expect_error();
+        assert!(err.contains("TLS handshake failed"), "{err}");
+        assert!(
+            err.contains("invalid peer certificate") && err.contains("UnknownIssuer"),
+            "{err}"
+        );
+        assert!(
+            err.contains("tls.ca_file"),
+            "the error says what to check: {err}"
+        );
+        // A name the certificate does not carry is refused the same way.
+        let poolside2 = start(&redis, mode, |c| {
+            c.tls.ca_file = Some(certs.ca.clone());
+            c.tls.server_name = Some("redis.example.com".into());
+        })
+        .await;
+        let mut client2 = RawClient::connect(poolside2.client_addr).await;
+        let err = client2.command(&["GET", "k"]).await.expect_error();
+        assert!(
+            err.contains("TLS handshake failed") && err.contains("not valid for name"),
+            "{err}"
+        );
+        poolside.shutdown().await;
+        poolside2.shutdown().await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_needs_the_client_certificate() {
-    let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, true).await;
-    let without = start(redis.url(), |c| c.tls.ca_file = Some(certs.ca.clone())).await;
-    let mut client = RawClient::connect(without.client_addr).await;
-    let err = client.command(&["GET", "k"]).await.expect_error();
-    assert!(
-        err.starts_with("ERR poolside: upstream unavailable"),
-        "{err}"
-    );
-    without.shutdown().await;
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mutual_tls_needs_the_client_certificate(mode: PoolMode) {
+        let certs = Certs::generate();
+        let redis = certs.redis_server(true).start().await;
+        let without = start(&redis, mode, |c| c.tls.ca_file = Some(certs.ca.clone())).await;
+        let mut client = RawClient::connect(without.client_addr).await;
+        let err = client.command(&["GET", "k"]).await.expect_error();
+        assert!(
+            err.starts_with("ERR poolside: upstream unavailable"),
+            "{err}"
+        );
+        without.shutdown().await;
 
-    let with = start(redis.url(), |c| {
-        c.tls.ca_file = Some(certs.ca.clone());
-        c.tls.cert_file = Some(certs.client_cert.clone());
-        c.tls.key_file = Some(certs.client_key.clone());
-    })
-    .await;
-    let mut client = RawClient::connect(with.client_addr).await;
-    client.command(&["SET", "mtls", "yes"]).await.expect_ok();
-    assert_eq!(client.command(&["GET", "mtls"]).await, Reply::bulk("yes"));
-    with.shutdown().await;
+        let with = start(&redis, mode, |c| {
+            c.tls.ca_file = Some(certs.ca.clone());
+            c.tls.cert_file = Some(certs.client_cert.clone());
+            c.tls.key_file = Some(certs.client_key.clone());
+        })
+        .await;
+        let mut client = RawClient::connect(with.client_addr).await;
+        client.command(&["SET", "mtls", "yes"]).await.expect_ok();
+        assert_eq!(client.command(&["GET", "mtls"]).await, Reply::bulk("yes"));
+        with.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multiplexed_mode_and_big_pipelines_over_tls() {
     let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, false).await;
-    let poolside = start(redis.url(), |c| {
+    let redis = certs.redis_server(false).start().await;
+    let poolside = start(&redis, PoolMode::Multiplexed, |c| {
         c.tls.ca_file = Some(certs.ca.clone());
-        c.pool.mode = PoolMode::Multiplexed;
     })
     .await;
     let value = "v".repeat(100_000);
@@ -159,32 +169,34 @@ async fn multiplexed_mode_and_big_pipelines_over_tls() {
     poolside.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pubsub_streams_over_tls() {
-    let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs, false).await;
-    let poolside = start(redis.url(), |c| c.tls.ca_file = Some(certs.ca.clone())).await;
-    let mut subscriber = RawClient::connect(poolside.client_addr).await;
-    let confirm = subscriber
-        .command(&["SUBSCRIBE", "news"])
-        .await
-        .expect_array();
-    assert_eq!(confirm[0], Reply::bulk("subscribe"));
-    let mut publisher = RawClient::connect(poolside.client_addr).await;
-    assert_eq!(
-        publisher.command(&["PUBLISH", "news", "hello"]).await,
-        Reply::Int(1)
-    );
-    let message = subscriber.reply().await.expect_array();
-    assert_eq!(message[2], Reply::bulk("hello"));
-    subscriber
-        .send(&common::raw::encode(&["QUIT"]))
-        .await
-        .unwrap();
-    assert_eq!(subscriber.reply().await, Reply::Simple("OK".into()));
-    match subscriber.read_timeout(Duration::from_secs(5)).await {
-        Some(Read::Closed) => {}
-        other => panic!("expected close after QUIT, got {other:?}"),
+both_modes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pubsub_streams_over_tls(mode: PoolMode) {
+        let certs = Certs::generate();
+        let redis = certs.redis_server(false).start().await;
+        let poolside = start(&redis, mode, |c| c.tls.ca_file = Some(certs.ca.clone())).await;
+        let mut subscriber = RawClient::connect(poolside.client_addr).await;
+        let confirm = subscriber
+            .command(&["SUBSCRIBE", "news"])
+            .await
+            .expect_array();
+        assert_eq!(confirm[0], Reply::bulk("subscribe"));
+        let mut publisher = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(
+            publisher.command(&["PUBLISH", "news", "hello"]).await,
+            Reply::Int(1)
+        );
+        let message = subscriber.reply().await.expect_array();
+        assert_eq!(message[2], Reply::bulk("hello"));
+        subscriber
+            .send(&common::raw::encode(&["QUIT"]))
+            .await
+            .unwrap();
+        assert_eq!(subscriber.reply().await, Reply::Simple("OK".into()));
+        match subscriber.read_timeout(Duration::from_secs(5)).await {
+            Some(Read::Closed) => {}
+            other => panic!("expected close after QUIT, got {other:?}"),
+        }
+        poolside.shutdown().await;
     }
-    poolside.shutdown().await;
 }

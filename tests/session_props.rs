@@ -1,7 +1,8 @@
 //! Arbitrary client bytes through a real in-process poolside (the whole
 //! session: scanner, router, policy, local answers, pub/sub pump) against a
 //! real redis-server: no panic in any task, and poolside keeps serving.
-//! One test in this file: the panic hook below is process-wide.
+//! One test in this file: the panic hook below is process-wide. It runs the
+//! cases in each pool mode in turn.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use common::raw::{RawClient, Reply};
 use common::{start_poolside, RedisServer};
-use poolside::config::{PolicyConfig, Profile, Secret};
+use poolside::config::{PolicyConfig, PoolMode, Profile, Secret};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,8 +82,17 @@ fn arbitrary_client_bytes_never_panic_poolside() {
         .enable_all()
         .build()
         .unwrap();
+    // Both pool modes, one after the other: one test, one panic hook.
+    for mode in [PoolMode::Transaction, PoolMode::Multiplexed] {
+        arbitrary_bytes_in_mode(&runtime, mode);
+    }
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0);
+}
+
+/// Runs the cases against a poolside in `mode`, then checks it still serves.
+fn arbitrary_bytes_in_mode(runtime: &tokio::runtime::Runtime, mode: PoolMode) {
     let redis = runtime.block_on(RedisServer::start());
-    let poolside = runtime.block_on(start_poolside(&redis, |c| {
+    let poolside = runtime.block_on(start_poolside(&redis, mode, |c| {
         c.client_users.insert("app".into(), Secret::new("pw"));
         c.client_password = Some(Secret::new("pw"));
         c.policy = PolicyConfig::for_profile(Profile::Production);
@@ -113,9 +123,10 @@ fn arbitrary_client_bytes_never_panic_poolside() {
             });
             prop_assert!(
                 closed,
-                "poolside kept the session open after the client closed"
+                "poolside kept the session open after the client closed ({:?})",
+                mode
             );
-            prop_assert_eq!(PANICS.load(Ordering::SeqCst), 0);
+            prop_assert_eq!(PANICS.load(Ordering::SeqCst), 0, "{:?}", mode);
             Ok(())
         })
         .unwrap();
@@ -128,5 +139,4 @@ fn arbitrary_client_bytes_never_panic_poolside() {
         );
         poolside.shutdown().await;
     });
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0);
 }

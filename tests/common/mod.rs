@@ -1,197 +1,49 @@
-//! Shared helpers for the integration tests: a real `redis-server` on a free
-//! port, poolside started in-process on port 0, clients, and condition waits.
+//! The integration tests' one support module (`mod common;` in each test
+//! file): a real `redis-server` on a free port ([`RedisServer`], plain, with
+//! a password, TLS-only or with a config file), poolside started in-process
+//! on port 0 in a given pool mode ([`start_poolside`]; [`both_modes!`] makes
+//! a test once per mode), clients (a raw RESP one in [`raw`], redis-rs ones here), the
+//! admin HTTP client ([`http::get`]), the Prometheus text parser
+//! ([`metrics::Metrics`]), certificates ([`tls::Certs`]), the admin tests'
+//! helpers ([`admin`]) and condition waits.
 //!
-//! Tests never sleep to synchronise: they wait for a condition with a deadline.
+//! Tests never sleep to synchronise: they wait for a condition with a
+//! deadline ([`wait_until`], [`wait_for`]), which fails the test naming it.
 
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod busy;
+pub mod http;
+pub mod metrics;
 pub mod raw;
+pub mod server;
+pub mod tls;
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use poolside::app::Running;
-use poolside::config::Config;
+use poolside::config::{Config, PoolMode};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
-use raw::{RawClient, Reply};
+use raw::RawClient;
 
-/// How long a redis-server may take to accept its first PING.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+// Re-exported for the test files; each one uses only some of them.
+#[allow(unused_imports)]
+pub use http::get;
+#[allow(unused_imports)]
+pub use metrics::Metrics;
+#[allow(unused_imports)]
+pub use server::{connect_blocking, RedisServer};
+
 /// Safety net for every request a test client makes: a hang fails the test.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A `redis-server` child process on a free loopback port, killed on drop.
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    password: Option<String>,
-}
-
-impl RedisServer {
-    /// Starts a redis-server without persistence and waits until it answers PING.
-    pub async fn start() -> RedisServer {
-        RedisServer::start_inner(None).await
-    }
-
-    /// Same as [`RedisServer::start`] with `--requirepass`.
-    pub async fn start_with_password(password: &str) -> RedisServer {
-        RedisServer::start_inner(Some(password.to_string())).await
-    }
-
-    async fn start_inner(password: Option<String>) -> RedisServer {
-        // Another process may take the free port between our probe and the
-        // server's bind: retry with a fresh port when the server exits early.
-        for _ in 0..5 {
-            let mut server = RedisServer {
-                child: None,
-                port: free_port(),
-                password: password.clone(),
-            };
-            server.spawn();
-            if server.wait_ready().await {
-                return server;
-            }
-            server.stop();
-        }
-        panic!("redis-server did not start after 5 attempts");
-    }
-
-    fn spawn(&mut self) {
-        let port = self.port.to_string();
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &port, "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(password) = &self.password {
-            command.args(["--requirepass", password]);
-        }
-        self.child = Some(
-            command
-                .spawn()
-                .expect("spawn redis-server (is it installed?)"),
-        );
-    }
-
-    /// Polls until the server answers PING; false if the child exited or the deadline passed.
-    async fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return false;
-                }
-            }
-            if self.ping().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
-    }
-
-    async fn ping(&self) -> bool {
-        let Ok(mut client) = RawClient::try_connect(self.addr()).await else {
-            return false;
-        };
-        if let Some(password) = &self.password {
-            if client
-                .try_command(&["AUTH", password.as_str()])
-                .await
-                .is_err()
-            {
-                return false;
-            }
-        }
-        matches!(client.try_command(&["PING"]).await, Ok(Reply::Simple(s)) if s == "PONG")
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// `redis://127.0.0.1:PORT`, without the password (give it to poolside separately).
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server and reaps it. Idempotent.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server again on the same port and waits until it answers.
-    pub async fn restart(&mut self) {
-        self.stop();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            self.spawn();
-            if self.wait_ready().await {
-                return;
-            }
-            self.stop();
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not restart on port {}",
-                self.port
-            );
-        }
-    }
-
-    /// A direct (not through poolside) connection to this server.
-    pub async fn direct(&self) -> MultiplexedConnection {
-        let url = match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
-            None => self.url(),
-        };
-        connect_url(&url).await
-    }
-
-    /// A direct raw RESP connection, authenticated when the server has a password.
-    pub async fn direct_raw(&self) -> RawClient {
-        let mut client = RawClient::connect(self.addr()).await;
-        if let Some(password) = &self.password {
-            client
-                .command(&["AUTH", password.as_str()])
-                .await
-                .expect_ok();
-        }
-        client
-    }
-
-    /// Client connections Redis sees, not counting the one that asks.
-    pub async fn client_count(&self) -> usize {
-        let mut client = self.direct_raw().await;
-        client_count_on(&mut client).await
-    }
-
-    /// `blocked_clients` from `INFO clients`.
-    pub async fn blocked_clients(&self) -> u64 {
-        let mut client = self.direct_raw().await;
-        let info = client.command(&["INFO", "clients"]).await.expect_string();
-        info_field(&info, "blocked_clients")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+/// How long the helpers here wait for an answer or a condition.
+pub const WAIT: Duration = Duration::from_secs(15);
 
 /// Counts `CLIENT LIST` lines on an existing connection, minus that connection.
 pub async fn client_count_on(client: &mut RawClient) -> usize {
@@ -247,22 +99,86 @@ where
     }
 }
 
-/// Starts poolside in-process for `redis`, after `tweak` adjusts the test config.
-/// The suite runs once per pool mode: `scripts/test.sh` runs the proxy tests
-/// again with `POOLSIDE_TEST_POOL_MODE=multiplexed` (read, never set, here).
-pub fn pool_mode_under_test() -> poolside::config::PoolMode {
-    match std::env::var("POOLSIDE_TEST_POOL_MODE").as_deref() {
-        Ok("multiplexed") => poolside::config::PoolMode::Multiplexed,
-        _ => poolside::config::PoolMode::Transaction,
+/// Retries `attempt` until it is `Ok`, and returns that value; panics naming
+/// `what`, with the last `Err`, after `timeout`.
+pub async fn wait_for<T, E, F, Fut>(timeout: Duration, what: &str, mut attempt: F) -> T
+where
+    E: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match attempt().await {
+            Ok(value) => return value,
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}; last: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-pub async fn start_poolside(redis: &RedisServer, tweak: impl FnOnce(&mut Config)) -> Running {
+/// Starts poolside in-process for `redis` in pool `mode`, after `tweak`
+/// adjusts the test config ([`Config::for_tests`] with `redis`'s URL).
+pub async fn start_poolside(
+    redis: &RedisServer,
+    mode: PoolMode,
+    tweak: impl FnOnce(&mut Config),
+) -> Running {
     let mut config = Config::for_tests(&redis.url());
-    config.pool.mode = pool_mode_under_test();
+    config.pool.mode = mode;
     tweak(&mut config);
     poolside::app::start(config).await.expect("poolside starts")
 }
+
+/// Instantiates each test once per pool mode: every proxy behaviour must
+/// hold in both. A test written as
+///
+/// ```ignore
+/// both_modes! {
+///     /// What it shows.
+///     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///     async fn replies_arrive(mode: PoolMode) {
+///         let redis = RedisServer::start().await;
+///         let poolside = start_poolside(&redis, mode, |_| {}).await;
+///         // ...
+///     }
+/// }
+/// ```
+///
+/// becomes a module `replies_arrive` with the tests
+/// `replies_arrive::transaction` and `replies_arrive::multiplexed`, each
+/// carrying the attributes written (the test attribute included) and
+/// running the body with its mode. The body sees the file's items.
+#[allow(unused_macros)]
+macro_rules! both_modes {
+    ($(
+        $(#[$attr:meta])*
+        async fn $name:ident($mode:ident: $mode_type:ty) $body:block
+    )*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn body_in_mode($mode: $mode_type) $body
+
+            $(#[$attr])*
+            async fn transaction() {
+                body_in_mode(::poolside::config::PoolMode::Transaction).await
+            }
+
+            $(#[$attr])*
+            async fn multiplexed() {
+                body_in_mode(::poolside::config::PoolMode::Multiplexed).await
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use both_modes;
 
 /// One new TCP connection (a multiplexed redis-rs connection) to `addr`.
 pub async fn connect(addr: SocketAddr) -> MultiplexedConnection {
@@ -280,7 +196,7 @@ pub async fn connect_with_password(
         .await
 }
 
-async fn connect_url(url: &str) -> MultiplexedConnection {
+pub async fn connect_url(url: &str) -> MultiplexedConnection {
     let client = redis::Client::open(url).expect("valid redis url");
     client
         .get_multiplexed_async_connection_with_config(&connection_config())
@@ -311,4 +227,14 @@ pub async fn ok<T: redis::FromRedisValue>(con: &mut MultiplexedConnection, args:
     query(con, args)
         .await
         .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+/// This process's resident set size (`VmRSS` in /proc/self/status), in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line")
 }

@@ -1,72 +1,24 @@
-//! Helpers for the admin-server tests: HTTP requests to the admin listener,
-//! connections held busy with BLPOP, a local webhook receiver, captured logs.
-
-#![allow(dead_code)]
+//! Helpers for the admin-server tests: `/pool/status`, connections held
+//! busy with BLPOP, a local webhook receiver, captured logs.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use poolside::app::Running;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::common::raw::{encode, RawClient, Read, Reply};
-use crate::common::{query, wait_until, RedisServer};
-
-pub const WAIT: Duration = Duration::from_secs(15);
-
-/// A GET answer: status code, content type, body.
-pub struct Got {
-    pub code: u16,
-    pub content_type: String,
-    pub body: String,
-}
-
-impl Got {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-pub async fn get(admin: SocketAddr, path: &str) -> Got {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: hyper::Uri = format!("http://{admin}{path}").parse().expect("uri");
-    let fetch = async {
-        let response = client.get(uri).await.expect("admin answers");
-        let code = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(hyper::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        Got {
-            code,
-            content_type,
-            body: String::from_utf8(body.to_vec()).expect("utf-8 body"),
-        }
-    };
-    tokio::time::timeout(WAIT, fetch)
-        .await
-        .expect("admin answers in time")
-}
+use super::http::get;
+use super::raw::{encode, RawClient, Read, Reply};
+use super::{query, wait_for, wait_until, RedisServer, WAIT};
 
 pub async fn status(poolside: &Running) -> Value {
     get(poolside.admin_addr, "/pool/status").await.json()
@@ -78,15 +30,15 @@ pub async fn wait_for_status(
     what: &str,
     cond: impl Fn(&Value) -> bool,
 ) -> Value {
-    let seen = Mutex::new(Value::Null);
-    wait_until(WAIT, what, || async {
+    wait_for(WAIT, what, || async {
         let s = status(poolside).await;
-        let done = cond(&s);
-        *seen.lock().unwrap() = s;
-        done
+        if cond(&s) {
+            Ok(s)
+        } else {
+            Err(s)
+        }
     })
-    .await;
-    seen.into_inner().unwrap()
+    .await
 }
 
 pub fn recommendations(status: &Value) -> Vec<String> {
