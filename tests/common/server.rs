@@ -316,6 +316,19 @@ impl RedisServer {
         }
     }
 
+    /// Sends `signal` (`"STOP"`, `"CONT"`, ...) to the server process, as
+    /// `kill -<signal>` does: `STOP` freezes it the way a partition or a stuck
+    /// fork looks from poolside. Panics when the server is not running.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed", child.id());
+    }
+
     /// Kills the server and reaps it. Idempotent.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
