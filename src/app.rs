@@ -58,12 +58,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let pool = Pool::new(&config, target.clone());
     let traffic = Arc::new(Traffic::default());
-    let shared = Arc::new(Shared::new(
-        &config,
-        pool.clone(),
-        traffic.clone(),
-        parsed.db,
-    ));
+    let shared = Arc::new(Shared::new(&config, pool.clone(), traffic.clone(), &target));
     let secrets = SecretFiles::load(&config, password, shared.credentials.clone())
         .map_err(anyhow::Error::msg)?;
     let (shutdown, rx) = watch::channel(false);

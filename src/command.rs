@@ -24,6 +24,8 @@ pub enum Class {
     /// Changes connection state poolside does not track; the connection is
     /// closed rather than returned to the pool.
     Dirty,
+    /// CLIENT INFO: forwarded; the reply is rewritten to describe the client.
+    ClientInfo,
     /// Answered by poolside itself.
     Local(Local),
     /// Cannot work through a pool; answered with this error.
@@ -41,6 +43,9 @@ pub enum Local {
     /// CLIENT SETINFO LIB-NAME|LIB-VER: every modern client library sends it
     /// on connect; it describes this client, not a pooled connection.
     ClientSetInfo,
+    /// CLIENT REPLY ON|OFF|SKIP: kept per client; poolside still reads every
+    /// upstream reply and drops those the client asked not to get.
+    ClientReply,
 }
 
 /// Longest command name in the table; longer names are plain `Stateless`.
@@ -102,9 +107,8 @@ fn classify_client(sub: Option<&[u8]>) -> Class {
         b"ID" | b"TRACKING" | b"CACHING" | b"GETREDIR" | b"TRACKINGINFO" => Class::PinSession,
         b"SETINFO" => Class::Local(Local::ClientSetInfo),
         b"NO-EVICT" | b"NO-TOUCH" => Class::Dirty,
-        b"REPLY" => Class::Unsupported(
-            "CLIENT REPLY is not supported through poolside: replies must pair with commands",
-        ),
+        b"REPLY" => Class::Local(Local::ClientReply),
+        b"INFO" => Class::ClientInfo,
         _ => Class::Stateless,
     }
 }
@@ -218,10 +222,11 @@ mod tests {
         assert_eq!(classify(b"CLIENT", Some(b"TRACKING")), Class::PinSession);
         assert_eq!(classify(b"CLIENT", Some(b"LIST")), Class::Stateless);
         assert_eq!(classify(b"CLIENT", None), Class::Stateless);
-        assert!(matches!(
+        assert_eq!(
             classify(b"CLIENT", Some(b"reply")),
-            Class::Unsupported(_)
-        ));
+            Class::Local(Local::ClientReply)
+        );
+        assert_eq!(classify(b"client", Some(b"info")), Class::ClientInfo);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 
 use super::plan::{Part, Plan, Remote, EXECABORT};
-use super::{prepare, Failed, Pin, Wants};
+use super::{prepare, rewrite, ClientView, Failed, Wants};
 use crate::error::Error;
 use crate::pool::UpstreamConn;
 use crate::resp::write_error;
@@ -17,8 +17,7 @@ use crate::resp::write_error;
 pub async fn round_trip(
     conn: &mut UpstreamConn,
     plan: &Plan,
-    wants: &mut Wants,
-    pin: &mut Pin,
+    client: &mut ClientView<'_>,
     prefix: &mut BytesMut,
     out: &mut BytesMut,
 ) -> Result<(), Failed> {
@@ -26,10 +25,11 @@ pub async fn round_trip(
         error: Error::ConnectionLost(e.cause()),
         answered,
     };
+    // Prepared even when only a stream starts: its replies must come in the
+    // client's protocol.
     prefix.clear();
-    let mut preparing = 0;
-    if !plan.upstream.is_empty() {
-        preparing = prepare::write(Wants { db: conn.db() }, *wants, prefix);
+    let preparing = prepare::write(Wants::of(conn), *client.wants, prefix);
+    if preparing > 0 || !plan.upstream.is_empty() {
         conn.write_batch(&[prefix, &plan.upstream])
             .await
             .map_err(|e| lost(e, 0))?;
@@ -42,19 +42,28 @@ pub async fn round_trip(
         };
         out.truncate(mark);
         checked.map_err(|error| Failed { error, answered: 0 })?;
-        conn.selected(wants.db);
     }
+    client.wants.apply_to(conn);
     for (i, part) in plan.parts(0).enumerate() {
-        match part {
-            Part::Local(answer) => out.extend_from_slice(answer),
-            Part::Remote(kind) => {
-                let start = conn.read_reply(out).await.map_err(|e| lost(e, i))?;
-                pin.apply(kind, &out[start..], wants, conn);
-                if kind == Remote::ExecAborted {
-                    out.truncate(start);
-                    write_error(out, EXECABORT);
-                }
+        let (kind, silent) = match part {
+            Part::Local(answer) => {
+                out.extend_from_slice(answer);
+                continue;
             }
+            Part::Remote(kind) => (kind, false),
+            Part::Silent(kind) => (kind, true),
+        };
+        let start = conn.read_reply(out).await.map_err(|e| lost(e, i))?;
+        client.pin.apply(kind, &out[start..], client.wants, conn);
+        match kind {
+            _ if silent => out.truncate(start),
+            Remote::ExecAborted => {
+                out.truncate(start);
+                write_error(out, EXECABORT);
+            }
+            Remote::Hello(_) => rewrite::hello_id(out, start, client.id),
+            Remote::ClientInfo => rewrite::client_info(out, start, client.id, client.name),
+            _ => {}
         }
     }
     conn.finish_batch();

@@ -31,6 +31,7 @@ mod mux;
 mod pin;
 mod plan;
 mod prepare;
+mod rewrite;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +48,15 @@ use crate::error::Error;
 use crate::pool::{Pool, Upstream};
 use crate::traffic::Traffic;
 use mux::{BatchReply, MuxRequest};
+
+/// What the backend reads of a client and updates from its replies.
+pub struct ClientView<'a> {
+    pub id: u64,
+    pub name: Option<&'a [u8]>,
+    /// Database and protocol; SELECT and HELLO replies move them.
+    pub wants: &'a mut Wants,
+    pub pin: &'a mut Pin,
+}
 
 /// A batch that failed part-way: the replies of `steps()[..answered]` are in
 /// `out`; the rest get `error` from [`Plan::answer_failed`].
@@ -128,12 +138,12 @@ impl Exec {
     }
 
     /// Runs `plan`: local answers and upstream replies go to `out` in step
-    /// order. `wants` and `pin` follow the replies (SELECT, MULTI, WATCH).
+    /// order. The client's wants and pins follow the replies (SELECT, HELLO,
+    /// MULTI, WATCH).
     pub async fn execute(
         &mut self,
         plan: &mut Plan,
-        wants: &mut Wants,
-        pin: &mut Pin,
+        mut client: ClientView<'_>,
         out: &mut BytesMut,
     ) -> Result<Option<Upstream>, Failed> {
         if plan.reset {
@@ -147,7 +157,7 @@ impl Exec {
             if plan.shareable && self.pinned.is_none() && plan.stream_from.is_none() {
                 let replies = self.replies.get_or_insert_with(unbounded_channel);
                 let traffic = &self.backend.traffic;
-                return execute_shared(mux, replies, traffic, plan, *wants, out).await;
+                return execute_shared(mux, replies, traffic, plan, *client.wants, out).await;
             }
         }
         let mut conn = match self.pinned.take() {
@@ -160,17 +170,17 @@ impl Exec {
                 .map_err(|error| Failed { error, answered: 0 })?,
         };
         let started = Instant::now();
-        let ran = checkout::round_trip(&mut conn, plan, wants, pin, &mut self.prefix, out).await;
+        let ran = checkout::round_trip(&mut conn, plan, &mut client, &mut self.prefix, out).await;
         if let Err(failed) = ran {
             conn.mark_broken();
-            *pin = Pin::default();
+            *client.pin = Pin::default();
             return Err(failed);
         }
         self.backend.traffic.round_trip_done(started.elapsed());
         if plan.stream_from.is_some() {
             return Ok(Some(conn));
         }
-        if pin.active() {
+        if client.pin.active() {
             self.pinned = Some(conn);
         }
         Ok(None)

@@ -153,7 +153,7 @@ async fn run_lane(
     // Offset in `rbuf` where the next unscanned reply of the front batch starts.
     let mut scanned = 0usize;
     // The state the lane's connection will be in once every written batch ran.
-    let mut written = Wants { db: conn.db() };
+    let mut written = Wants::of(&conn);
     let mut rx_done = false;
     let idle = tokio::time::sleep(idle_close);
     tokio::pin!(idle);
@@ -207,7 +207,7 @@ async fn run_lane(
     match failure {
         // Every reply read and nothing extra: the connection may be pooled.
         None if rbuf.is_empty() => {
-            conn.selected(written.db);
+            written.apply_to(&mut conn);
             conn.finish_batch();
         }
         None => conn.mark_broken(),
@@ -256,6 +256,12 @@ fn dispatch(
         else {
             return Ok(());
         };
+        // A push frame is never a reply (lanes carry no tracking or
+        // subscriptions; this keeps FIFO matching safe all the same).
+        if rbuf[*scanned] == b'>' {
+            *scanned = end;
+            continue;
+        }
         if front.skip > 0 {
             prepare::check(&rbuf[..end])?;
             front.skip -= 1;

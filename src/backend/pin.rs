@@ -58,6 +58,14 @@ impl Pin {
                 self.queued_selects.clear();
                 return;
             }
+            // Queued inside MULTI, a HELLO switches nothing until EXEC;
+            // poolside does not follow it there (README: differences).
+            Remote::Hello(Some(proto))
+                if !queued && !matches!(reply.first(), Some(b'-' | b'!')) =>
+            {
+                wants.proto = proto;
+                conn.switched(proto);
+            }
             Remote::Watch if ok => self.watch = true,
             Remote::Unwatch => self.watch = false,
             Remote::PinSession => self.session = true,

@@ -20,6 +20,12 @@ pub enum Remote {
     Dirty,
     /// EXEC of a transaction with a refused command: sent as DISCARD, answered EXECABORT.
     ExecAborted,
+    /// `HELLO [proto]` as poolside sends it (the client's AUTH and SETNAME
+    /// were answered locally): the reply is Redis' own with the client's id.
+    Hello(Option<u8>),
+    /// `CLIENT INFO`: Redis' line for the pooled connection, with the
+    /// client's own id and name.
+    ClientInfo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +34,9 @@ pub enum Step {
     Local { end: usize },
     /// One upstream reply.
     Remote(Remote),
+    /// One upstream reply the client asked not to get (CLIENT REPLY OFF or
+    /// SKIP): read, applied to the client's state, then dropped.
+    Silent(Remote),
 }
 
 /// A step as a backend meets it.
@@ -35,6 +44,7 @@ pub enum Step {
 pub enum Part<'a> {
     Local(&'a [u8]),
     Remote(Remote),
+    Silent(Remote),
 }
 
 /// What Redis answers EXEC with after a command was refused while queueing.
@@ -63,6 +73,8 @@ pub struct Plan {
     pub shareable: bool,
     /// RESET was answered: any pinned connection is dropped before the batch.
     pub reset: bool,
+    /// The next step is not answered (CLIENT REPLY OFF or SKIP).
+    silent: bool,
 }
 
 impl Plan {
@@ -75,23 +87,62 @@ impl Plan {
         self.may_block = false;
         self.shareable = true;
         self.reset = false;
+        self.silent = false;
+    }
+
+    /// Whether the next step pushed is answered to the client.
+    pub fn silence_next(&mut self, silent: bool) {
+        self.silent = silent;
+        if silent {
+            self.shareable = false;
+        }
     }
 
     /// Adds a local answer, written by `answer`. A batch with one is not
     /// shareable: shared lanes carry upstream replies only.
     pub fn push_local<R>(&mut self, answer: impl FnOnce(&mut BytesMut) -> R) -> R {
         self.shareable = false;
+        let mark = self.local.len();
         let r = answer(&mut self.local);
-        self.steps.push(Step::Local {
-            end: self.local.len(),
-        });
+        // Silenced, or nothing to say (CLIENT REPLY OFF answers nothing).
+        if std::mem::take(&mut self.silent) || self.local.len() == mark {
+            self.local.truncate(mark);
+        } else {
+            self.steps.push(Step::Local {
+                end: self.local.len(),
+            });
+        }
         r
     }
 
-    /// Adds one upstream command, whose frame `write` appends.
+    /// Lets `check` write a refusal: when it refuses (`None`), what it wrote
+    /// is a local answer; when it passes it must have written nothing, and
+    /// the step the caller pushes next carries the silence.
+    pub fn push_local_or<T>(
+        &mut self,
+        check: impl FnOnce(&mut BytesMut) -> Option<T>,
+    ) -> Option<T> {
+        let mark = self.local.len();
+        let checked = check(&mut self.local);
+        if checked.is_none() {
+            let answer = self.local.split_off(mark);
+            self.push_local(|out| out.unsplit(answer));
+        }
+        checked
+    }
+
+    /// Adds one upstream command, whose frame `write` appends. Only plain
+    /// commands may share a lane: any other kind changes the client's or the
+    /// connection's state, which a lane does not track.
     pub fn push_remote(&mut self, kind: Remote, write: impl FnOnce(&mut BytesMut)) {
+        if kind != Remote::Plain {
+            self.shareable = false;
+        }
         write(&mut self.upstream);
-        self.steps.push(Step::Remote(kind));
+        self.steps.push(match std::mem::take(&mut self.silent) {
+            false => Step::Remote(kind),
+            true => Step::Silent(kind),
+        });
     }
 
     /// The EXEC of a transaction that had a command refused: DISCARD goes
@@ -111,7 +162,7 @@ impl Plan {
             .rev()
             .find_map(|s| match s {
                 Step::Local { end } => Some(*end),
-                Step::Remote(_) => None,
+                Step::Remote(_) | Step::Silent(_) => None,
             })
             .unwrap_or(0);
         self.steps.iter().skip(from).map(move |step| match *step {
@@ -121,6 +172,7 @@ impl Plan {
                 Part::Local(answer)
             }
             Step::Remote(kind) => Part::Remote(kind),
+            Step::Silent(kind) => Part::Silent(kind),
         })
     }
 
@@ -132,7 +184,7 @@ impl Plan {
     pub fn remote_replies(&self) -> usize {
         self.steps
             .iter()
-            .filter(|s| matches!(s, Step::Remote(_)))
+            .filter(|s| matches!(s, Step::Remote(_) | Step::Silent(_)))
             .count()
     }
 
@@ -158,6 +210,7 @@ impl Plan {
             match part {
                 Part::Local(answer) => out.extend_from_slice(answer),
                 Part::Remote(_) => out.extend_from_slice(&text),
+                Part::Silent(_) => {}
             }
         }
         if self.stream_from.is_some() {

@@ -48,6 +48,8 @@ pub struct UpstreamConn {
     scanner: ReplyScanner,
     /// The database this connection has selected.
     db: u32,
+    /// The RESP version it speaks (2 until a HELLO 3 switched it).
+    proto: u8,
     broken: bool,
     /// Connection state poolside does not track was changed (CLIENT NO-EVICT,
     /// RESET...): the connection is closed at check-in.
@@ -72,6 +74,7 @@ impl UpstreamConn {
                 rbuf: BytesMut::with_capacity(16 * 1024),
                 scanner: ReplyScanner::default(),
                 db: 0,
+                proto: 2,
                 broken: false,
                 dirty: false,
                 created: Instant::now(),
@@ -144,6 +147,16 @@ impl UpstreamConn {
         self.db = db;
     }
 
+    /// The RESP version this connection speaks.
+    pub fn proto(&self) -> u8 {
+        self.proto
+    }
+
+    /// A `HELLO <proto>` written on this connection succeeded.
+    pub fn switched(&mut self, proto: u8) {
+        self.proto = proto;
+    }
+
     /// Writes bytes of one or more batches whose replies the caller reads
     /// with [`read_into`](Self::read_into). Marks the connection broken.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
@@ -184,6 +197,8 @@ impl UpstreamConn {
     }
 
     /// Appends the next complete reply to `out` and returns where it starts.
+    /// RESP3 push frames that arrive first (invalidations, messages) are
+    /// appended too, in order, but are not the reply.
     pub async fn read_reply(&mut self, out: &mut BytesMut) -> Result<usize, UpstreamError> {
         loop {
             if let Some(end) = self
@@ -192,8 +207,12 @@ impl UpstreamConn {
                 .map_err(UpstreamError::Protocol)?
             {
                 let start = out.len();
+                let push = self.rbuf[0] == b'>';
                 out.put_slice(&self.rbuf[..end]);
                 self.rbuf.advance(end);
+                if push {
+                    continue;
+                }
                 return Ok(start);
             }
             self.rbuf.reserve(16 * 1024);

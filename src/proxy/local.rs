@@ -1,11 +1,12 @@
-//! Commands poolside answers itself: AUTH, HELLO, QUIT, RESET, CLIENT SETNAME/GETNAME.
+//! Commands poolside answers itself: AUTH, QUIT, RESET, CLIENT
+//! SETNAME/GETNAME/SETINFO/REPLY, and HELLO's options (see `hello.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
-use super::auth::Credentials;
+use super::auth::{Credentials, Verdict};
 use crate::backend::{Pin, Wants};
 use crate::command::Local;
 use crate::resp::{write_bulk, write_error, write_simple, CommandScanner, Frame};
@@ -13,22 +14,32 @@ use crate::traffic::Traffic;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// `CLIENT REPLY` as Redis keeps it per client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    /// The next command's reply is skipped.
+    Skip,
+}
+
 /// What a client has told poolside about itself, and what its upstream
 /// connection must match. Owned by the client's session.
 pub struct ClientState {
     pub id: u64,
-    /// The database (and, next, protocol) its batches run in.
+    /// The database and protocol its batches run in.
     pub wants: Wants,
     /// Transaction, WATCH and session pins.
     pub pin: Pin,
     pub name: Option<Vec<u8>>,
     pub authenticated: bool,
+    pub reply: ReplyMode,
     default_db: u32,
-    credentials: Arc<Credentials>,
-    traffic: Arc<Traffic>,
+    pub(super) credentials: Arc<Credentials>,
+    pub(super) traffic: Arc<Traffic>,
 }
 
-/// What the router must do after a local answer.
+/// What the planner must do after a local answer.
 pub enum Answer {
     Done,
     Close,
@@ -44,16 +55,35 @@ impl ClientState {
     ) -> ClientState {
         ClientState {
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
-            wants: Wants { db: default_db },
+            wants: Wants {
+                db: default_db,
+                proto: 2,
+            },
             pin: Pin::default(),
             name: None,
             authenticated: !credentials.required(),
+            reply: ReplyMode::On,
             default_db,
             credentials,
             traffic,
         }
     }
 
+    /// Whether the command about to be planned is answered (CLIENT REPLY);
+    /// a SKIP is used up by it.
+    pub fn take_silence(&mut self) -> bool {
+        match self.reply {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.reply = ReplyMode::On;
+                true
+            }
+        }
+    }
+
+    /// Answers a command of the local class (HELLO is planned apart: its
+    /// reply comes from Redis).
     pub fn answer(
         &mut self,
         cmd: Local,
@@ -70,26 +100,28 @@ impl ClientState {
                 return Answer::Close;
             }
             Local::Auth => match argc {
-                2 => self.auth(None, arg(1).unwrap_or_default(), out),
-                3 => self.auth(arg(1), arg(2).unwrap_or_default(), out),
+                2 => _ = self.auth(None, arg(1).unwrap_or_default(), out),
+                3 => _ = self.auth(arg(1), arg(2).unwrap_or_default(), out),
                 _ => wrong_arity(out, "auth"),
             },
-            Local::Hello => self.hello(argc, &arg, out),
+            Local::Hello => unreachable_hello(out),
             Local::Reset => {
                 self.wants = Wants {
                     db: self.default_db,
+                    proto: 2,
                 };
                 self.pin = Pin::default();
                 self.name = None;
+                self.reply = ReplyMode::On;
                 self.authenticated = !self.credentials.required();
                 write_simple(out, "RESET");
                 return Answer::Reset;
             }
             Local::ClientSetName => match arg(2) {
-                Some(name) if argc == 3 => self.set_name(name, out),
+                Some(name) if argc == 3 => _ = self.set_name(name, out),
                 _ => wrong_arity(out, "client|setname"),
             },
-            Local::ClientGetName if argc == 2 => write_bulk(out, self.name.as_deref()),
+            Local::ClientGetName if argc == 2 => self.write_name(out),
             Local::ClientGetName => wrong_arity(out, "client|getname"),
             Local::ClientSetInfo => {
                 let attr = arg(2).map(|a| a.to_ascii_uppercase());
@@ -99,119 +131,80 @@ impl ClientState {
                     _ => wrong_arity(out, "client|setinfo"),
                 }
             }
+            Local::ClientReply => self.client_reply(argc, arg(2), out),
         }
         Answer::Done
     }
 
-    /// Checks credentials in constant time (see [`Credentials::check`]);
-    /// a wrong password is answered as Redis does, and counted.
-    fn auth(&mut self, user: Option<&[u8]>, pass: &[u8], out: &mut BytesMut) {
-        if self.credentials.check(user, pass) {
-            self.authenticated = true;
+    /// `CLIENT REPLY ON|OFF|SKIP`: only ON is answered, as in Redis. The
+    /// planner silences what follows; poolside still reads every reply.
+    fn client_reply(&mut self, argc: usize, mode: Option<&[u8]>, out: &mut BytesMut) {
+        if argc != 3 {
+            return wrong_arity(out, "client|reply");
+        }
+        let mode = mode.unwrap_or_default();
+        if mode.eq_ignore_ascii_case(b"ON") {
+            self.reply = ReplyMode::On;
             write_simple(out, "OK");
+        } else if mode.eq_ignore_ascii_case(b"OFF") {
+            self.reply = ReplyMode::Off;
+        } else if mode.eq_ignore_ascii_case(b"SKIP") {
+            self.reply = ReplyMode::Skip;
         } else {
-            self.traffic.auth_failed();
-            write_error(
-                out,
-                "WRONGPASS invalid username-password pair or user is disabled.",
-            );
+            write_error(out, "ERR syntax error");
         }
     }
 
-    fn set_name(&mut self, name: &[u8], out: &mut BytesMut) {
+    /// Checks credentials (see [`Credentials::check`]); a refusal is answered
+    /// as Redis answers it. Returns whether the client is authenticated now.
+    pub(super) fn auth(&mut self, user: Option<&[u8]>, pass: &[u8], out: &mut BytesMut) -> bool {
+        match self.credentials.check(user, pass) {
+            Verdict::Ok => {
+                self.authenticated = true;
+                write_simple(out, "OK");
+                return true;
+            }
+            Verdict::WrongPass => {
+                self.traffic.auth_failed();
+                write_error(
+                    out,
+                    "WRONGPASS invalid username-password pair or user is disabled.",
+                );
+            }
+            Verdict::NoPasswordConfigured => write_error(
+                out,
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            ),
+        }
+        false
+    }
+
+    pub(super) fn set_name(&mut self, name: &[u8], out: &mut BytesMut) -> bool {
         if name.iter().any(|b| *b <= b' ' || *b > b'~') {
             write_error(
                 out,
                 "ERR Client names cannot contain spaces, newlines or special characters.",
             );
-        } else {
-            self.name = (!name.is_empty()).then(|| name.to_vec());
-            write_simple(out, "OK");
+            return false;
         }
+        self.name = (!name.is_empty()).then(|| name.to_vec());
+        write_simple(out, "OK");
+        true
     }
 
-    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`. poolside speaks RESP2
-    /// to its clients; asking for 3 gets NOPROTO, as from a Redis without RESP3,
-    /// and clients fall back to RESP2. Long because HELLO's options are parsed
-    /// and refused in Redis' own order and words.
-    fn hello<'a>(
-        &mut self,
-        argc: usize,
-        arg: &dyn Fn(usize) -> Option<&'a [u8]>,
-        out: &mut BytesMut,
-    ) {
-        if argc >= 2 {
-            let version = arg(1).and_then(|v| std::str::from_utf8(v).ok());
-            match version.and_then(|v| v.parse::<u32>().ok()) {
-                Some(2) => {}
-                Some(_) => {
-                    write_error(out, "NOPROTO unsupported protocol version");
-                    return;
-                }
-                None => {
-                    write_error(
-                        out,
-                        "ERR Protocol version is not an integer or out of range",
-                    );
-                    return;
-                }
-            }
+    /// The name as a bulk string, or the null of the client's protocol.
+    fn write_name(&self, out: &mut BytesMut) {
+        match (&self.name, self.wants.proto) {
+            (None, 3) => out.extend_from_slice(b"_\r\n"),
+            (name, _) => write_bulk(out, name.as_deref()),
         }
-        let mut i = 2;
-        let mut new_name = None;
-        while i < argc {
-            let opt = arg(i).unwrap_or_default().to_ascii_uppercase();
-            match opt.as_slice() {
-                b"AUTH" if i + 2 < argc => {
-                    let mut scratch = BytesMut::new();
-                    self.auth(arg(i + 1), arg(i + 2).unwrap_or_default(), &mut scratch);
-                    if scratch.first() == Some(&b'-') {
-                        out.extend_from_slice(&scratch);
-                        return;
-                    }
-                    i += 3;
-                }
-                b"SETNAME" if i + 1 < argc => {
-                    new_name = arg(i + 1);
-                    i += 2;
-                }
-                _ => {
-                    write_error(out, "ERR Syntax error in HELLO option");
-                    return;
-                }
-            }
-        }
-        if !self.authenticated {
-            write_error(
-                out,
-                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
-            );
-            return;
-        }
-        if let Some(name) = new_name {
-            let mut scratch = BytesMut::new();
-            self.set_name(name, &mut scratch);
-            if scratch.first() == Some(&b'-') {
-                out.extend_from_slice(&scratch);
-                return;
-            }
-        }
-        out.put_slice(b"*14\r\n");
-        write_bulk(out, Some(b"server"));
-        write_bulk(out, Some(b"redis"));
-        write_bulk(out, Some(b"version"));
-        write_bulk(out, Some(env!("CARGO_PKG_VERSION").as_bytes()));
-        write_bulk(out, Some(b"proto"));
-        out.put_slice(b":2\r\n");
-        write_bulk(out, Some(b"id"));
-        out.put_slice(format!(":{}\r\n", self.id).as_bytes());
-        write_bulk(out, Some(b"mode"));
-        write_bulk(out, Some(b"standalone"));
-        write_bulk(out, Some(b"role"));
-        write_bulk(out, Some(b"master"));
-        write_bulk(out, Some(b"modules"));
-        out.put_slice(b"*0\r\n");
     }
+}
+
+/// HELLO never reaches [`ClientState::answer`]; should a future table entry
+/// route it here, the client gets an error rather than a wrong reply.
+fn unreachable_hello(out: &mut BytesMut) {
+    write_error(out, "ERR poolside: HELLO was not planned");
 }
 
 /// `PING [message]` for a client that has not authenticated yet: answered
@@ -223,7 +216,7 @@ pub fn write_pong(out: &mut BytesMut, message: Option<&[u8]>) {
     }
 }
 
-fn wrong_arity(out: &mut BytesMut, cmd: &str) {
+pub(super) fn wrong_arity(out: &mut BytesMut, cmd: &str) {
     write_error(
         out,
         &format!("ERR wrong number of arguments for '{cmd}' command"),

@@ -2,6 +2,7 @@
 //! session hands each planned batch to the backend (`crate::backend`).
 
 mod auth;
+mod hello;
 mod listener;
 mod local;
 mod planner;
@@ -21,7 +22,7 @@ pub use policy::Policy;
 
 use crate::backend::Backend;
 use crate::config::{Config, PoolMode};
-use crate::pool::Pool;
+use crate::pool::{Pool, Target};
 use crate::resp::Limits;
 use crate::traffic::Traffic;
 
@@ -47,7 +48,9 @@ pub struct Shared {
 
 impl Shared {
     /// The backend follows `pool.mode`: per-batch checkout or shared lanes.
-    pub fn new(config: &Config, pool: Pool, traffic: Arc<Traffic>, default_db: u32) -> Shared {
+    /// `target` gives the database clients start in and the upstream's
+    /// credentials (AUTH without client credentials is checked against them).
+    pub fn new(config: &Config, pool: Pool, traffic: Arc<Traffic>, target: &Target) -> Shared {
         let l = &config.limits;
         let p = &config.pool;
         let backend = match p.mode {
@@ -70,11 +73,14 @@ impl Shared {
             frame_timeout: Duration::from_millis(l.frame_timeout_ms.max(1)),
             idle_timeout: (l.client_idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(l.client_idle_timeout_secs)),
-            credentials: Arc::new(Credentials::new(config)),
+            credentials: Arc::new(
+                Credentials::new(config)
+                    .with_upstream(target.username.clone(), target.password.clone()),
+            ),
             policy: Policy::new(&config.policy.deny_commands),
             max_batch_bytes: l.max_pipeline_bytes.max(1),
             max_output_bytes: l.max_output_bytes,
-            default_db,
+            default_db: target.db,
         }
     }
 

@@ -3,11 +3,12 @@
 //! poolside answers itself (updating the client's state), applies the
 //! policy, and lays out the bytes that go upstream.
 
+use super::hello;
 use super::local::{self, Answer, ClientState};
 use super::policy::{self, Policy};
 use crate::backend::{Plan, Remote};
-use crate::command::{allowed_before_auth, classify, Class};
-use crate::resp::{write_error, CommandScanner, Frame};
+use crate::command::{allowed_before_auth, classify, Class, Local};
+use crate::resp::{decimal, write_command, write_error, CommandScanner, Frame};
 use crate::traffic::Traffic;
 
 /// A client batch as the session read it: whole frames of `buf`.
@@ -31,6 +32,9 @@ pub fn plan(
     plan.clear();
     let (buf, scanner) = (batch.buf, batch.scanner);
     let mut in_multi = client.pin.multi;
+    // The protocol the batch's later commands run in: a HELLO earlier in the
+    // same pipeline switches it before they reach Redis.
+    let mut proto = client.wants.proto;
     for f in batch.frames {
         if f.is_empty() {
             continue;
@@ -39,12 +43,30 @@ pub fn plan(
         let sub = scanner.arg(buf, f, 1);
         traffic.count_command(name);
         let class = classify(name, sub);
+        // CLIENT REPLY itself is answered by its own argument (ON: +OK).
+        if class != Class::Local(Local::ClientReply) {
+            plan.silence_next(client.take_silence());
+        }
         if answered_before_auth(client, name, sub, class, plan)
             || refused_by_policy(policy, traffic, client, in_multi, name, sub, plan)
         {
             continue;
         }
         let remote = match class {
+            Class::Local(Local::Hello) => {
+                let checked = plan.push_local_or(|out| hello::check(client, buf, scanner, f, out));
+                if let Some(asked) = checked {
+                    proto = asked.unwrap_or(proto);
+                    plan.push_remote(Remote::Hello(asked), |up| write_hello(asked, up));
+                }
+                continue;
+            }
+            // In RESP3, invalidations arrive as push frames at any time: the
+            // session streams both ways on the tracking connection.
+            Class::PinSession if proto == 3 && is_tracking(sub) => {
+                plan.stream_from = Some(f.start);
+                return;
+            }
             Class::Local(l) => {
                 match plan.push_local(|out| client.answer(l, buf, scanner, f, out)) {
                     Answer::Close => {
@@ -71,9 +93,6 @@ pub fn plan(
             }
             class => remote_kind(class, scanner, buf, f),
         };
-        if remote != Remote::Plain {
-            plan.shareable = false;
-        }
         match remote {
             Remote::Multi if !in_multi => {
                 in_multi = true;
@@ -135,6 +154,22 @@ fn refused_by_policy(
     true
 }
 
+/// `HELLO [proto]` as poolside sends it upstream: no AUTH, no SETNAME.
+fn write_hello(proto: Option<u8>, up: &mut bytes::BytesMut) {
+    let mut digits = [0; 20];
+    match proto {
+        Some(p) => write_command(
+            up,
+            [&b"HELLO"[..], decimal(u64::from(p), &mut digits)].into_iter(),
+        ),
+        None => write_command(up, [&b"HELLO"[..]].into_iter()),
+    }
+}
+
+fn is_tracking(sub: Option<&[u8]>) -> bool {
+    sub.is_some_and(|s| s.eq_ignore_ascii_case(b"TRACKING"))
+}
+
 /// What the reply to a forwarded command means to the client's state.
 fn remote_kind(class: Class, scanner: &CommandScanner, buf: &[u8], f: &Frame) -> Remote {
     match class {
@@ -152,6 +187,7 @@ fn remote_kind(class: Class, scanner: &CommandScanner, buf: &[u8], f: &Frame) ->
         Class::Unwatch => Remote::Unwatch,
         Class::PinSession => Remote::PinSession,
         Class::Dirty => Remote::Dirty,
+        Class::ClientInfo => Remote::ClientInfo,
         _ => Remote::Plain,
     }
 }

@@ -67,6 +67,7 @@ fn shape(plan: &Plan) -> Vec<String> {
         .map(|p| match p {
             Part::Local(a) => format!("L:{}", String::from_utf8_lossy(a).trim_end()),
             Part::Remote(r) => format!("R:{r:?}"),
+            Part::Silent(r) => format!("S:{r:?}"),
         })
         .collect()
 }
@@ -191,4 +192,56 @@ fn reset_clears_the_client_and_asks_for_the_pin_to_go() {
     assert_eq!(plan.steps(), [Step::Local { end: 8 }]);
     assert_eq!(f.client.wants.db, 0);
     assert!(!f.client.pin.active());
+}
+
+#[test]
+fn hello_goes_upstream_bare_and_never_shares_a_lane() {
+    let mut f = Fixture::new();
+    let plan = f.plan(&[&["HELLO", "3", "SETNAME", "app"]]);
+    assert_eq!(shape(plan), ["R:Hello(Some(3))"]);
+    assert!(!plan.shareable, "a lane does not follow protocol switches");
+    assert_eq!(&plan.upstream[..], b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
+    assert_eq!(f.client.name.as_deref(), Some(&b"app"[..]));
+    let plan = f.plan(&[&["HELLO", "4"]]);
+    assert_eq!(shape(plan), ["L:-NOPROTO unsupported protocol version"]);
+    let plan = f.plan(&[&["HELLO", "3", "BOGUS"]]);
+    assert_eq!(shape(plan), ["L:-ERR Syntax error in HELLO option 'BOGUS'"]);
+}
+
+#[test]
+fn client_reply_off_and_skip_silence_replies_but_keep_the_commands() {
+    let mut f = Fixture::new();
+    let plan = f.plan(&[
+        &["CLIENT", "REPLY", "SKIP"],
+        &["SET", "a", "1"],
+        &["GET", "a"],
+        &["CLIENT", "REPLY", "OFF"],
+        &["SET", "b", "2"],
+        &["CLIENT", "SETNAME", "quiet"],
+        &["CLIENT", "REPLY", "ON"],
+        &["GET", "b"],
+    ]);
+    assert_eq!(
+        shape(plan),
+        ["S:Plain", "R:Plain", "S:Plain", "L:+OK", "R:Plain"]
+    );
+    assert!(!plan.shareable);
+    assert_eq!(plan.remote_replies(), 4);
+    assert_eq!(f.client.name.as_deref(), Some(&b"quiet"[..]));
+}
+
+#[test]
+fn resp3_tracking_streams_so_invalidations_can_arrive_any_time() {
+    let mut f = Fixture::new();
+    f.client.wants.proto = 3;
+    let plan = f.plan(&[&["GET", "a"], &["CLIENT", "TRACKING", "ON"]]);
+    assert_eq!(shape(plan), ["R:Plain"]);
+    assert_eq!(plan.stream_from, Some(20));
+    f.client.wants.proto = 2;
+    let plan = f.plan(&[&["CLIENT", "TRACKING", "ON", "REDIRECT", "7"]]);
+    assert_eq!(shape(plan), ["R:PinSession"]);
+    // What clients send on connect: HELLO 3 then tracking, in one pipeline.
+    let plan = f.plan(&[&["HELLO", "3"], &["CLIENT", "TRACKING", "ON"]]);
+    assert_eq!(shape(plan), ["R:Hello(Some(3))"]);
+    assert_eq!(plan.stream_from, Some(22));
 }

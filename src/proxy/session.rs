@@ -12,7 +12,7 @@ use tracing::debug;
 use super::local::ClientState;
 use super::planner::{self, Batch};
 use super::Shared;
-use crate::backend::{Exec, Plan};
+use crate::backend::{ClientView, Exec, Plan};
 use crate::error::Side;
 use crate::pool::Upstream;
 use crate::resp::{write_error, CommandScanner, Frame, ProtocolError};
@@ -317,9 +317,13 @@ async fn execute(
     shared: &Shared,
     out: &mut BytesMut,
 ) -> Flow {
-    let ran = exec
-        .execute(plan, &mut client.wants, &mut client.pin, out)
-        .await;
+    let view = ClientView {
+        id: client.id,
+        name: client.name.as_deref(),
+        wants: &mut client.wants,
+        pin: &mut client.pin,
+    };
+    let ran = exec.execute(plan, view, out).await;
     match ran {
         Ok(Some(conn)) => {
             if let Some(from) = plan.stream_from {

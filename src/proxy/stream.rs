@@ -96,7 +96,7 @@ impl Upward {
                         break;
                     }
                     if !f.is_empty() {
-                        subscriptions.forwarded(name, f.argc());
+                        subscriptions.forwarded(name, sub, f.argc());
                     }
                     self.scanner.write_frame(buf, &f, &mut self.to_upstream);
                     consumed = f.end;
