@@ -102,7 +102,9 @@ impl ClientState {
             Local::Auth => match argc {
                 2 => _ = self.auth(None, arg(1).unwrap_or_default(), out),
                 3 => _ = self.auth(arg(1), arg(2).unwrap_or_default(), out),
-                _ => wrong_arity(out, "auth"),
+                // AUTH's arity is -2: more arguments are Redis' syntax error.
+                0 | 1 => wrong_arity(out, "auth"),
+                _ => write_error(out, "ERR syntax error"),
             },
             Local::Hello => unreachable_hello(out),
             Local::Reset => {
