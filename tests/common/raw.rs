@@ -175,23 +175,29 @@ impl RawClient {
     /// included with the reply they precede), as the bytes it came in;
     /// panics on timeout, close or a malformed reply.
     pub async fn raw_reply(&mut self) -> Vec<u8> {
+        self.try_raw_reply(READ_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("raw reply: {e}"))
+    }
+
+    /// [`RawClient::raw_reply`] within `timeout`; `Err` says what came
+    /// instead (a timeout, the close, a malformed reply) and what is buffered.
+    pub async fn try_raw_reply(&mut self, timeout: Duration) -> Result<Vec<u8>, String> {
         let read = async {
             loop {
-                match reply_len(&self.buf) {
-                    Ok(Some(n)) => return Ok(self.buf.drain(..n).collect::<Vec<u8>>()),
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
+                if let Some(n) = reply_len(&self.buf)? {
+                    return Ok(self.buf.drain(..n).collect::<Vec<u8>>());
                 }
                 if !self.fill().await {
-                    return Err("closed".into());
+                    return Err("the connection closed".to_string());
                 }
             }
         };
-        match tokio::time::timeout(READ_TIMEOUT, read).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => panic!("raw reply: {e} (buffered: {})", escape(&self.buf)),
-            Err(_) => panic!("raw reply: timed out (buffered: {})", escape(&self.buf)),
-        }
+        let result = match tokio::time::timeout(timeout, read).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("nothing within {timeout:?}")),
+        };
+        result.map_err(|e| format!("{e} (buffered: {})", escape(&self.buf)))
     }
 
     /// Everything the peer sends until it closes, and whether it closed
