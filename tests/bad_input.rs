@@ -1,13 +1,15 @@
 //! Bad input from one client: malformed RESP, a frame over the size limit,
 //! half a frame and then silence. That client gets `-ERR Protocol error`
 //! (where there is something to answer) and is closed; nobody else notices.
+//! Malformed input gets the very bytes Redis answers it with, after the
+//! replies to the commands before it, and the close Redis makes.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::busy::Busy;
-use common::raw::{encode, RawClient, Read, Reply};
+use common::raw::{encode, escape, RawClient, Read, Reply};
 use common::{both_modes, connect, start_poolside, wait_until, RedisServer};
 use poolside::app::Running;
 use poolside::config::PoolMode;
@@ -151,6 +153,194 @@ both_modes! {
         busy.wait_rounds(5).await;
         assert_eq!(idle.command(&["PING"]).await, Reply::Simple("PONG".into()));
         assert!(busy.finish().await >= 5);
+        expect_still_serving(&poolside).await;
+        poolside.shutdown().await;
+    }
+}
+
+/// How long Redis and poolside may take to answer bad input and close.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// `prefix` padded with `fill` to `len` bytes.
+fn padded(prefix: &[u8], fill: u8, len: usize) -> Vec<u8> {
+    let mut bytes = prefix.to_vec();
+    bytes.resize(len, fill);
+    bytes
+}
+
+/// Inputs Redis 7 refuses with a protocol error (or, for the last ones,
+/// reads in its own way), each ending in a close. Those 64 KiB + 1 bytes
+/// long are exactly as long as needed: no byte is left unread at the close,
+/// so no reset can lose the reply.
+fn malformed_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    const BIG: usize = 64 * 1024 + 1;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("array length not a number", b"*x\r\n".to_vec()),
+        ("array length empty", b"*\r\n".to_vec()),
+        (
+            "array length with a leading zero",
+            b"*01\r\n$4\r\nPING\r\n".to_vec(),
+        ),
+        (
+            "array length with a plus sign",
+            b"*+1\r\n$4\r\nPING\r\n".to_vec(),
+        ),
+        ("array length -0", b"*-0\r\n".to_vec()),
+        ("array length over INT_MAX", b"*2147483648\r\n".to_vec()),
+        (
+            "array length over i64",
+            b"*99999999999999999999\r\n".to_vec(),
+        ),
+        ("bulk length not a number", b"*1\r\n$x\r\n".to_vec()),
+        ("bulk length -1 in a command", b"*1\r\n$-1\r\n".to_vec()),
+        (
+            "negative bulk length in an array",
+            b"*2\r\n$3\r\nGET\r\n$-5\r\n".to_vec(),
+        ),
+        (
+            "bulk length with a leading zero",
+            b"*1\r\n$04\r\nPING\r\n".to_vec(),
+        ),
+        ("bulk length over 512 MiB", b"*1\r\n$536870913\r\n".to_vec()),
+        ("a word instead of a bulk string", b"*1\r\nfoo\r\n".to_vec()),
+        ("integer instead of a bulk string", b"*1\r\n:5\r\n".to_vec()),
+        (
+            "nested array in a command",
+            b"*1\r\n*1\r\n$4\r\nPING\r\n".to_vec(),
+        ),
+        (
+            "a line feed instead of a bulk string",
+            b"*1\r\n\n$4\r\n".to_vec(),
+        ),
+        (
+            "an empty line instead of a bulk string",
+            b"*1\r\n\r\n".to_vec(),
+        ),
+        ("a tab instead of a bulk string", b"*1\r\n\t\r\n".to_vec()),
+        ("unclosed double quote inline", b"SET \"a b\r\n".to_vec()),
+        ("unclosed single quote inline", b"SET 'a b\r\n".to_vec()),
+        (
+            "closing quote not followed by a space",
+            b"SET 'a'b c\r\n".to_vec(),
+        ),
+        ("escaped closing quote", b"SET \"a\\\" b\r\n".to_vec()),
+        ("inline line over 64 KiB", padded(b"", b'P', BIG)),
+        ("array length line over 64 KiB", padded(b"*", b'1', BIG)),
+        (
+            "bulk length line over 64 KiB",
+            padded(b"*1\r\n$", b'1', 4 + BIG),
+        ),
+        (
+            "a NUL hiding a bulk length's end, then 64 KiB",
+            padded(b"*1\r\n$4\x00\r\n", b'x', 4 + BIG),
+        ),
+        (
+            "a NUL hiding an inline line's end, then 64 KiB",
+            padded(b"PI\x00NG\r\n", b'x', BIG),
+        ),
+        // Commands before the malformed one are answered first.
+        (
+            "a PING, then a bad array length",
+            b"PING\r\n*x\r\n".to_vec(),
+        ),
+        (
+            "two inline commands, then unbalanced quotes",
+            b"ECHO hi\r\nPING\r\nSET \"a\r\n".to_vec(),
+        ),
+        (
+            "a PING, an unknown command, then a bad bulk",
+            b"*1\r\n$4\r\nPING\r\n*1\r\n$11\r\nNO-SUCH-CMD\r\n*1\r\nx\r\n".to_vec(),
+        ),
+        // Read by Redis in its own way, then QUIT: poolside must agree.
+        (
+            "a length line ended by \\r and any byte",
+            b"*1\rx$4\r\nPING\r\nQUIT\r\n".to_vec(),
+        ),
+        (
+            "a bulk ended by any two bytes",
+            b"*1\r\n$4\r\nPINGxxQUIT\r\n".to_vec(),
+        ),
+        (
+            "empty and negative arrays, then PING",
+            b"*0\r\n*-5\r\nPING\r\nQUIT\r\n".to_vec(),
+        ),
+    ];
+    cases
+}
+
+/// Sends `bytes` on a new connection to `addr`: what came back, and whether
+/// the connection was closed within [`CLOSE_WAIT`].
+async fn answer_to(addr: std::net::SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
+    let mut client = RawClient::connect(addr).await;
+    client.send(bytes).await.expect("send the input");
+    client.read_to_close(CLOSE_WAIT).await
+}
+
+both_modes! {
+    /// Redis' own error reply, byte for byte, and its close, for each
+    /// malformed input; the replies to the commands before it, too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn malformed_input_is_answered_as_redis_answers_it(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |_| {}).await;
+        for (what, bytes) in malformed_inputs() {
+            let (want, redis_closed) = answer_to(redis.addr(), &bytes).await;
+            assert!(redis_closed, "{what}: Redis did not close; it sent {}", escape(&want));
+            let (got, closed) = answer_to(poolside.client_addr, &bytes).await;
+            assert!(
+                got == want,
+                "{what}: input {}\n  redis:    {}\n  poolside: {}",
+                escape(&bytes[..bytes.len().min(64)]),
+                escape(&want),
+                escape(&got),
+            );
+            assert!(closed, "{what}: poolside did not close after {}", escape(&got));
+        }
+        expect_still_serving(&poolside).await;
+        poolside.shutdown().await;
+    }
+}
+
+both_modes! {
+    /// Where the error names a byte over 0x7f, Redis writes that byte raw;
+    /// poolside's message is a `String`, so it writes `\xNN` instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_non_ascii_byte_in_the_error_is_escaped(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |_| {}).await;
+        let bytes = b"*1\r\n\xff\r\n";
+        let (want, redis_closed) = answer_to(redis.addr(), bytes).await;
+        assert_eq!(escape(&want), escape(b"-ERR Protocol error: expected '$', got '\xff'\r\n"));
+        assert!(redis_closed);
+        let (got, closed) = answer_to(poolside.client_addr, bytes).await;
+        assert_eq!(escape(&got), escape(b"-ERR Protocol error: expected '$', got '\\xff'\r\n"));
+        assert!(closed);
+        poolside.shutdown().await;
+    }
+}
+
+both_modes! {
+    /// Poolside's own limits, which Redis does not have, are named in
+    /// poolside's words: Redis takes a million and one arguments (it then
+    /// wants the first `$`), and a 100 MB bulk string.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn poolside_limits_have_their_own_message(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |c| c.limits.max_frame_bytes = 1024).await;
+
+        let bytes = b"*1048577\r\nPING\r\n";
+        let (want, _) = answer_to(redis.addr(), bytes).await;
+        assert_eq!(escape(&want), escape(b"-ERR Protocol error: expected '$', got 'P'\r\n"));
+        let (got, closed) = answer_to(poolside.client_addr, bytes).await;
+        let limit = b"-ERR Protocol error: too many arguments in a command \
+                      (poolside accepts at most 1048576)\r\n";
+        assert_eq!(escape(&got), escape(limit));
+        assert!(closed);
+
+        let (got, closed) = answer_to(poolside.client_addr, b"*1\r\n$100000000\r\n").await;
+        let limit = b"-ERR Protocol error: frame exceeds limits.max_frame_bytes\r\n";
+        assert_eq!(escape(&got), escape(limit));
+        assert!(closed);
         expect_still_serving(&poolside).await;
         poolside.shutdown().await;
     }

@@ -19,7 +19,8 @@ pub use reply::{decimal, write_bulk, write_command, write_error, write_simple, R
 pub struct Limits {
     /// Largest frame (one whole command) in bytes.
     pub max_frame_bytes: usize,
-    /// Most arguments in one command (Redis allows 1024*1024).
+    /// Most arguments in one command (Redis 7 allows `INT_MAX`; this bounds
+    /// the argument index a client can make poolside keep).
     pub max_args: usize,
 }
 
@@ -35,26 +36,58 @@ impl Default for Limits {
 /// Why input could not be scanned. The client gets `-ERR Protocol error: <message>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolError {
+    /// `*<n>` is not a number, or over Redis' `INT_MAX`.
     InvalidMultibulkLength,
+    /// `$<n>` is not a number, negative, or over Redis' 512 MiB.
     InvalidBulkLength,
+    /// An array element that does not start with `$`: that byte.
     ExpectedBulk(u8),
-    FrameTooLarge,
+    /// More than 64 KiB without the `\r` ending a `*<n>` line.
+    TooBigMultibulkCount,
+    /// More than 64 KiB without the `\r` ending a `$<n>` line.
+    TooBigBulkCount,
+    /// An inline line that Redis would refuse to split.
+    UnbalancedQuotes,
+    /// More than 64 KiB without the `\n` ending an inline line.
     InlineTooLarge,
+    /// Poolside's own limit: more arguments than [`Limits::max_args`], which
+    /// it carries.
+    TooManyArgs(usize),
+    /// Poolside's own limit: a command over `limits.max_frame_bytes`.
+    FrameTooLarge,
     UnknownReplyType(u8),
     InvalidInteger,
 }
 
 impl ProtocolError {
-    /// The message in Redis' own words where Redis has one.
+    /// The message, after `Protocol error: `. For client input it is Redis'
+    /// own (networking.c), so that `-ERR Protocol error: <message>` is the
+    /// byte-for-byte reply Redis 7 gives, except where poolside has a limit
+    /// Redis does not ([`ProtocolError::TooManyArgs`],
+    /// [`ProtocolError::FrameTooLarge`]), and for a byte over 0x7f after
+    /// "got", which a `String` cannot carry raw and is written as `\xNN`.
     pub fn message(&self) -> String {
         match self {
             ProtocolError::InvalidMultibulkLength => "invalid multibulk length".into(),
             ProtocolError::InvalidBulkLength => "invalid bulk length".into(),
             ProtocolError::ExpectedBulk(b) => {
-                format!("expected '$', got '{}'", char::from(*b).escape_default())
+                // Redis prints the byte itself (`%c`), and its error replies
+                // turn `\r` and `\n` into spaces.
+                let got = match *b {
+                    b'\r' | b'\n' => " ".to_string(),
+                    0x01..=0x7f => char::from(*b).to_string(),
+                    _ => format!("\\x{b:02x}"),
+                };
+                format!("expected '$', got '{got}'")
+            }
+            ProtocolError::TooBigMultibulkCount => "too big mbulk count string".into(),
+            ProtocolError::TooBigBulkCount => "too big bulk count string".into(),
+            ProtocolError::UnbalancedQuotes => "unbalanced quotes in request".into(),
+            ProtocolError::InlineTooLarge => "too big inline request".into(),
+            ProtocolError::TooManyArgs(max) => {
+                format!("too many arguments in a command (poolside accepts at most {max})")
             }
             ProtocolError::FrameTooLarge => "frame exceeds limits.max_frame_bytes".into(),
-            ProtocolError::InlineTooLarge => "too big inline request".into(),
             ProtocolError::UnknownReplyType(b) => {
                 format!("unknown reply type '{}'", char::from(*b).escape_default())
             }

@@ -1,5 +1,7 @@
-//! A raw RESP2 client over one TCP connection: exact bytes in, exact replies out.
-//! For what a real client library hides: malformed input, QUIT, HELLO, pub/sub.
+//! A raw RESP client over one TCP connection: exact bytes in, exact replies
+//! out, parsed (RESP2, [`Reply`]) or as the bytes they came in (RESP2 and
+//! RESP3, [`RawClient::raw_reply`]). For what a real client library hides:
+//! malformed input, QUIT, HELLO, pub/sub, byte-for-byte comparisons.
 
 use std::io;
 use std::net::SocketAddr;
@@ -169,6 +171,58 @@ impl RawClient {
         }
     }
 
+    /// Reads exactly one complete reply, RESP2 or RESP3 (attributes
+    /// included with the reply they precede), as the bytes it came in;
+    /// panics on timeout, close or a malformed reply.
+    pub async fn raw_reply(&mut self) -> Vec<u8> {
+        self.try_raw_reply(READ_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("raw reply: {e}"))
+    }
+
+    /// [`RawClient::raw_reply`] within `timeout`; `Err` says what came
+    /// instead (a timeout, the close, a malformed reply) and what is buffered.
+    pub async fn try_raw_reply(&mut self, timeout: Duration) -> Result<Vec<u8>, String> {
+        let read = async {
+            loop {
+                if let Some(n) = reply_len(&self.buf)? {
+                    return Ok(self.buf.drain(..n).collect::<Vec<u8>>());
+                }
+                if !self.fill().await {
+                    return Err("the connection closed".to_string());
+                }
+            }
+        };
+        let result = match tokio::time::timeout(timeout, read).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("nothing within {timeout:?}")),
+        };
+        result.map_err(|e| format!("{e} (buffered: {})", escape(&self.buf)))
+    }
+
+    /// Everything the peer sends until it closes, and whether it closed
+    /// within `timeout` (the bytes so far when it did not).
+    pub async fn read_to_close(&mut self, timeout: Duration) -> (Vec<u8>, bool) {
+        let closed = tokio::time::timeout(timeout, async { while self.fill().await {} })
+            .await
+            .is_ok();
+        (std::mem::take(&mut self.buf), closed)
+    }
+
+    /// Appends what one read brings; `false` at the close (EOF or reset).
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) if is_reset(&e) => false,
+            Err(e) => panic!("read failed: {e} (buffered: {})", escape(&self.buf)),
+        }
+    }
+
     fn buffered(&self) -> String {
         String::from_utf8_lossy(&self.buf).into_owned()
     }
@@ -230,4 +284,67 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
         }
         other => Err(format!("unexpected reply type byte {:?}", other as char)),
     }
+}
+
+/// Bytes as readable ASCII (`\r\n`, `\x00`...), for failure messages.
+pub fn escape(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// The length of the one complete RESP2 or RESP3 reply at the start of
+/// `buf`, `Ok(None)` while incomplete. An attribute (`|`) belongs to the
+/// reply after it and is counted with it. Streamed (`?`) lengths, which
+/// Redis does not send, are an error.
+pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, String> {
+    // Values still to read, including the one at `pos`.
+    let mut pending: u64 = 1;
+    let mut pos = 0;
+    while pending > 0 {
+        let Some(line_end) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
+        let line_end = pos + line_end;
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(None);
+        };
+        let text = &buf[pos + 1..line_end];
+        let number = || -> Result<i64, String> {
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| format!("bad length {:?} at {pos}", escape(text)))
+        };
+        let after = line_end + 2;
+        pos = match kind {
+            // Simple string, error, integer, null, double, boolean, big number.
+            b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => after,
+            // Bulk string, blob error, verbatim string.
+            b'$' | b'!' | b'=' => match number()? {
+                n if n < 0 => after,
+                n => {
+                    let end = after + n as usize + 2;
+                    if buf.len() < end {
+                        return Ok(None);
+                    }
+                    if &buf[end - 2..end] != b"\r\n" {
+                        return Err(format!("blob at {pos} not ended by CRLF"));
+                    }
+                    end
+                }
+            },
+            // Array, set, push; map; attribute (then the value it describes).
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let n = number()?.max(0) as u64;
+                pending += match kind {
+                    b'%' => 2 * n,
+                    b'|' => 2 * n + 1,
+                    _ => n,
+                };
+                after
+            }
+            other => return Err(format!("unknown reply type {:?} at {pos}", other as char)),
+        };
+        pending -= 1;
+    }
+    Ok(Some(pos))
 }
