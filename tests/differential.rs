@@ -297,11 +297,10 @@ fn corpus() -> Vec<Entry> {
     ]
 }
 
-/// Differences found in RESP2, outside the reply path that RESP3 changes:
-/// kept out of [`corpus`] so that its RESP2 half guards what matches today.
-/// CLIENT SETNAME is answered by poolside, which keeps the name to itself,
-/// while CLIENT INFO runs on a pooled connection that has none; HELLO
-/// answers with poolside's version where Redis gives its own.
+/// Two entries that once differed through poolside: CLIENT SETNAME is
+/// answered by poolside and CLIENT INFO runs on a pooled connection, so
+/// poolside rewrites the line's `name=` (and `id=`); HELLO's reply comes
+/// from Redis, with Redis' version.
 fn known_differences() -> Vec<Entry> {
     vec![
         Entry::new("CLIENT INFO shows the name set by CLIENT SETNAME")
@@ -626,10 +625,9 @@ both_modes! {
 }
 
 both_modes! {
-    /// [`known_differences`]: fails until they are fixed or declared
-    /// intended; run with `--ignored`.
+    /// [`known_differences`], once different through poolside: CLIENT INFO
+    /// names the client after CLIENT SETNAME, HELLO gives Redis' version.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "known differences: CLIENT INFO's name, HELLO's version"]
     async fn resp2_known_differences(mode: PoolMode) {
         compare(mode, Protocol::Resp2, known_differences).await;
     }
