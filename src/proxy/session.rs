@@ -199,10 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             error = e.message(),
             "client protocol error"
         );
-        write_error(
-            &mut self.wbuf,
-            &format!("ERR Protocol error: {}", e.message()),
-        );
+        e.write_reply(&mut self.wbuf);
         let _ = self.flush().await;
         End::ProtocolError
     }

@@ -28,7 +28,7 @@ use super::policy::write_refusal;
 use super::subscriptions::Subscriptions;
 use super::Shared;
 use crate::pool::UpstreamStream;
-use crate::resp::{write_error, CommandScanner, ReplyScanner};
+use crate::resp::{CommandScanner, ReplyScanner};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -104,7 +104,7 @@ impl Upward {
                 Ok(None) => break,
                 Err(e) => {
                     let mut reply = BytesMut::new();
-                    write_error(&mut reply, &format!("ERR Protocol error: {}", e.message()));
+                    e.write_reply(&mut reply);
                     let why = io::Error::other(format!("protocol error: {}", e.message()));
                     closing = Some((reply, why));
                     break;

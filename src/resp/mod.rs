@@ -60,12 +60,27 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
+    /// Appends `-ERR Protocol error: <message>\r\n`, Redis' reply for bad
+    /// client input; a byte named after "got" is written raw, as Redis does.
+    pub fn write_reply(&self, out: &mut bytes::BytesMut) {
+        out.extend_from_slice(b"-ERR Protocol error: ");
+        match self {
+            ProtocolError::ExpectedBulk(b) if *b > 0x7f => {
+                out.extend_from_slice(b"expected '$', got '");
+                out.extend_from_slice(&[*b]);
+                out.extend_from_slice(b"'");
+            }
+            other => out.extend_from_slice(other.message().as_bytes()),
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
     /// The message, after `Protocol error: `. For client input it is Redis'
     /// own (networking.c), so that `-ERR Protocol error: <message>` is the
     /// byte-for-byte reply Redis 7 gives, except where poolside has a limit
     /// Redis does not ([`ProtocolError::TooManyArgs`],
-    /// [`ProtocolError::FrameTooLarge`]), and for a byte over 0x7f after
-    /// "got", which a `String` cannot carry raw and is written as `\xNN`.
+    /// [`ProtocolError::FrameTooLarge`]). A byte over 0x7f after "got" is
+    /// `\xNN` here (for logs); [`ProtocolError::write_reply`] writes it raw.
     pub fn message(&self) -> String {
         match self {
             ProtocolError::InvalidMultibulkLength => "invalid multibulk length".into(),
