@@ -4,11 +4,13 @@
 //! The interface a session sees is small:
 //!
 //! - [`Backend`], one per poolside: where batches go;
-//! - [`Exec`], one per client: `execute(plan, wants, pin, out)` returns
+//! - [`Exec`], one per client: `execute(plan, ClientView, out)` returns
 //!   `Ok(None)` (replies written), `Ok(Some(conn))` (a stream starts on that
 //!   connection) or [`Failed`] (which steps were answered, and the [`Error`]
-//!   the edge answers the rest with); `reset()` and `release()` drop what
-//!   the client pinned.
+//!   the edge answers the rest with); `release()` drops what the client
+//!   pinned (RESET, or the client left). [`ClientView`] is what a backend
+//!   reads of the client (id, name) and updates from replies (database,
+//!   protocol, transaction pins).
 //!
 //! Today's backends are the per-batch checkout ([`checkout`], transaction
 //! mode) and shared lanes ([`mux`], multiplexed mode). Where the next ones
@@ -21,10 +23,12 @@
 //!   failover hold would wait in [`Exec::execute`] before the checkout or
 //!   the lane submit, where nothing has been written yet.
 //! - **Cluster** is a third variant of `Mode`: one [`Pool`] per node, the
-//!   plan's remote steps grouped by slot owner (the planner already keeps one
-//!   frame per remote step in `Plan::upstream`), each group run with
-//!   [`checkout::round_trip`] or a node's lanes, and the replies merged back
-//!   in step order. MOVED/ASK re-sends happen per step inside it.
+//!   plan's remote steps grouped by slot owner (the planner writes one frame
+//!   per remote step into `Plan::upstream`; the cluster backend also needs
+//!   each frame's range and key slot, which `push_remote` is the one place to
+//!   record), each group run with [`checkout::round_trip`] or a node's
+//!   lanes, and the replies merged back in step order. MOVED/ASK re-sends
+//!   happen per step inside it.
 
 mod checkout;
 mod mux;
