@@ -35,12 +35,16 @@ pub fn client_info(out: &mut BytesMut, start: usize, id: u64, name: Option<&[u8]
         return;
     };
     let body_at = eol + 2;
+    let prefix = if kind == b'=' { 4 } else { 0 }; // "txt:"
+                                                   // A null or too short reply (never from Redis) is passed on as it is.
+    if out.len() < body_at + prefix + 2 {
+        return;
+    }
     let mut body_end = out.len() - 2;
-    let newline = out[..body_end].ends_with(b"\n");
+    let newline = body_end > body_at + prefix && out[body_end - 1] == b'\n';
     if newline {
         body_end -= 1;
     }
-    let prefix = if kind == b'=' { 4 } else { 0 }; // "txt:"
     let mut body = Vec::with_capacity(body_end - body_at + 16);
     body.extend_from_slice(&out[body_at..body_at + prefix]);
     let mut buf = [0; 20];
@@ -102,6 +106,11 @@ mod tests {
         expected.extend_from_slice(b"\r\n");
         assert_eq!(&out[..], &expected[..]);
 
+        for odd in [&b"$-1\r\n"[..], b"=1\r\nx\r\n", b"$0\r\n\r\n"] {
+            let mut out = BytesMut::from(odd);
+            client_info(&mut out, 0, 1, None);
+            assert_eq!(&out[..], odd, "passed on as it is");
+        }
         let mut out = BytesMut::from(&b"=15\r\ntxt:id=7 name=\n\r\n"[..]);
         client_info(&mut out, 0, 9, None);
         assert_eq!(&out[..], b"=15\r\ntxt:id=9 name=\n\r\n");
