@@ -150,9 +150,6 @@ impl Exec {
         mut client: ClientView<'_>,
         out: &mut BytesMut,
     ) -> Result<Option<Upstream>, Failed> {
-        if plan.reset {
-            self.release();
-        }
         if !plan.needs_upstream() {
             plan.write_local(out);
             return Ok(None);
@@ -182,6 +179,9 @@ impl Exec {
         }
         self.backend.traffic.round_trip_done(started.elapsed());
         if plan.stream_from.is_some() {
+            // Broken before it leaves: whatever happens to the stream (the
+            // session may drop it unstarted), it never goes back to the pool.
+            conn.mark_broken();
             return Ok(Some(conn));
         }
         if client.pin.active() {
@@ -196,6 +196,13 @@ impl Exec {
         if let Some(mut conn) = self.pinned.take() {
             conn.mark_broken();
         }
+    }
+}
+
+/// A session cut off (drain timeout, a panic) still closes what it pinned.
+impl Drop for Exec {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -12,10 +12,19 @@ pub struct Pin {
     pub watch: bool,
     pub session: bool,
     pub queued: u32,
-    /// `SELECT`s queued inside MULTI: (position in the transaction, db).
-    pub queued_selects: Vec<(u32, u32)>,
+    /// SELECTs and HELLOs queued inside MULTI: (position in the
+    /// transaction, what it changes). EXEC runs them; their elements in
+    /// EXEC's reply say which took effect.
+    pub queued_selects: Vec<(u32, Queued)>,
     /// A command was refused by the policy while queueing: EXEC must abort.
     pub doomed: bool,
+}
+
+/// A connection-state change queued inside MULTI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    Select(u32),
+    Hello(u8),
 }
 
 impl Pin {
@@ -35,7 +44,11 @@ impl Pin {
         let queued = self.multi && reply.starts_with(b"+QUEUED\r\n");
         match kind {
             Remote::Select(Some(db)) if queued => {
-                self.queued_selects.push((self.queued, db));
+                self.queued_selects.push((self.queued, Queued::Select(db)));
+            }
+            Remote::Hello(Some(proto)) if queued => {
+                self.queued_selects
+                    .push((self.queued, Queued::Hello(proto)));
             }
             Remote::Select(Some(db)) if ok && !self.multi => {
                 wants.db = db;
@@ -58,11 +71,7 @@ impl Pin {
                 self.queued_selects.clear();
                 return;
             }
-            // Queued inside MULTI, a HELLO switches nothing until EXEC;
-            // poolside does not follow it there (README: differences).
-            Remote::Hello(Some(proto))
-                if !queued && !matches!(reply.first(), Some(b'-' | b'!')) =>
-            {
+            Remote::Hello(Some(proto)) if !matches!(reply.first(), Some(b'-' | b'!')) => {
                 wants.proto = proto;
                 conn.switched(proto);
             }
@@ -80,7 +89,8 @@ impl Pin {
         }
     }
 
-    /// EXEC ran the queued SELECTs: follow the ones whose element is `+OK`.
+    /// EXEC ran the queued SELECTs and HELLOs: follow the ones whose element
+    /// is not an error, so the connection's recorded state stays true.
     fn apply_queued_selects(&mut self, reply: &[u8], wants: &mut Wants, conn: &mut UpstreamConn) {
         let Some(header_end) = crate::resp::find_crlf(reply, 1) else {
             return;
@@ -92,11 +102,17 @@ impl Pin {
         let mut at = header_end + 2;
         let mut index = 0u32;
         while let Ok(Some(end)) = scanner.scan(reply, at) {
-            if let Some(&(_, db)) = self.queued_selects.iter().find(|(i, _)| *i == index) {
-                if reply[at] == b'+' {
+            let ran = !matches!(reply[at], b'-' | b'!');
+            match self.queued_selects.iter().find(|(i, _)| *i == index) {
+                Some(&(_, Queued::Select(db))) if ran => {
                     wants.db = db;
                     conn.selected(db);
                 }
+                Some(&(_, Queued::Hello(proto))) if ran => {
+                    wants.proto = proto;
+                    conn.switched(proto);
+                }
+                _ => {}
             }
             at = end;
             index += 1;

@@ -71,8 +71,13 @@ pub struct Plan {
     /// Plain stateless commands only, no local answer: in multiplexed mode
     /// the batch may share a connection with other clients' batches.
     pub shareable: bool,
-    /// RESET was answered: any pinned connection is dropped before the batch.
+    /// The plan ends with RESET: once the batch ran, the session resets the
+    /// client's state and drops any pinned connection.
     pub reset: bool,
+    /// The plan stopped early (RESET, a stream command): the client's frames
+    /// from this buffer offset on are not part of it and run next. (A stream
+    /// that starts takes them; one that could not start leaves them.)
+    pub rest: Option<usize>,
     /// The next step is not answered (CLIENT REPLY OFF or SKIP).
     silent: bool,
 }
@@ -87,6 +92,7 @@ impl Plan {
         self.may_block = false;
         self.shareable = true;
         self.reset = false;
+        self.rest = None;
         self.silent = false;
     }
 

@@ -43,7 +43,8 @@ pub struct ClientState {
 pub enum Answer {
     Done,
     Close,
-    /// Connection state reset: drop any pinned connection.
+    /// RESET: the plan ends here; the session resets the client's state and
+    /// drops any pinned connection after the batch ran.
     Reset,
 }
 
@@ -67,6 +68,19 @@ impl ClientState {
             credentials,
             traffic,
         }
+    }
+
+    /// RESET, in pipeline order: what Redis' `clearClientConnectionState`
+    /// clears (database, protocol, transaction, name, CLIENT REPLY, auth).
+    pub fn reset(&mut self) {
+        self.wants = Wants {
+            db: self.default_db,
+            proto: 2,
+        };
+        self.pin = Pin::default();
+        self.name = None;
+        self.reply = ReplyMode::On;
+        self.authenticated = !self.credentials.required();
     }
 
     /// Whether the command about to be planned is answered (CLIENT REPLY);
@@ -107,15 +121,9 @@ impl ClientState {
                 _ => write_error(out, "ERR syntax error"),
             },
             Local::Hello => unreachable_hello(out),
+            // The state is reset by `reset()` once the commands before
+            // RESET in the pipeline have run (RESET ends its plan).
             Local::Reset => {
-                self.wants = Wants {
-                    db: self.default_db,
-                    proto: 2,
-                };
-                self.pin = Pin::default();
-                self.name = None;
-                self.reply = ReplyMode::On;
-                self.authenticated = !self.credentials.required();
                 write_simple(out, "RESET");
                 return Answer::Reset;
             }

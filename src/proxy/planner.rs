@@ -43,10 +43,10 @@ pub fn plan(
         let sub = scanner.arg(buf, f, 1);
         traffic.count_command(name);
         let class = classify(name, sub);
-        // CLIENT REPLY itself is answered by its own argument (ON: +OK).
-        if class != Class::Local(Local::ClientReply) {
-            plan.silence_next(client.take_silence());
-        }
+        // RESET and CLIENT REPLY ON are answered whatever the reply mode
+        // (Redis clears it first); everything else follows it.
+        let silent = client.take_silence();
+        plan.silence_next(silent && !always_answered(class, scanner.arg(buf, f, 2)));
         if answered_before_auth(client, name, sub, class, plan)
             || refused_by_policy(policy, traffic, client, in_multi, name, sub, plan)
         {
@@ -65,6 +65,7 @@ pub fn plan(
             // session streams both ways on the tracking connection.
             Class::PinSession if proto == 3 && is_tracking(sub) => {
                 plan.stream_from = Some(f.start);
+                plan.rest = Some(f.end);
                 return;
             }
             Class::Local(l) => {
@@ -73,7 +74,11 @@ pub fn plan(
                         plan.close = true;
                         return;
                     }
-                    Answer::Reset => plan.reset = true,
+                    Answer::Reset => {
+                        plan.reset = true;
+                        plan.rest = Some(f.end);
+                        return;
+                    }
                     Answer::Done => {}
                 }
                 continue;
@@ -84,6 +89,7 @@ pub fn plan(
             }
             Class::Stream => {
                 plan.stream_from = Some(f.start);
+                plan.rest = Some(f.end);
                 return;
             }
             Class::Blocking => {
@@ -163,6 +169,15 @@ fn write_hello(proto: Option<u8>, up: &mut bytes::BytesMut) {
             [&b"HELLO"[..], decimal(u64::from(p), &mut digits)].into_iter(),
         ),
         None => write_command(up, [&b"HELLO"[..]].into_iter()),
+    }
+}
+
+/// Answered even under CLIENT REPLY OFF/SKIP: RESET, CLIENT REPLY ON.
+fn always_answered(class: Class, mode: Option<&[u8]>) -> bool {
+    match class {
+        Class::Local(Local::Reset) => true,
+        Class::Local(Local::ClientReply) => mode.is_some_and(|m| m.eq_ignore_ascii_case(b"ON")),
+        _ => false,
     }
 }
 

@@ -158,6 +158,11 @@ fn streaming_commands_end_the_plan_where_they_start() {
     let plan = f.plan(&[&["GET", "a"], &["SUBSCRIBE", "ch"], &["GET", "b"]]);
     assert_eq!(shape(plan), ["R:Plain"]);
     assert_eq!(plan.stream_from, Some(20));
+    assert_eq!(
+        plan.rest,
+        Some(47),
+        "if the stream cannot start, GET b runs next"
+    );
     assert!(plan.needs_upstream());
 }
 
@@ -183,15 +188,31 @@ fn unauthenticated_clients_get_noauth_and_local_pongs() {
 }
 
 #[test]
-fn reset_clears_the_client_and_asks_for_the_pin_to_go() {
+fn reset_ends_the_plan_and_resets_nothing_before_the_batch_ran() {
     let mut f = Fixture::new();
     f.client.wants.db = 4;
     f.client.pin.watch = true;
-    let plan = f.plan(&[&["RESET"]]);
+    let plan = f.plan(&[&["SET", "a", "1"], &["RESET"], &["GET", "a"]]);
+    assert_eq!(shape(plan), ["R:Plain", "L:+RESET"]);
     assert!(plan.reset);
-    assert_eq!(plan.steps(), [Step::Local { end: 8 }]);
+    assert_eq!(plan.rest, Some(42), "GET runs next, after the reset");
+    // The session resets the state once SET ran in database 4.
+    assert_eq!(f.client.wants.db, 4);
+    assert!(f.client.pin.active());
+    f.client.reset();
     assert_eq!(f.client.wants.db, 0);
     assert!(!f.client.pin.active());
+}
+
+#[test]
+fn reset_and_client_reply_on_are_answered_under_client_reply_off() {
+    let mut f = Fixture::new();
+    f.plan(&[&["CLIENT", "REPLY", "OFF"]]);
+    let plan = f.plan(&[&["CLIENT", "REPLY", "bogus"], &["GET", "a"], &["RESET"]]);
+    assert_eq!(shape(plan), ["S:Plain", "L:+RESET"]);
+    f.client.reply = super::super::local::ReplyMode::Off;
+    let plan = f.plan(&[&["CLIENT", "REPLY", "ON"]]);
+    assert_eq!(shape(plan), ["L:+OK"]);
 }
 
 #[test]

@@ -100,12 +100,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             let (protocol_error, capped) = self.scan_batch();
             more_buffered = capped;
-            let consumed = self.frames.last().map_or(0, |f| f.end);
             let flow = match self.plan_and_run().await {
                 Some(flow) => flow,
                 None => return End::ClientClosed,
             };
-            if let Some(e) = protocol_error {
+            // A plan that stopped early (RESET, a stream that did not start)
+            // leaves the frames after it for the next round, in order; a
+            // protocol error further on is met again when they are rescanned.
+            let rest = self
+                .plan
+                .rest
+                .filter(|_| !self.frames.is_empty() && !matches!(flow, Flow::Stream { .. }));
+            let consumed = rest.unwrap_or_else(|| self.frames.last().map_or(0, |f| f.end));
+            if let Some(e) = protocol_error.filter(|_| rest.is_none()) {
                 return self.refuse_malformed(e).await;
             }
             if let Err(e) = self.flush().await {
@@ -128,7 +135,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 },
             }
             self.rbuf.advance(consumed);
-            self.scanner.consume(consumed);
+            if rest.is_some() {
+                self.scanner = CommandScanner::new(self.shared.limits);
+                more_buffered = true;
+            } else {
+                self.scanner.consume(consumed);
+            }
             if !self.early.is_empty() {
                 // They may hold whole commands the client now waits on.
                 more_buffered = true;
@@ -321,6 +333,11 @@ async fn execute(
         pin: &mut client.pin,
     };
     let ran = exec.execute(plan, view, out).await;
+    if plan.reset {
+        // After the commands before RESET ran on the state they were sent in.
+        exec.release();
+        client.reset();
+    }
     match ran {
         Ok(Some(conn)) => {
             if let Some(from) = plan.stream_from {
