@@ -285,9 +285,24 @@ impl Default for AlertsConfig {
     }
 }
 
+/// What [`Config::load_with_warnings`] gives: the configuration, the figment
+/// it came from (for `poolside config`), and what loading noticed but did not
+/// refuse, such as Kubernetes service-link variables it ignored. Configuration
+/// is loaded before logging starts, so the caller reports the warnings.
+pub struct Loaded {
+    pub config: Config,
+    pub figment: Figment,
+    pub warnings: Vec<String>,
+}
+
 impl Config {
     /// Builds the layered figment for `profile` (layers 1-4 of the module doc).
     pub fn figment(profile: Profile, overrides: &Overrides) -> Figment {
+        Config::layered(profile, overrides, &mut Vec::new())
+    }
+
+    /// [`Config::figment`], adding the environment layer's warnings to `warnings`.
+    fn layered(profile: Profile, overrides: &Overrides, warnings: &mut Vec<String>) -> Figment {
         let defaults = match Value::serialize(Config::for_profile(profile)) {
             Ok(Value::Dict(_, dict)) => dict,
             _ => Default::default(),
@@ -308,13 +323,19 @@ impl Config {
                 }
             }
         };
-        figment = sources::merge_app_env(figment);
-        figment = sources::merge_poolside_env(figment);
+        figment = sources::merge_app_env(figment, warnings);
+        figment = sources::merge_poolside_env(figment, warnings);
         overrides.merge_flags(figment)
     }
 
-    /// Loads, extracts and validates the configuration.
+    /// Loads, extracts and validates the configuration; its warnings are
+    /// dropped (see [`Config::load_with_warnings`]).
     pub fn load(overrides: &Overrides) -> Result<(Config, Figment), ConfigError> {
+        Config::load_with_warnings(overrides).map(|loaded| (loaded.config, loaded.figment))
+    }
+
+    /// Loads, extracts and validates the configuration, keeping its warnings.
+    pub fn load_with_warnings(overrides: &Overrides) -> Result<Loaded, ConfigError> {
         let (profile, profile_source) = overrides.choose_profile()?;
         if let Some((path, source)) = overrides.select_file() {
             if !path.is_file() {
@@ -328,13 +349,16 @@ impl Config {
         }
         // The chosen profile is recorded last, so `poolside config` names where
         // the choice came from and a file's own `profile` key cannot contradict it.
-        let figment = Config::figment(profile, overrides).merge(sources::Named::single(
-            profile_source,
-            "profile",
-            profile.name().into(),
-        ));
+        let mut warnings = Vec::new();
+        let figment = Config::layered(profile, overrides, &mut warnings).merge(
+            sources::Named::single(profile_source, "profile", profile.name().into()),
+        );
         let config: Config = figment.extract().map_err(ConfigError::from_figment)?;
         validate::validate(&config, &figment)?;
-        Ok((config, figment))
+        Ok(Loaded {
+            config,
+            figment,
+            warnings,
+        })
     }
 }

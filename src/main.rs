@@ -8,13 +8,14 @@ use std::process::ExitCode;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use poolside::config::{render_effective, Config, LogFormat, Overrides};
+use poolside::config::{render_effective, Config, Loaded, LogFormat, Overrides};
 
 const ENVIRONMENT_HELP: &str = "\
 Environment:
   DEPLOYMENT_ENV    profile when --profile is not given: development|dev, staging, production|prod
                     (POOLSIDE_PROFILE, if set, is read first)
   REDIS_URL         upstream URL; or REDIS_HOST and REDIS_PORT
+                    (REDIS_PORT=tcp://HOST:PORT, a Kubernetes service link, gives both)
   REDIS_PASSWORD    upstream password (REDIS_USERNAME for an ACL user)
   POOLSIDE_<KEY>    any configuration key, nested with __, e.g. POOLSIDE_POOL__MAX_CONNECTIONS=40
   RUST_LOG          log filter, default info
@@ -110,14 +111,30 @@ impl Flags {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (config, figment) = match Config::load(&cli.flags.into_overrides()) {
+    let Loaded {
+        config,
+        figment,
+        warnings,
+    } = match Config::load_with_warnings(&cli.flags.into_overrides()) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("poolside: {err}");
             return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    // Logging starts only for `run`; the other commands print warnings as they are.
+    if let Command::Run = command {
+        poolside::logging::init(config.log_format);
+        for warning in &warnings {
+            tracing::warn!("configuration: {warning}");
+        }
+    } else {
+        for warning in &warnings {
+            eprintln!("poolside: warning: {warning}");
+        }
+    }
+    match command {
         Command::Config => {
             // A closed stdout (`poolside config | head`) is not an error worth a panic.
             let _ = std::io::stdout().write_all(render_effective(&config, &figment).as_bytes());
@@ -138,15 +155,12 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(text.as_bytes());
             ExitCode::SUCCESS
         }
-        Command::Run => {
-            poolside::logging::init(config.log_format);
-            match poolside::app::run(config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("poolside: {err:#}");
-                    ExitCode::from(1)
-                }
+        Command::Run => match poolside::app::run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("poolside: {err:#}");
+                ExitCode::from(1)
             }
-        }
+        },
     }
 }

@@ -9,7 +9,7 @@ mod cli;
 use std::path::PathBuf;
 
 use figment::Jail;
-use poolside::config::{render_effective, Config, ConfigError, Overrides, Profile};
+use poolside::config::{render_effective, Config, ConfigError, Loaded, Overrides, Profile};
 
 /// Runs `f` in a jail with an empty environment and an empty working directory,
 /// so whatever the CI machine exports (REDIS_URL...) cannot leak in.
@@ -157,6 +157,139 @@ fn redis_host_and_port_set_the_upstream() {
     jailed(|jail| {
         jail.set_env("REDIS_PORT", "7000");
         assert_eq!(load_default().upstream.url, "redis://127.0.0.1:7000");
+    });
+}
+
+fn load_with_warnings() -> Loaded {
+    Config::load_with_warnings(&Overrides::default()).expect("configuration loads")
+}
+
+#[test]
+fn redis_port_service_link_gives_host_and_port() {
+    jailed(|jail| {
+        // Kubernetes sets this for a Service named `redis` in the namespace.
+        jail.set_env("REDIS_PORT", "tcp://10.0.0.5:6390");
+        let loaded = load_with_warnings();
+        assert_eq!(loaded.config.upstream.url, "redis://10.0.0.5:6390");
+        let [warning] = &loaded.warnings[..] else {
+            panic!("one warning: {:?}", loaded.warnings);
+        };
+        assert!(
+            warning.contains("REDIS_PORT=tcp://10.0.0.5:6390"),
+            "{warning}"
+        );
+        assert!(warning.contains("Kubernetes service link"), "{warning}");
+        let rendered = render_effective(&loaded.config, &loaded.figment);
+        let url = find_line(&rendered, "url = ");
+        assert!(
+            url.contains("# REDIS_PORT (Kubernetes service link)"),
+            "{url}"
+        );
+    });
+    jailed(|jail| {
+        jail.set_env("REDIS_PORT", "tcp://[fd00::5]:6379");
+        assert_eq!(load_default().upstream.url, "redis://[fd00::5]:6379");
+    });
+}
+
+#[test]
+fn redis_port_service_link_is_ignored_when_redis_host_or_url_is_set() {
+    jailed(|jail| {
+        jail.set_env("REDIS_PORT", "tcp://10.0.0.5:6390");
+        jail.set_env("REDIS_HOST", "cache");
+        let loaded = load_with_warnings();
+        assert_eq!(loaded.config.upstream.url, "redis://cache:6379");
+        let [warning] = &loaded.warnings[..] else {
+            panic!("one warning: {:?}", loaded.warnings);
+        };
+        assert!(warning.starts_with("ignoring REDIS_PORT="), "{warning}");
+        assert!(warning.contains("REDIS_HOST"), "{warning}");
+    });
+    jailed(|jail| {
+        jail.set_env("REDIS_PORT", "tcp://10.0.0.5:6390");
+        jail.set_env("REDIS_URL", "redis://cache.internal:6391");
+        let loaded = load_with_warnings();
+        assert_eq!(loaded.config.upstream.url, "redis://cache.internal:6391");
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].contains("REDIS_URL"));
+    });
+}
+
+#[test]
+fn plain_redis_settings_give_no_warnings() {
+    jailed(|jail| {
+        jail.set_env("REDIS_HOST", "cache");
+        jail.set_env("REDIS_PORT", "6390");
+        jail.set_env("POOLSIDE_POOL__MAX_CONNECTIONS", "7");
+        let loaded = load_with_warnings();
+        assert_eq!(loaded.config.upstream.url, "redis://cache:6390");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    });
+}
+
+#[test]
+fn other_redis_service_link_variables_are_not_read() {
+    jailed(|jail| {
+        for (var, value) in [
+            ("REDIS_PORT_6379_TCP", "tcp://10.0.0.5:6379"),
+            ("REDIS_PORT_6379_TCP_PROTO", "tcp"),
+            ("REDIS_PORT_6379_TCP_PORT", "6379"),
+            ("REDIS_PORT_6379_TCP_ADDR", "10.0.0.5"),
+            ("REDIS_SERVICE_HOST", "10.0.0.5"),
+            ("REDIS_SERVICE_PORT", "6379"),
+            ("REDIS_SERVICE_PORT_REDIS", "6379"),
+        ] {
+            jail.set_env(var, value);
+        }
+        let loaded = load_with_warnings();
+        assert_eq!(loaded.config.upstream.url, "redis://127.0.0.1:6379");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    });
+}
+
+#[test]
+fn poolside_service_link_variables_are_ignored_with_warnings() {
+    jailed(|jail| {
+        // Kubernetes sets these for a Service named `poolside`.
+        let links = [
+            ("POOLSIDE_PORT", "tcp://10.0.0.7:6380"),
+            ("POOLSIDE_PORT_6380_TCP", "tcp://10.0.0.7:6380"),
+            ("POOLSIDE_PORT_6380_TCP_PROTO", "tcp"),
+            ("POOLSIDE_PORT_6380_TCP_PORT", "6380"),
+            ("POOLSIDE_PORT_6380_TCP_ADDR", "10.0.0.7"),
+            ("POOLSIDE_SERVICE_HOST", "10.0.0.7"),
+            ("POOLSIDE_SERVICE_PORT", "6380"),
+            ("POOLSIDE_SERVICE_PORT_POOLSIDE_ADMIN", "9180"),
+        ];
+        for (var, value) in links {
+            jail.set_env(var, value);
+        }
+        jail.set_env("POOLSIDE_POOL__MAX_CONNECTIONS", "7");
+        let loaded = load_with_warnings();
+        assert_eq!(loaded.config.pool.max_connections, 7);
+        assert_eq!(loaded.warnings.len(), links.len(), "{:?}", loaded.warnings);
+        for (var, value) in links {
+            let named = loaded
+                .warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("ignoring {var}={value}: ")));
+            assert!(named, "no warning for {var}: {:?}", loaded.warnings);
+        }
+    });
+}
+
+#[test]
+fn misspelled_poolside_key_still_fails_next_to_service_links() {
+    jailed(|jail| {
+        jail.set_env("POOLSIDE_PORT", "tcp://10.0.0.7:6380");
+        jail.set_env("POOLSIDE_POOL__MAX_CONECTIONS", "1");
+        let message = load_error();
+        assert!(message.contains("pool.max_conections"), "{message}");
+        assert!(
+            message.contains("POOLSIDE_POOL__MAX_CONECTIONS"),
+            "{message}"
+        );
+        assert!(!message.contains("POOLSIDE_PORT"), "{message}");
     });
 }
 

@@ -226,6 +226,22 @@ fn every_overlay_sets_its_pool_size() {
 }
 
 #[test]
+fn every_overlay_disables_service_links() {
+    for (overlay, _) in OVERLAYS {
+        let Some((_, docs)) = render(overlay) else {
+            return;
+        };
+        // Otherwise a Service named redis or poolside in the namespace sets
+        // REDIS_PORT=tcp://... or POOLSIDE_PORT=tcp://... in the sidecar.
+        assert_eq!(
+            pod_spec(&docs)["enableServiceLinks"],
+            false,
+            "{overlay}: enableServiceLinks"
+        );
+    }
+}
+
+#[test]
 fn rendered_overlays_pass_kubernetes_validate() {
     for (overlay, _) in OVERLAYS {
         let Some((_, docs)) = render(overlay) else {

@@ -178,20 +178,103 @@ fn insert_path(dict: &mut Dict, path: &str, value: Value) {
     }
 }
 
+/// `host` as it goes into a `redis://` URL: an IPv6 address in brackets.
+fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// The host and port of `tcp://HOST:PORT`, the value Kubernetes gives the
+/// service-link variable `<SERVICE>_PORT` (an IPv6 host comes in brackets).
+/// Anything else, such as a plain port number, is `None`.
+pub(super) fn service_link_address(value: &str) -> Option<(&str, u16)> {
+    let rest = value.trim().strip_prefix("tcp://")?;
+    let (host, port) = rest.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let bracketed = host.len() > 2 && host.starts_with('[') && host.ends_with(']');
+    let plain = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    (plain || bracketed).then_some((host, port))
+}
+
+/// Whether `name`, the part of a `POOLSIDE_*` variable after the prefix, is
+/// one Kubernetes sets for a Service named `poolside`: `PORT`,
+/// `PORT_<n>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]`, `SERVICE_HOST`,
+/// `SERVICE_PORT` or `SERVICE_PORT_<NAME>`. None of them is a configuration key.
+pub(super) fn is_service_link_name(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    if matches!(name.as_str(), "PORT" | "SERVICE_HOST" | "SERVICE_PORT") {
+        return true;
+    }
+    if let Some(port_name) = name.strip_prefix("SERVICE_PORT_") {
+        // Port names are lowercase letters, digits and single hyphens.
+        return !port_name.is_empty()
+            && !port_name.contains("__")
+            && port_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    }
+    let Some(rest) = name.strip_prefix("PORT_") else {
+        return false;
+    };
+    let Some((number, rest)) = rest.split_once('_') else {
+        return false;
+    };
+    let (protocol, field) = match rest.split_once('_') {
+        Some((protocol, field)) => (protocol, Some(field)),
+        None => (rest, None),
+    };
+    !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit())
+        && matches!(protocol, "TCP" | "UDP" | "SCTP")
+        && matches!(field, None | Some("PROTO" | "PORT" | "ADDR"))
+}
+
 /// Layer 3a: the variables applications already set for their own Redis client,
-/// each its own provider so the annotation names the variable.
-pub(super) fn merge_app_env(mut figment: Figment) -> Figment {
+/// each its own provider so the annotation names the variable. A `REDIS_PORT`
+/// of the form `tcp://HOST:PORT` is the service link Kubernetes sets for a
+/// Service named `redis`: it gives host and port when `REDIS_HOST` is not set,
+/// and is ignored otherwise; either way a warning is added to `warnings`.
+pub(super) fn merge_app_env(mut figment: Figment, warnings: &mut Vec<String>) -> Figment {
+    let redis_port = env_var("REDIS_PORT");
+    let link = redis_port.as_deref().and_then(service_link_address);
+    let link_value = redis_port.as_deref().unwrap_or_default();
     if let Some(url) = env_var("REDIS_URL") {
         figment = figment.merge(Named::single("REDIS_URL", "upstream.url", url.into()));
-    } else if env_var("REDIS_HOST").is_some() || env_var("REDIS_PORT").is_some() {
+        if link.is_some() {
+            warnings.push(format!(
+                "ignoring REDIS_PORT={link_value}, a Kubernetes service link: REDIS_URL is set"
+            ));
+        }
+    } else if let (Some((host, port)), None) = (link, env_var("REDIS_HOST")) {
+        let url = format!("redis://{}:{port}", url_host(host));
+        warnings.push(format!(
+            "upstream.url = {url} taken from REDIS_PORT={link_value}, a Kubernetes service \
+             link; set REDIS_URL or REDIS_HOST to choose the upstream explicitly"
+        ));
+        figment = figment.merge(Named::single(
+            "REDIS_PORT (Kubernetes service link)",
+            "upstream.url",
+            url.into(),
+        ));
+    } else if env_var("REDIS_HOST").is_some() || redis_port.is_some() {
         let host = env_var("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".into());
-        let port = env_var("REDIS_PORT").unwrap_or_else(|| "6379".into());
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host
+        let port = match link {
+            Some(_) => {
+                warnings.push(format!(
+                    "ignoring REDIS_PORT={link_value}, a Kubernetes service link: REDIS_HOST \
+                     is set, so the port is 6379"
+                ));
+                "6379".into()
+            }
+            None => redis_port.clone().unwrap_or_else(|| "6379".into()),
         };
-        let url = format!("redis://{host}:{port}");
+        let url = format!("redis://{}:{port}", url_host(&host));
         figment = figment.merge(Named::single(
             "REDIS_HOST/REDIS_PORT",
             "upstream.url",
@@ -211,26 +294,39 @@ pub(super) fn merge_app_env(mut figment: Figment) -> Figment {
 }
 
 /// Layer 3b: `POOLSIDE_*`, nested keys split on `__`. `POOLSIDE_PROFILE` and
-/// `POOLSIDE_CONFIG` choose the profile and file and are not keys.
-pub(super) fn merge_poolside_env(mut figment: Figment) -> Figment {
+/// `POOLSIDE_CONFIG` choose the profile and file and are not keys. Kubernetes
+/// service links for a Service named `poolside` ([`is_service_link_name`]) are
+/// skipped, each with a warning; any other unknown name is still an error.
+pub(super) fn merge_poolside_env(mut figment: Figment, warnings: &mut Vec<String>) -> Figment {
     let parsed = Env::prefixed(ENV_PREFIX)
         .split("__")
         .ignore(&["profile", "config"])
-        .filter(|k| !is_verbatim(k.as_str()));
+        .filter(|k| !is_verbatim(k.as_str()) && !is_service_link_name(k.as_str()));
     figment = figment.merge(Relabelled(parsed, POOLSIDE_ENV));
     // Not `std::env::vars()`: it panics on a variable that is not UTF-8.
     let vars = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let mut links = Vec::new();
     for (name, value) in vars {
         let Some(rest) = strip_prefix_ignore_case(&name, ENV_PREFIX) else {
             continue;
         };
+        if is_service_link_name(rest) {
+            // Service links hold addresses and port numbers, never secrets.
+            links.push(format!(
+                "ignoring {name}={value}: a Kubernetes service link (of a Service named \
+                 poolside), not a configuration key; set enableServiceLinks: false on the pod"
+            ));
+            continue;
+        }
         let key = rest.to_ascii_lowercase().replace("__", ".");
         // `profile` is chosen by `select_profile`, not read as a key.
         if key != "profile" && is_verbatim(&key) {
             figment = figment.merge(Named::single(&name, &key, value.into()));
         }
     }
+    links.sort();
+    warnings.extend(links);
     figment
 }
 
@@ -273,4 +369,73 @@ pub(super) fn source_of(figment: &Figment, path: &str, fallback: &str) -> String
         .find_metadata(path)
         .map(|m| describe(m, path))
         .unwrap_or_else(|| fallback.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_link_address_reads_the_kubernetes_form_only() {
+        assert_eq!(
+            service_link_address("tcp://10.0.0.5:6379"),
+            Some(("10.0.0.5", 6379))
+        );
+        assert_eq!(
+            service_link_address("tcp://[fd00::5]:6390"),
+            Some(("[fd00::5]", 6390))
+        );
+        for value in [
+            "6379",
+            "",
+            "tcp://",
+            "tcp://10.0.0.5",
+            "tcp://:6379",
+            "tcp://10.0.0.5:0",
+            "tcp://10.0.0.5:99999",
+            "tcp://fd00::5:6379",
+            "udp://10.0.0.5:6379",
+            "tcp://u:p@10.0.0.5:6379",
+            "redis://10.0.0.5:6379",
+        ] {
+            assert_eq!(service_link_address(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn service_link_names_are_recognized() {
+        for name in [
+            "PORT",
+            "port",
+            "PORT_6380_TCP",
+            "PORT_6380_TCP_PROTO",
+            "PORT_6380_TCP_PORT",
+            "PORT_6380_TCP_ADDR",
+            "PORT_53_UDP_ADDR",
+            "PORT_9180_SCTP",
+            "SERVICE_HOST",
+            "SERVICE_PORT",
+            "SERVICE_PORT_POOLSIDE_ADMIN",
+            "SERVICE_PORT_REDIS",
+        ] {
+            assert!(is_service_link_name(name), "{name}");
+        }
+        for name in [
+            "LISTEN",
+            "POOL__MAX_CONNECTIONS",
+            "POOL__MAX_CONECTIONS",
+            "PORTS",
+            "PORT_",
+            "PORT_X_TCP",
+            "PORT_6380",
+            "PORT_6380_HTTP",
+            "PORT_6380_TCP_HOST",
+            "SERVICE_PORT_",
+            "SERVICE_PORT_POOL__MIN_IDLE",
+            "SERVICE_HOSTS",
+            "UPSTREAM__PORT",
+        ] {
+            assert!(!is_service_link_name(name), "{name}");
+        }
+    }
 }

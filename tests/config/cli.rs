@@ -126,6 +126,63 @@ fn bad_value_exits_2_naming_key_and_source() {
 }
 
 #[test]
+fn kubernetes_service_links_start_with_warnings() {
+    let links = [
+        ("POOLSIDE_PORT", "tcp://10.0.0.7:6380"),
+        ("POOLSIDE_SERVICE_HOST", "10.0.0.7"),
+        ("REDIS_PORT", "tcp://10.0.0.5:6390"),
+    ];
+    let run = poolside(&["config"], &links);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let url = line(&run.stdout, "url = ");
+    assert!(url.contains("redis://10.0.0.5:6390"), "{url}");
+    for (var, _) in links {
+        let warned = run
+            .stderr
+            .lines()
+            .any(|l| l.starts_with("poolside: warning: ") && l.contains(var));
+        assert!(warned, "no warning naming {var}:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn run_logs_the_warnings_once_logging_has_started() {
+    // A taken port makes `run` fail right after start, once warnings are logged.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let listen = taken.local_addr().expect("address").to_string();
+    let run = poolside(
+        &["--listen", &listen],
+        &[("POOLSIDE_SERVICE_HOST", "10.0.0.7")],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("POOLSIDE_SERVICE_HOST"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "logged once:\n{}", run.stderr);
+    assert!(run.stderr.contains("cannot listen on"), "{}", run.stderr);
+}
+
+#[test]
+fn misspelled_key_exits_2_despite_service_links() {
+    let run = poolside(
+        &["config"],
+        &[
+            ("POOLSIDE_PORT", "tcp://10.0.0.7:6380"),
+            ("POOLSIDE_POOL__MAX_CONECTIONS", "1"),
+        ],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("POOLSIDE_POOL__MAX_CONECTIONS"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
 fn rejected_url_is_reported_without_its_password() {
     let run = poolside(
         &["config", "--upstream", "redis://u:pw-in-url@h:99999"],
