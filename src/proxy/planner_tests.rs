@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::backend::{Part, Pin, Step};
+use crate::backend::{Part, Pin};
 use crate::config::Config;
 use crate::proxy::Credentials;
 use crate::resp::Limits;
