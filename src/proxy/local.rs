@@ -34,6 +34,9 @@ pub struct ClientState {
     pub name: Option<Vec<u8>>,
     pub authenticated: bool,
     pub reply: ReplyMode,
+    /// The protocol local answers are written in: `wants.proto`, or what a
+    /// HELLO earlier in the batch being planned asked for.
+    pub(super) answer_proto: u8,
     default_db: u32,
     pub(super) credentials: Arc<Credentials>,
     pub(super) traffic: Arc<Traffic>,
@@ -64,6 +67,7 @@ impl ClientState {
             name: None,
             authenticated: !credentials.required(),
             reply: ReplyMode::On,
+            answer_proto: 2,
             default_db,
             credentials,
             traffic,
@@ -204,7 +208,7 @@ impl ClientState {
 
     /// The name as a bulk string, or the null of the client's protocol.
     fn write_name(&self, out: &mut BytesMut) {
-        match (&self.name, self.wants.proto) {
+        match (&self.name, self.answer_proto) {
             (None, 3) => out.extend_from_slice(b"_\r\n"),
             (name, _) => write_bulk(out, name.as_deref()),
         }

@@ -35,6 +35,7 @@ pub fn plan(
     // The protocol the batch's later commands run in: a HELLO earlier in the
     // same pipeline switches it before they reach Redis.
     let mut proto = client.wants.proto;
+    client.answer_proto = proto;
     for f in batch.frames {
         if f.is_empty() {
             continue;
@@ -57,6 +58,7 @@ pub fn plan(
                 let checked = plan.push_local_or(|out| hello::check(client, buf, scanner, f, out));
                 if let Some(asked) = checked {
                     proto = asked.unwrap_or(proto);
+                    client.answer_proto = proto;
                     plan.push_remote(Remote::Hello(asked), |up| write_hello(asked, up));
                 }
                 continue;

@@ -223,6 +223,13 @@ fn hello_goes_upstream_bare_and_never_shares_a_lane() {
     assert!(!plan.shareable, "a lane does not follow protocol switches");
     assert_eq!(&plan.upstream[..], b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
     assert_eq!(f.client.name.as_deref(), Some(&b"app"[..]));
+    let mut fresh = Fixture::new();
+    let plan = fresh.plan(&[&["HELLO", "3"], &["CLIENT", "GETNAME"]]);
+    assert_eq!(
+        shape(plan),
+        ["R:Hello(Some(3))", "L:_"],
+        "null in the protocol asked for"
+    );
     let plan = f.plan(&[&["HELLO", "4"]]);
     assert_eq!(shape(plan), ["L:-NOPROTO unsupported protocol version"]);
     let plan = f.plan(&[&["HELLO", "3", "BOGUS"]]);
