@@ -55,6 +55,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tls,
         db: parsed.db,
         connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
+        keepalive: (config.pool.tcp_keepalive_secs > 0)
+            .then(|| Duration::from_secs(config.pool.tcp_keepalive_secs)),
     };
     let pool = Pool::new(&config, target.clone());
     let traffic = Arc::new(Traffic::default());

@@ -227,6 +227,14 @@ pub struct PoolConfig {
     /// Multiplexed mode: a shared connection idle this long goes back to the
     /// pool, so an idle lane does not count as in use. Default 200 ms.
     pub multiplex_idle_ms: u64,
+    /// Replies that do not arrive this long after a batch was written fail
+    /// it (`-ERR poolside: upstream timed out after N ms`) and discard the
+    /// connection; blocking commands get their own timeout on top, and
+    /// `BLPOP key 0` none. 0 disables. Default 5000 ms.
+    pub response_timeout_ms: u64,
+    /// TCP keepalive on upstream connections (seconds idle before probes);
+    /// 0 leaves the OS default. Default 60 s.
+    pub tcp_keepalive_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -83,6 +83,9 @@ pub enum Error {
     UpstreamDown(Cause),
     /// The connection failed after the batch may have reached Redis.
     ConnectionLost(Cause),
+    /// Replies did not come within `pool.response_timeout_ms` (plus a
+    /// blocking command's own timeout): Redis is frozen or unreachable.
+    TimedOut { ms: u64 },
     /// Preparing the connection for the client (SELECT) failed.
     PrepareFailed,
     /// A poolside task went away (a bug, or shutdown).
@@ -93,9 +96,10 @@ impl Error {
     pub fn side(self) -> Side {
         match self {
             Error::PoolExhausted { .. } | Error::Internal => Side::Internal,
-            Error::UpstreamDown(_) | Error::ConnectionLost(_) | Error::PrepareFailed => {
-                Side::Upstream
-            }
+            Error::UpstreamDown(_)
+            | Error::ConnectionLost(_)
+            | Error::TimedOut { .. }
+            | Error::PrepareFailed => Side::Upstream,
         }
     }
 
@@ -137,6 +141,7 @@ impl fmt::Display for Error {
             ),
             Error::UpstreamDown(cause) => write!(f, "upstream unavailable: {cause}"),
             Error::ConnectionLost(cause) => write!(f, "upstream connection lost: {cause}"),
+            Error::TimedOut { ms } => write!(f, "upstream timed out after {ms} ms"),
             Error::PrepareFailed => {
                 f.write_str("upstream connection lost while selecting the database")
             }

@@ -3,21 +3,26 @@
 //! multiplexed mode): one write of the whole batch, then its replies in
 //! order, interleaved with the local answers.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
+use tokio::time::Instant;
 
 use super::plan::{Part, Plan, Remote, EXECABORT};
 use super::{prepare, rewrite, ClientView, Failed, Wants};
 use crate::error::Error;
-use crate::pool::UpstreamConn;
+use crate::pool::{UpstreamConn, UpstreamError};
 use crate::resp::write_error;
 
 /// Runs `plan` on `conn`. Replies of the steps before a failure stay in
-/// `out`; [`Failed::answered`] says how many steps that is. `prefix` is
-/// scratch space for the preparing commands.
+/// `out`; [`Failed::answered`] says how many steps that is. Every reply must
+/// have come within `limit` of the write. `prefix` is scratch space for the
+/// preparing commands.
 pub async fn round_trip(
     conn: &mut UpstreamConn,
     plan: &Plan,
     client: &mut ClientView<'_>,
+    limit: Option<Duration>,
     prefix: &mut BytesMut,
     out: &mut BytesMut,
 ) -> Result<(), Failed> {
@@ -34,11 +39,13 @@ pub async fn round_trip(
             .await
             .map_err(|e| lost(e, 0))?;
     }
+    let deadline = limit.map(|l| (Instant::now() + l, l.as_millis() as u64));
     for _ in 0..preparing {
         let mark = out.len();
-        let checked = match conn.read_reply(out).await {
-            Ok(start) => prepare::check(&out[start..]),
-            Err(_) => Err(Error::PrepareFailed),
+        let checked = match read_within(conn, out, deadline).await {
+            Ok(Ok(start)) => prepare::check(&out[start..]),
+            Ok(Err(_)) => Err(Error::PrepareFailed),
+            Err(timed_out) => Err(timed_out),
         };
         out.truncate(mark);
         checked.map_err(|error| Failed { error, answered: 0 })?;
@@ -53,7 +60,10 @@ pub async fn round_trip(
             Part::Remote(kind) => (kind, false),
             Part::Silent(kind) => (kind, true),
         };
-        let start = conn.read_reply(out).await.map_err(|e| lost(e, i))?;
+        let start = match read_within(conn, out, deadline).await {
+            Ok(read) => read.map_err(|e| lost(e, i))?,
+            Err(error) => return Err(Failed { error, answered: i }),
+        };
         client.pin.apply(kind, &out[start..], client.wants, conn);
         match kind {
             _ if silent => out.truncate(start),
@@ -68,4 +78,19 @@ pub async fn round_trip(
     }
     conn.finish_batch();
     Ok(())
+}
+
+/// The next reply, unless `deadline` (and the limit it came from, in ms)
+/// passes first: then `Err(TimedOut)`, and the connection must be discarded.
+async fn read_within(
+    conn: &mut UpstreamConn,
+    out: &mut BytesMut,
+    deadline: Option<(Instant, u64)>,
+) -> Result<Result<usize, UpstreamError>, Error> {
+    match deadline {
+        None => Ok(conn.read_reply(out).await),
+        Some((at, ms)) => tokio::time::timeout_at(at, conn.read_reply(out))
+            .await
+            .map_err(|_| Error::TimedOut { ms }),
+    }
 }

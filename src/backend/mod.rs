@@ -45,7 +45,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 pub use mux::Multiplexer;
 pub use pin::Pin;
-pub use plan::{Part, Plan, Remote, Step};
+pub use plan::{Part, Plan, Remote, Step, Wait};
 pub use prepare::Wants;
 
 use crate::error::Error;
@@ -82,6 +82,8 @@ pub struct Backend {
     pool: Pool,
     mode: Mode,
     traffic: Arc<Traffic>,
+    /// `pool.response_timeout_ms`; `None` when 0 (disabled).
+    response_timeout: Option<Duration>,
 }
 
 impl Backend {
@@ -91,6 +93,7 @@ impl Backend {
             pool,
             mode: Mode::Checkout,
             traffic,
+            response_timeout: None,
         }
     }
 
@@ -106,6 +109,27 @@ impl Backend {
             mode: Mode::Multiplexed(Multiplexer::new(pool.clone(), saturation, idle_close)),
             pool,
             traffic,
+            response_timeout: None,
+        }
+    }
+
+    /// Replies must arrive within `timeout` of a batch's write (plus its
+    /// blocking commands' own wait); `None` (or zero) disables it.
+    pub fn with_response_timeout(mut self, timeout: Option<Duration>) -> Backend {
+        let timeout = timeout.filter(|t| !t.is_zero());
+        self.response_timeout = timeout;
+        if let Mode::Multiplexed(mux) = &mut self.mode {
+            mux.set_response_timeout(timeout);
+        }
+        self
+    }
+
+    /// How long the replies of a batch that may wait `wait` in Redis may take.
+    fn reply_limit(&self, wait: Wait) -> Option<Duration> {
+        match wait {
+            Wait::Forever => None,
+            Wait::None => self.response_timeout,
+            Wait::For(w) => self.response_timeout.map(|t| t + w),
         }
     }
 
@@ -171,10 +195,15 @@ impl Exec {
                 .map_err(|error| Failed { error, answered: 0 })?,
         };
         let started = Instant::now();
-        let ran = checkout::round_trip(&mut conn, plan, &mut client, &mut self.prefix, out).await;
+        let limit = self.backend.reply_limit(plan.wait);
+        let ran =
+            checkout::round_trip(&mut conn, plan, &mut client, limit, &mut self.prefix, out).await;
         if let Err(failed) = ran {
             conn.mark_broken();
             *client.pin = Pin::default();
+            if matches!(failed.error, Error::TimedOut { .. }) {
+                self.backend.pool.probe_now();
+            }
             return Err(failed);
         }
         self.backend.traffic.round_trip_done(started.elapsed());

@@ -43,6 +43,8 @@ pub struct Multiplexer {
     opening: tokio::sync::Mutex<()>,
     saturation: usize,
     idle_close: Duration,
+    /// A lane whose oldest batch waits longer for its replies fails.
+    response_timeout: Option<Duration>,
 }
 
 impl Multiplexer {
@@ -53,7 +55,12 @@ impl Multiplexer {
             opening: tokio::sync::Mutex::new(()),
             saturation: saturation.max(1),
             idle_close,
+            response_timeout: None,
         }
+    }
+
+    pub fn set_response_timeout(&mut self, timeout: Option<Duration>) {
+        self.response_timeout = timeout;
     }
 
     /// Queues a batch on the least busy lane, opening a lane when all are saturated.
@@ -112,7 +119,12 @@ impl Multiplexer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(lane.clone());
-        tokio::spawn(run_lane(conn, rx, lane.clone(), self.idle_close));
+        let limits = LaneLimits {
+            idle_close: self.idle_close,
+            response_timeout: self.response_timeout,
+            pool: self.pool.clone(),
+        };
+        tokio::spawn(run_lane(conn, rx, lane.clone(), limits));
         debug!("multiplexer: opened a lane");
         Ok(lane)
     }
@@ -127,8 +139,18 @@ impl Multiplexer {
     }
 }
 
+/// What a lane needs besides its connection.
+struct LaneLimits {
+    idle_close: Duration,
+    response_timeout: Option<Duration>,
+    /// Probed when the lane times out.
+    pool: Pool,
+}
+
 /// A batch written upstream whose replies are still to come.
 struct Waiting {
+    /// When it was written: the response timeout counts from here.
+    sent: tokio::time::Instant,
     /// Replies to check and skip first: the commands that prepared the lane
     /// for this batch (SELECT).
     skip: usize,
@@ -144,8 +166,9 @@ async fn run_lane(
     mut conn: Upstream,
     mut rx: mpsc::UnboundedReceiver<MuxRequest>,
     lane: Arc<Lane>,
-    idle_close: Duration,
+    limits: LaneLimits,
 ) {
+    let idle_close = limits.idle_close;
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
@@ -157,6 +180,14 @@ async fn run_lane(
     let mut rx_done = false;
     let idle = tokio::time::sleep(idle_close);
     tokio::pin!(idle);
+    // The oldest batch's age is checked a few times per response timeout: one
+    // periodic timer per lane, rather than a timer per batch.
+    let timeout = limits.response_timeout;
+    let check_every = timeout.map_or(Duration::from_secs(3600), |t| {
+        (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    });
+    let mut stall = tokio::time::interval(check_every);
+    stall.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_busy = tokio::time::Instant::now();
     let failure = loop {
         if rx_done && waiting.is_empty() {
@@ -181,12 +212,20 @@ async fn run_lane(
             req = rx.recv(), if !rx_done => {
                 let Some(req) = req else { rx_done = true; continue };
                 wbuf.clear();
-                queue(&mut wbuf, &mut waiting, &mut written, req);
+                let now = tokio::time::Instant::now();
+                queue(&mut wbuf, &mut waiting, &mut written, req, now);
                 while let Ok(more) = rx.try_recv() {
-                    queue(&mut wbuf, &mut waiting, &mut written, more);
+                    queue(&mut wbuf, &mut waiting, &mut written, more, now);
                 }
                 if let Err(e) = conn.send(&wbuf).await {
                     break Some(Error::ConnectionLost(e.cause()));
+                }
+            }
+            _ = stall.tick(), if timeout.is_some() && !waiting.is_empty() => {
+                if let (Some(t), Some(front)) = (timeout, waiting.front()) {
+                    if front.sent.elapsed() >= t {
+                        break Some(Error::TimedOut { ms: t.as_millis() as u64 });
+                    }
                 }
             }
             // Idle: stop taking batches; those already queued are still served.
@@ -215,6 +254,9 @@ async fn run_lane(
         Some(error) => {
             debug!(%error, waiting = waiting.len(), "multiplexer: lane failed");
             conn.mark_broken();
+            if matches!(error, Error::TimedOut { .. }) {
+                limits.pool.probe_now();
+            }
             for w in waiting.drain(..) {
                 let _ = w.reply_to.send(Err(error));
             }
@@ -230,11 +272,13 @@ fn queue(
     waiting: &mut VecDeque<Waiting>,
     written: &mut Wants,
     req: MuxRequest,
+    sent: tokio::time::Instant,
 ) {
     let skip = prepare::write(*written, req.wants, wbuf);
     *written = req.wants;
     wbuf.extend_from_slice(&req.bytes);
     waiting.push_back(Waiting {
+        sent,
         skip,
         replies: req.replies,
         reply_to: req.reply_to,

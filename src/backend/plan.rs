@@ -2,6 +2,8 @@
 //! the steps in the client's order, the local answers, the bytes to send
 //! upstream, and the properties a backend must know before it starts.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 
 use crate::error::Error;
@@ -39,6 +41,28 @@ pub enum Step {
     Silent(Remote),
 }
 
+/// The longest wait a batch's blocking commands may ask of Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// No command of the batch blocks.
+    #[default]
+    None,
+    For(Duration),
+    /// A timeout of 0, or one poolside cannot read: never cut off.
+    Forever,
+}
+
+impl Wait {
+    /// The longer of two waits.
+    pub fn max(self, other: Wait) -> Wait {
+        match (self, other) {
+            (Wait::Forever, _) | (_, Wait::Forever) => Wait::Forever,
+            (Wait::For(a), Wait::For(b)) => Wait::For(a.max(b)),
+            (Wait::None, w) | (w, Wait::None) => w,
+        }
+    }
+}
+
 /// A step as a backend meets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part<'a> {
@@ -68,6 +92,9 @@ pub struct Plan {
     pub close: bool,
     /// A command may block (BLPOP): the session watches for the client leaving.
     pub may_block: bool,
+    /// How long the batch's blocking commands may wait in Redis: the
+    /// response timeout counts on top of it.
+    pub wait: Wait,
     /// Plain stateless commands only, no local answer: in multiplexed mode
     /// the batch may share a connection with other clients' batches.
     pub shareable: bool,
@@ -90,6 +117,7 @@ impl Plan {
         self.stream_from = None;
         self.close = false;
         self.may_block = false;
+        self.wait = Wait::None;
         self.shareable = true;
         self.reset = false;
         self.rest = None;

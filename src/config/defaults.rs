@@ -50,6 +50,8 @@ impl Config {
                 backoff_max_ms: 512,
                 multiplex_saturation: 64,
                 multiplex_idle_ms: 200,
+                response_timeout_ms: 5_000,
+                tcp_keepalive_secs: 60,
             },
             limits: LimitsConfig {
                 max_clients,

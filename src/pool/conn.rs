@@ -26,6 +26,8 @@ pub struct Target {
     pub tls: Option<TlsTarget>,
     pub db: u32,
     pub connect_timeout: Duration,
+    /// TCP keepalive idle time (`pool.tcp_keepalive_secs`); `None`: the OS default.
+    pub keepalive: Option<Duration>,
 }
 
 /// One upstream connection. It is `broken` from the moment anything is
@@ -65,6 +67,12 @@ impl UpstreamConn {
                 .await
                 .map_err(UpstreamError::Connect)?;
             tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
+            if let Some(idle) = target.keepalive {
+                let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+                socket2::SockRef::from(&tcp)
+                    .set_tcp_keepalive(&keepalive)
+                    .map_err(UpstreamError::Connect)?;
+            }
             let stream = match &target.tls {
                 Some(tls) => tls.handshake(tcp).await?,
                 None => UpstreamStream::Tcp(tcp),

@@ -75,6 +75,10 @@ pub struct Pool {
     pub stats: Arc<Stats>,
     checkout_timeout: Duration,
     max: u32,
+    /// How long a probe after a response timeout may take.
+    probe_timeout: Duration,
+    /// A probe is running: one at a time.
+    probing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A connection checked out for a client. Counts as in use until dropped;
@@ -135,6 +139,10 @@ impl Pool {
             stats,
             checkout_timeout,
             max: p.max_connections,
+            probe_timeout: Duration::from_millis(
+                config.upstream.connect_timeout_ms + p.response_timeout_ms.max(1_000),
+            ),
+            probing: Default::default(),
         }
     }
 
@@ -185,6 +193,35 @@ impl Pool {
             }
         }
         Err(Error::UpstreamDown(Cause::Closed))
+    }
+
+    /// A batch timed out: probe Redis now (one probe at a time) on a new
+    /// connection. If it does not answer either, Redis is marked down: new
+    /// batches fail fast and readiness turns 503, until a health check finds
+    /// it answering again.
+    pub fn probe_now(&self) {
+        use std::sync::atomic::Ordering;
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let probe = async {
+                let mut conn = pool.inner.dedicated_connection().await?;
+                conn.ping().await
+            };
+            match tokio::time::timeout(pool.probe_timeout, probe).await {
+                Ok(Ok(())) => pool.health.mark_up(),
+                Ok(Err(e)) => pool.health.mark_down(&e),
+                Err(_) => pool
+                    .health
+                    .mark_down(&UpstreamError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no answer to a probe after a response timeout",
+                    ))),
+            }
+            pool.probing.store(false, Ordering::Release);
+        });
     }
 
     /// Fewer connections are open than `max_connections`.

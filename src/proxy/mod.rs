@@ -2,6 +2,7 @@
 //! session hands each planned batch to the backend (`crate::backend`).
 
 mod auth;
+mod blocking;
 mod hello;
 mod listener;
 mod local;
@@ -61,7 +62,8 @@ impl Shared {
                 p.multiplex_saturation,
                 Duration::from_millis(p.multiplex_idle_ms),
             ),
-        };
+        }
+        .with_response_timeout(Some(Duration::from_millis(p.response_timeout_ms)));
         Shared {
             backend: Arc::new(backend),
             traffic,

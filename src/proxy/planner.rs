@@ -3,6 +3,7 @@
 //! poolside answers itself (updating the client's state), applies the
 //! policy, and lays out the bytes that go upstream.
 
+use super::blocking;
 use super::hello;
 use super::local::{self, Answer, ClientState};
 use super::policy::{self, Policy};
@@ -95,6 +96,7 @@ pub fn plan(
                 return;
             }
             Class::Blocking => {
+                plan.wait = plan.wait.max(blocking::wait_of(scanner, buf, f));
                 plan.may_block = true;
                 plan.shareable = false;
                 Remote::Plain
