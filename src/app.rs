@@ -94,7 +94,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &config,
         pool.clone(),
         traffic.clone(),
-        &parsed,
         &target,
     )?);
     admin_state.listening.store(true, Ordering::Release);

@@ -1,21 +1,18 @@
 //! Control-plane facts about Redis (version, connected clients, maxclients)
-//! for `/pool/status`: fetched with redis-rs over a separate one-connection
-//! bb8 pool by a background task, never on the data path.
+//! for `/pool/status`, fetched by a background task on a connection borrowed
+//! from the data pool: Redis never sees more than `max_connections`
+//! connections from one poolside, and TLS upstreams are covered too.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bb8::ManageConnection;
-use bb8_redis::redis::aio::MultiplexedConnection;
-use bb8_redis::redis::{self, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError};
-use bb8_redis::RedisConnectionManager;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::clock;
-use crate::config::SecretCell;
+use crate::pool::{Pool, UpstreamConn};
 
 /// One refresh (connect + INFO) may take this long.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,32 +26,13 @@ pub struct ServerInfo {
     pub refreshed_unix_ms: Option<u64>,
 }
 
-/// Where and as whom the control plane connects.
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub username: Option<String>,
-    pub password: SecretCell,
-    pub db: u32,
-}
-
 pub struct ControlPlane {
-    /// `None` when the upstream needs TLS, which this redis-rs build lacks:
-    /// the Redis facts are then left out of `/pool/status`.
-    pool: Option<bb8::Pool<Manager>>,
+    pool: Pool,
     info: Mutex<ServerInfo>,
 }
 
 impl ControlPlane {
-    /// Builds the pool (of one connection) without connecting.
-    pub fn new(endpoint: Endpoint, tls: bool) -> ControlPlane {
-        let pool = (!tls).then(|| {
-            bb8::Pool::builder()
-                .max_size(1)
-                .connection_timeout(REFRESH_TIMEOUT)
-                .retry_connection(false)
-                .build_unchecked(Manager(endpoint))
-        });
+    pub fn new(pool: Pool) -> ControlPlane {
         ControlPlane {
             pool,
             info: Mutex::new(ServerInfo::default()),
@@ -66,39 +44,29 @@ impl ControlPlane {
     }
 
     /// Asks Redis again; on failure the last answer stays (with its time).
-    pub async fn refresh(&self) {
+    /// Returns whether Redis answered.
+    pub async fn refresh(&self) -> bool {
         match tokio::time::timeout(REFRESH_TIMEOUT, self.fetch()).await {
             Ok(Ok(fresh)) => {
                 if let Ok(mut info) = self.info.lock() {
                     *info = fresh;
                 }
+                return true;
             }
             Ok(Err(e)) => debug!(error = %e, "control plane: INFO failed"),
             Err(_) => debug!("control plane: INFO timed out"),
         }
+        false
     }
 
     async fn fetch(&self) -> anyhow::Result<ServerInfo> {
-        let Some(pool) = &self.pool else {
-            return Ok(ServerInfo::default());
-        };
-        let mut conn = pool.get().await?;
-        let (server, clients): (String, String) = redis::pipe()
-            .cmd("INFO")
-            .arg("server")
-            .cmd("INFO")
-            .arg("clients")
-            .query_async(&mut *conn)
-            .await?;
+        let mut conn = self.pool.borrow().await?;
+        let server = text(&conn.command(&[b"INFO", b"server"]).await?);
+        let clients = text(&conn.command(&[b"INFO", b"clients"]).await?);
         let mut maxclients = info_field(&clients, "maxclients").and_then(|v| v.parse().ok());
         if maxclients.is_none() {
             // Before Redis 7, maxclients is only in CONFIG (which may be renamed away).
-            let reply: redis::RedisResult<(String, u64)> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("maxclients")
-                .query_async(&mut *conn)
-                .await;
-            maxclients = reply.ok().map(|(_, n)| n);
+            maxclients = config_value(&mut conn, b"maxclients").await;
         }
         Ok(ServerInfo {
             redis_version: info_field(&server, "redis_version").map(str::to_string),
@@ -110,43 +78,35 @@ impl ControlPlane {
     }
 }
 
-/// bb8-redis's manager, rebuilt at each connect so a password rotated by
-/// SIGHUP is used. The password goes straight into redis-rs's connection info
-/// (whose `Debug` redacts it), never into a URL.
-struct Manager(Endpoint);
-
-impl Manager {
-    fn current(&self) -> Result<RedisConnectionManager, RedisError> {
-        let e = &self.0;
-        let mut settings = RedisConnectionInfo::default().set_db(e.db.into());
-        if let Some(user) = &e.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = e.password.get() {
-            settings = settings.set_password(password.expose());
-        }
-        let info = ConnectionAddr::Tcp(e.host.clone(), e.port)
-            .into_connection_info()?
-            .set_redis_settings(settings);
-        RedisConnectionManager::new(info)
-    }
+/// The text of a bulk (RESP2) or verbatim (RESP3, `txt:`) string reply;
+/// empty for anything else. The borrowed connection may speak either.
+fn text(reply: &[u8]) -> String {
+    let body = match reply.first() {
+        Some(b'$' | b'=') => reply
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|eol| &reply[eol + 1..reply.len().saturating_sub(2).max(eol + 1)])
+            .unwrap_or_default(),
+        _ => &[][..],
+    };
+    let body = match reply.first() {
+        Some(b'=') => body.get(4..).unwrap_or_default(),
+        _ => body,
+    };
+    String::from_utf8_lossy(body).into_owned()
 }
 
-impl ManageConnection for Manager {
-    type Connection = MultiplexedConnection;
-    type Error = RedisError;
-
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.current()?.connect().await
-    }
-
-    async fn is_valid(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisError> {
-        self.current()?.is_valid(conn).await
-    }
-
-    fn has_broken(&self, _: &mut MultiplexedConnection) -> bool {
-        false
-    }
+/// `CONFIG GET <name>` as a number: the last line of its reply (an array
+/// in RESP2, a map in RESP3, both ending with the value).
+async fn config_value(conn: &mut UpstreamConn, name: &[u8]) -> Option<u64> {
+    let reply = conn.command(&[b"CONFIG", b"GET", name]).await.ok()?;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    text.lines()
+        .rev()
+        .find(|l| !l.is_empty())?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The value of `name:value` in an INFO reply.
@@ -156,25 +116,34 @@ fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// Refreshes at once, then every `every`, until shutdown.
+/// After a failed refresh (Redis down, or every pool connection busy) the
+/// next one comes this soon, not a whole interval later.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Refreshes at once, then every `every` (every second after a failure),
+/// until shutdown.
 pub fn spawn_refresher(
     control: Arc<ControlPlane>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wait = Duration::ZERO;
         loop {
             tokio::select! {
-                _ = ticks.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }
             // A refresh waiting on an unreachable Redis must not hold up shutdown.
-            tokio::select! {
-                _ = control.refresh() => {}
+            let answered = tokio::select! {
+                answered = control.refresh() => answered,
                 _ = shutdown.changed() => return,
-            }
+            };
+            wait = if answered {
+                every
+            } else {
+                RETRY_AFTER.min(every)
+            };
         }
     })
 }
@@ -182,6 +151,14 @@ pub fn spawn_refresher(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_bulk_and_verbatim_replies() {
+        assert_eq!(text(b"$9\r\na:1\r\nb:22\r\n"), "a:1\r\nb:22");
+        assert_eq!(text(b"=13\r\ntxt:a:1\r\nb:22\r\n"), "a:1\r\nb:22");
+        assert_eq!(text(b"-ERR nope\r\n"), "");
+        assert_eq!(text(b"$0\r\n\r\n"), "");
+    }
 
     #[test]
     fn reads_info_fields() {

@@ -28,13 +28,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-pub use control::{ControlPlane, Endpoint, ServerInfo};
+pub use control::{ControlPlane, ServerInfo};
 pub use metrics::Metrics;
 pub use recommend::{Sizing, OPTIMAL};
 pub use status::PoolStatus;
 
 use crate::alerts::Alerts;
-use crate::config::{url::UpstreamUrl, Config, Profile};
+use crate::config::{Config, Profile};
 use crate::pool::{Pool, Target};
 use crate::traffic::Traffic;
 use crate::usage::{self, Usage};
@@ -64,20 +64,12 @@ impl AdminState {
         config: &Config,
         pool: Pool,
         traffic: Arc<Traffic>,
-        upstream: &UpstreamUrl,
         target: &Target,
     ) -> anyhow::Result<AdminState> {
         let a = &config.alerts;
         let alerts = Arc::new(Alerts::new(a, config.profile.name()));
         let recommendation_window = Duration::from_secs(a.recommendation_window_secs);
-        let endpoint = control::Endpoint {
-            host: upstream.host.clone(),
-            port: upstream.port,
-            username: target.username.clone(),
-            password: target.password.clone(),
-            db: target.db,
-        };
-        let control = ControlPlane::new(endpoint, target.tls.is_some());
+        let control = ControlPlane::new(pool.clone());
         Ok(AdminState {
             metrics: Metrics::new(pool.clone(), traffic.clone(), alerts.clone())?,
             pool,

@@ -184,29 +184,44 @@ pub fn spawn_health_checker(
 pub async fn check_once(pool: &Pool) {
     pool.stats.health_check_ran();
     let started = Instant::now();
-    let idle = pool.bb8().state().idle_connections;
+    let state = pool.bb8().state();
+    let idle = state.idle_connections;
     let was_down = pool.health.is_down();
+    if idle == 0 && !was_down && state.connections > 0 {
+        // Every connection is in use and answering: nothing idle to test,
+        // and a probe would be one connection more than the pool allows.
+        return;
+    }
     if idle == 0 || was_down {
-        // Nothing pooled to test: open one connection outside the pool.
-        match pool.bb8().dedicated_connection().await {
-            Ok(mut conn) => match conn.ping().await {
-                Ok(()) => {
-                    pool.health.mark_up();
-                    pool.health.record_check(started.elapsed());
-                    // bb8 stopped refilling min_idle while Redis was down; one
-                    // get restarts it now rather than at its next reaper run.
-                    if was_down {
-                        drop(pool.bb8().get().await);
+        // Nothing pooled to test: take one the pool opens (within its max,
+        // so Redis never sees more than max_connections from poolside).
+        // Idle connections left from before Redis went away are closed:
+        // skip them (the pool then opens a new one).
+        for _ in 0..=idle {
+            match pool.bb8().get().await {
+                Ok(mut conn) => {
+                    if conn.is_closed() {
+                        conn.mark_broken();
+                        continue;
                     }
+                    match conn.ping().await {
+                        Ok(()) => {
+                            pool.health.mark_up();
+                            pool.health.record_check(started.elapsed());
+                        }
+                        Err(e) => {
+                            conn.mark_broken();
+                            pool.stats.health_check_failed();
+                            warn!(error = %e, "health check: PING failed");
+                        }
+                    }
+                    return;
                 }
                 Err(e) => {
                     pool.stats.health_check_failed();
-                    warn!(error = %e, "health check: PING failed");
+                    debug!(error = %e, "health check: cannot connect");
+                    return;
                 }
-            },
-            Err(e) => {
-                pool.stats.health_check_failed();
-                debug!(error = %e, "health check: cannot connect");
             }
         }
         return;

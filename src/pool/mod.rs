@@ -87,6 +87,8 @@ pub struct Upstream {
     conn: PooledConnection<'static, UpstreamManager>,
     stats: Arc<Stats>,
     checked_out_at: Instant,
+    /// A client's checkout (counted in utilization), not the control plane's.
+    counted: bool,
 }
 
 impl Deref for Upstream {
@@ -104,7 +106,9 @@ impl DerefMut for Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.stats.checked_in_after(self.checked_out_at.elapsed());
+        if self.counted {
+            self.stats.checked_in_after(self.checked_out_at.elapsed());
+        }
     }
 }
 
@@ -151,6 +155,17 @@ impl Pool {
     /// While Redis is known to be down this fails at once (one caller at a
     /// time is let through to probe), so clients get an error, not a hang.
     pub async fn check_out(&self) -> Result<Upstream, Error> {
+        self.take(true).await
+    }
+
+    /// A connection for the control plane (INFO, CLIENT LIST): one of the
+    /// pool's own, so Redis never sees more than `max_connections` from this
+    /// poolside; not counted as a client's checkout.
+    pub async fn borrow(&self) -> Result<Upstream, Error> {
+        self.take(false).await
+    }
+
+    async fn take(&self, counted: bool) -> Result<Upstream, Error> {
         let started = Instant::now();
         // Idle connections found closed (Redis restarted) are discarded and the
         // next one tried; nothing was sent on them, so this is no retry.
@@ -171,19 +186,27 @@ impl Pool {
                         conn.mark_broken();
                         continue;
                     }
-                    self.stats.checked_out(started.elapsed());
+                    if counted {
+                        self.stats.checked_out(started.elapsed());
+                    }
                     return Ok(Upstream {
                         conn,
                         stats: self.stats.clone(),
                         checked_out_at: Instant::now(),
+                        counted,
                     });
                 }
                 Err(RunError::TimedOut) => {
-                    self.stats.checkout_timed_out(started.elapsed());
+                    // The control plane's waits are not the clients': not counted.
+                    if counted {
+                        self.stats.checkout_timed_out(started.elapsed());
+                    }
                     if self.health.is_down() {
                         return Err(Error::UpstreamDown(self.health.cause()));
                     }
-                    self.stats.exhausted();
+                    if counted {
+                        self.stats.exhausted();
+                    }
                     return Err(Error::PoolExhausted {
                         waited_ms: self.checkout_timeout.as_millis() as u64,
                         max: self.max,
@@ -195,8 +218,8 @@ impl Pool {
         Err(Error::UpstreamDown(Cause::Closed))
     }
 
-    /// A batch timed out: probe Redis now (one probe at a time) on a new
-    /// connection. If it does not answer either, Redis is marked down: new
+    /// A batch timed out: probe Redis now (one probe at a time) on a pooled
+    /// connection (within `max_connections`). If it does not answer either, Redis is marked down: new
     /// batches fail fast and readiness turns 503, until a health check finds
     /// it answering again.
     pub fn probe_now(&self) {
@@ -207,8 +230,18 @@ impl Pool {
         let pool = self.clone();
         tokio::spawn(async move {
             let probe = async {
-                let mut conn = pool.inner.dedicated_connection().await?;
-                conn.ping().await
+                let mut conn = pool.inner.get().await.map_err(|e| match e {
+                    RunError::User(e) => e,
+                    RunError::TimedOut => UpstreamError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no pooled connection free for a probe",
+                    )),
+                })?;
+                let pinged = conn.ping().await;
+                if pinged.is_err() {
+                    conn.mark_broken();
+                }
+                pinged
             };
             match tokio::time::timeout(pool.probe_timeout, probe).await {
                 Ok(Ok(())) => pool.health.mark_up(),
