@@ -32,12 +32,15 @@ both_modes! {
         client.command(&["SET", "k", "over tls"]).await.expect_ok();
         assert_eq!(client.command(&["GET", "k"]).await, Reply::bulk("over tls"));
         // The pooled TLS connection is reused, not found "closed" at each
-        // checkout (at most one more: the start-up probe's own connection).
+        // checkout (21 SETs, at most 3 connections: at start-up the health
+        // probe and the control plane's first refresh each take a pooled one,
+        // and may overlap).
         for i in 0..20 {
             let value = i.to_string();
             client.command(&["SET", "k", &value]).await.expect_ok();
         }
-        assert!(poolside.pool_snapshot().created_total <= 2);
+        let created = poolside.pool_snapshot().created_total;
+        assert!(created <= 3, "{created} connections for 21 commands");
         poolside.shutdown().await;
     }
 }
