@@ -12,7 +12,7 @@ use common::{
     both_modes, client_list_on, connect, last_command, ok, query, start_poolside, wait_until,
     RedisServer,
 };
-use poolside::config::PoolMode;
+use poolside::config::{Config, PoolMode, Profile};
 use tokio::sync::{Barrier, Mutex};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -44,110 +44,135 @@ fn is_control_plane(client_list_line: &str) -> bool {
     matches!(last_command(client_list_line), "info" | "config|get")
 }
 
+/// `count` clients run SET/GET/pipelines while a sampler watches CLIENT
+/// LIST from Redis' side: poolside's connections, the control plane's
+/// included, never exceed `max_connections`, and every INCR ran once.
+async fn clients_never_exceed_max_connections(
+    mode: PoolMode,
+    count: usize,
+    profile: impl FnOnce(&mut poolside::config::Config),
+) {
+    const ROUNDS: usize = 10;
+    let redis = RedisServer::start().await;
+    // The control plane refreshes every second, so it runs under the load.
+    let poolside = start_poolside(&redis, mode, |c| {
+        profile(c);
+        c.pool.health_check_interval_secs = 1;
+    })
+    .await;
+    let max = poolside.pool_snapshot().max_connections;
+
+    // The sampler watches from Redis's side on its own direct connection.
+    // poolside's control plane (INFO for /pool/status) borrows one of the
+    // pool's connections: Redis sees at most max from poolside, its
+    // included. It shows by its last command once it has run.
+    let sampler_con = Mutex::new(redis.direct_raw().await);
+    wait_until(
+        WAIT,
+        "the control plane's connection shows in CLIENT LIST",
+        || async {
+            client_list_on(&mut *sampler_con.lock().await)
+                .await
+                .iter()
+                .any(|l| is_control_plane(l))
+        },
+    )
+    .await;
+    let mut sampler_con = sampler_con.into_inner();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler_done = done.clone();
+    let sampler = tokio::spawn(async move {
+        let mut seen = Seen::default();
+        let mut previous = HashSet::new();
+        while !sampler_done.load(Ordering::Relaxed) {
+            let list = client_list_on(&mut sampler_con).await;
+            let pool: HashSet<String> = list
+                .iter()
+                .filter(|l| last_command(l) != "client|list")
+                .map(|l| client_id(l).to_string())
+                .collect();
+            seen.samples += 1;
+            seen.most_raw = seen.most_raw.max(pool.len());
+            seen.most_all = seen.most_all.max(list.len() - 1);
+            seen.most_stable = seen.most_stable.max(pool.intersection(&previous).count());
+            previous = pool;
+        }
+        seen
+    });
+    let start = Arc::new(Barrier::new(count));
+    let mut clients = Vec::with_capacity(count);
+    for id in 0..count {
+        let (addr, start) = (poolside.client_addr, start.clone());
+        clients.push(tokio::spawn(async move {
+            let mut con = connect(addr).await;
+            let key = format!("client:{id}");
+            start.wait().await;
+            for round in 0..ROUNDS {
+                let value = format!("{id}-{round}");
+                ok::<()>(&mut con, &["SET", &key, &value]).await;
+                assert_eq!(ok::<String>(&mut con, &["GET", &key]).await, value);
+                let (n,): (i64,) = redis::pipe()
+                    .cmd("INCR")
+                    .arg("shared")
+                    .ignore()
+                    .cmd("INCR")
+                    .arg("shared")
+                    .query_async(&mut con)
+                    .await
+                    .expect("pipeline");
+                assert!(n >= 2);
+            }
+        }));
+    }
+    let mut most_in_pool = 0;
+    for client in clients {
+        most_in_pool = most_in_pool.max(poolside.pool_snapshot().connections);
+        client.await.expect("client task");
+    }
+    done.store(true, Ordering::Relaxed);
+    let seen = sampler.await.expect("sampler");
+    eprintln!("Redis side: {seen:?}");
+
+    assert!(seen.samples > 1, "the sampler took too few samples");
+    assert!(
+        seen.most_stable <= max as usize,
+        "Redis saw more pool connections than the max {max}: {seen:?}"
+    );
+    assert!(seen.most_stable >= 1, "Redis never saw a pool connection");
+    assert!(
+        most_in_pool <= max,
+        "pool reported {most_in_pool} connections"
+    );
+
+    let mut direct = redis.direct().await;
+    let total: i64 = ok(&mut direct, &["GET", "shared"]).await;
+    assert_eq!(
+        total,
+        (count * ROUNDS * 2) as i64,
+        "every INCR ran exactly once"
+    );
+    poolside.shutdown().await;
+}
+
 both_modes! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn five_hundred_clients_never_exceed_max_connections(mode: PoolMode) {
-        const CLIENTS: usize = 500;
-        const MAX: u32 = 20;
-        const ROUNDS: usize = 10;
-        let redis = RedisServer::start().await;
-        // The control plane refreshes every second, so it runs under the load.
-        let poolside = start_poolside(&redis, mode, |c| {
-            c.pool.max_connections = MAX;
-            c.pool.health_check_interval_secs = 1;
+        clients_never_exceed_max_connections(mode, 500, |c| c.pool.max_connections = 20).await;
+    }
+
+    /// What operators budget `maxclients` with: pods x max_connections.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn production_profile_under_400_clients_stays_within_160(mode: PoolMode) {
+        clients_never_exceed_max_connections(mode, 400, |c| {
+            let production = Config::for_profile(Profile::Production);
+            c.profile = production.profile;
+            c.pool = production.pool;
+            c.pool.mode = mode;
+            c.limits = production.limits;
+            c.policy = production.policy;
+            assert_eq!(c.pool.max_connections, 160);
         })
         .await;
-
-        // The sampler watches from Redis's side on its own direct connection.
-        // poolside's control plane (INFO for /pool/status) borrows one of the
-        // pool's connections: Redis sees at most MAX from poolside, its
-        // included. It shows by its last command once it has run.
-        let sampler_con = Mutex::new(redis.direct_raw().await);
-        wait_until(
-            WAIT,
-            "the control plane's connection shows in CLIENT LIST",
-            || async {
-                client_list_on(&mut *sampler_con.lock().await)
-                    .await
-                    .iter()
-                    .any(|l| is_control_plane(l))
-            },
-        )
-        .await;
-        let mut sampler_con = sampler_con.into_inner();
-        let done = Arc::new(AtomicBool::new(false));
-        let sampler_done = done.clone();
-        let sampler = tokio::spawn(async move {
-            let mut seen = Seen::default();
-            let mut previous = HashSet::new();
-            while !sampler_done.load(Ordering::Relaxed) {
-                let list = client_list_on(&mut sampler_con).await;
-                let pool: HashSet<String> = list
-                    .iter()
-                    .filter(|l| last_command(l) != "client|list")
-                    .map(|l| client_id(l).to_string())
-                    .collect();
-                seen.samples += 1;
-                seen.most_raw = seen.most_raw.max(pool.len());
-                seen.most_all = seen.most_all.max(list.len() - 1);
-                seen.most_stable = seen.most_stable.max(pool.intersection(&previous).count());
-                previous = pool;
-            }
-            seen
-        });
-        let start = Arc::new(Barrier::new(CLIENTS));
-        let mut clients = Vec::with_capacity(CLIENTS);
-        for id in 0..CLIENTS {
-            let (addr, start) = (poolside.client_addr, start.clone());
-            clients.push(tokio::spawn(async move {
-                let mut con = connect(addr).await;
-                let key = format!("client:{id}");
-                start.wait().await;
-                for round in 0..ROUNDS {
-                    let value = format!("{id}-{round}");
-                    ok::<()>(&mut con, &["SET", &key, &value]).await;
-                    assert_eq!(ok::<String>(&mut con, &["GET", &key]).await, value);
-                    let (n,): (i64,) = redis::pipe()
-                        .cmd("INCR")
-                        .arg("shared")
-                        .ignore()
-                        .cmd("INCR")
-                        .arg("shared")
-                        .query_async(&mut con)
-                        .await
-                        .expect("pipeline");
-                    assert!(n >= 2);
-                }
-            }));
-        }
-        let mut most_in_pool = 0;
-        for client in clients {
-            most_in_pool = most_in_pool.max(poolside.pool_snapshot().connections);
-            client.await.expect("client task");
-        }
-        done.store(true, Ordering::Relaxed);
-        let seen = sampler.await.expect("sampler");
-        eprintln!("Redis side: {seen:?}");
-
-        assert!(seen.samples > 1, "the sampler took too few samples");
-        assert!(
-            seen.most_stable <= MAX as usize,
-            "Redis saw more pool connections than the max {MAX}: {seen:?}"
-        );
-        assert!(seen.most_stable >= 1, "Redis never saw a pool connection");
-        assert!(
-            most_in_pool <= MAX,
-            "pool reported {most_in_pool} connections"
-        );
-
-        let mut direct = redis.direct().await;
-        let total: i64 = ok(&mut direct, &["GET", "shared"]).await;
-        assert_eq!(
-            total,
-            (CLIENTS * ROUNDS * 2) as i64,
-            "every INCR ran exactly once"
-        );
-        poolside.shutdown().await;
     }
 }
 
