@@ -14,7 +14,6 @@ use crate::histogram::{Counts, Histogram};
 #[derive(Debug)]
 pub struct Traffic {
     clients_connected: AtomicU64,
-    clients_rejected: AtomicU64,
     by_command: [AtomicU64; COUNTED.len() + 1],
     auth_failures: AtomicU64,
     denied_commands: AtomicU64,
@@ -27,7 +26,6 @@ impl Default for Traffic {
     fn default() -> Traffic {
         Traffic {
             clients_connected: AtomicU64::new(0),
-            clients_rejected: AtomicU64::new(0),
             by_command: std::array::from_fn(|_| AtomicU64::new(0)),
             auth_failures: AtomicU64::new(0),
             denied_commands: AtomicU64::new(0),
@@ -49,16 +47,11 @@ impl Traffic {
 
     /// A client was turned away at `max_clients`: a failure on poolside's side.
     pub fn client_rejected(&self) {
-        self.clients_rejected.fetch_add(1, Relaxed);
         self.failed(Side::Internal);
     }
 
     pub fn clients_connected(&self) -> u64 {
         self.clients_connected.load(Relaxed)
-    }
-
-    pub fn clients_rejected_total(&self) -> u64 {
-        self.clients_rejected.load(Relaxed)
     }
 
     /// One command seen from a client, counted under its (bounded) name.

@@ -133,10 +133,6 @@ impl Backend {
         }
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
     /// The upstream's own words for `error`, when it is a configuration
     /// problem the operator must see (read only on that rare path).
     pub fn detail(&self, error: Error) -> Option<Arc<str>> {

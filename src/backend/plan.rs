@@ -185,10 +185,6 @@ impl Plan {
         self.push_remote(Remote::ExecAborted, |b| b.extend_from_slice(DISCARD));
     }
 
-    pub fn steps(&self) -> &[Step] {
-        &self.steps
-    }
-
     /// The steps from `from` on, each with its local answer's bytes.
     pub fn parts(&self, from: usize) -> impl Iterator<Item = Part<'_>> + '_ {
         let mut start = self.steps[..from.min(self.steps.len())]
