@@ -9,66 +9,18 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::raw::encode;
+use common::raw::{encode, RawClient};
 use common::{both_modes, start_poolside, RedisServer};
 use poolside::config::PoolMode;
-use poolside::resp::ReplyScanner;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// A connection that reads replies as raw bytes, whatever their RESP type.
-struct Wire {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Wire {
-    async fn connect(addr: SocketAddr) -> Wire {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        Wire {
-            stream,
-            buf: Vec::new(),
-        }
+/// Sends each command and collects one reply (or push) per command, as bytes.
+async fn run(client: &mut RawClient, commands: &[&[&str]]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    for args in commands {
+        client.send(&encode(args)).await.expect("send");
+        frames.push(client.raw_reply().await);
     }
-
-    async fn send(&mut self, args: &[&str]) {
-        self.stream.write_all(&encode(args)).await.expect("send");
-    }
-
-    /// The next whole frame (reply or push), or `None` after `timeout`.
-    async fn frame_within(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let mut scanner = ReplyScanner::default();
-            if let Some(end) = scanner.scan(&self.buf, 0).expect("valid RESP") {
-                return Some(self.buf.drain(..end).collect());
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await;
-            match read {
-                Ok(Ok(0)) => panic!("closed; buffered {:?}", String::from_utf8_lossy(&self.buf)),
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-                Ok(Err(e)) => panic!("read: {e}"),
-                Err(_) => return None,
-            }
-        }
-    }
-
-    async fn frame(&mut self) -> Vec<u8> {
-        self.frame_within(Duration::from_secs(10))
-            .await
-            .expect("a frame within 10 s")
-    }
-
-    /// Sends each command and collects one frame per command.
-    async fn run(&mut self, commands: &[&[&str]]) -> Vec<Vec<u8>> {
-        let mut frames = Vec::new();
-        for args in commands {
-            self.send(args).await;
-            frames.push(self.frame().await);
-        }
-        frames
-    }
+    frames
 }
 
 /// HELLO's `id` and CLIENT INFO fields that name a connection differ by
@@ -91,8 +43,8 @@ fn masked(frames: &[Vec<u8>]) -> Vec<String> {
 
 /// The same commands straight to Redis and through poolside.
 async fn same_bytes(redis: &RedisServer, poolside: SocketAddr, commands: &[&[&str]]) {
-    let direct = Wire::connect(redis.addr()).await.run(commands).await;
-    let through = Wire::connect(poolside).await.run(commands).await;
+    let direct = run(&mut RawClient::connect(redis.addr()).await, commands).await;
+    let through = run(&mut RawClient::connect(poolside).await, commands).await;
     assert_eq!(masked(&through), masked(&direct), "for {commands:?}");
 }
 
@@ -101,8 +53,8 @@ both_modes! {
     async fn hello_and_protocol_switches_give_redis_own_replies(mode: PoolMode) {
         let redis = RedisServer::start().await;
         let poolside = start_poolside(&redis, mode, |_| {}).await;
-        let mut setup = Wire::connect(redis.addr()).await;
-        setup.run(&[&["HSET", "resp3:h", "f", "v"], &["SADD", "resp3:s", "m"]]).await;
+        let mut setup = RawClient::connect(redis.addr()).await;
+        run(&mut setup, &[&["HSET", "resp3:h", "f", "v"], &["SADD", "resp3:s", "m"]]).await;
         let commands: &[&[&str]] = &[
             &["HELLO"],
             &["HELLO", "3"],
@@ -122,12 +74,12 @@ both_modes! {
 
         // Pooled connections carry the protocol: clients of both protocols
         // interleaved each get their own.
-        let mut resp3 = Wire::connect(poolside.client_addr).await;
-        let mut resp2 = Wire::connect(poolside.client_addr).await;
-        resp3.run(&[&["HELLO", "3"]]).await;
+        let mut resp3 = RawClient::connect(poolside.client_addr).await;
+        let mut resp2 = RawClient::connect(poolside.client_addr).await;
+        run(&mut resp3, &[&["HELLO", "3"]]).await;
         for _ in 0..20 {
-            assert!(resp3.run(&[&["HGETALL", "resp3:h"]]).await[0].starts_with(b"%1\r\n"));
-            assert!(resp2.run(&[&["HGETALL", "resp3:h"]]).await[0].starts_with(b"*2\r\n"));
+            assert!(run(&mut resp3, &[&["HGETALL", "resp3:h"]]).await[0].starts_with(b"%1\r\n"));
+            assert!(run(&mut resp2, &[&["HGETALL", "resp3:h"]]).await[0].starts_with(b"*2\r\n"));
         }
         poolside.shutdown().await;
     }
@@ -136,20 +88,20 @@ both_modes! {
     async fn resp3_tracking_pushes_invalidations_at_once(mode: PoolMode) {
         let redis = RedisServer::start().await;
         let poolside = start_poolside(&redis, mode, |_| {}).await;
-        let mut tracked = Wire::connect(poolside.client_addr).await;
+        let mut tracked = RawClient::connect(poolside.client_addr).await;
         // What a caching client sends on connect, in one pipeline.
         let mut hello_and_tracking = encode(&["HELLO", "3"]);
         hello_and_tracking.extend_from_slice(&encode(&["CLIENT", "TRACKING", "ON"]));
-        tracked.stream.write_all(&hello_and_tracking).await.expect("send");
-        assert!(tracked.frame().await.starts_with(b"%7\r\n"));
-        assert_eq!(tracked.frame().await, b"+OK\r\n");
-        tracked.send(&["GET", "resp3:cached"]).await;
-        assert_eq!(tracked.frame().await, b"_\r\n");
+        tracked.send(&hello_and_tracking).await.expect("send");
+        assert!(tracked.raw_reply().await.starts_with(b"%7\r\n"));
+        assert_eq!(tracked.raw_reply().await, b"+OK\r\n");
+        tracked.send(&encode(&["GET", "resp3:cached"])).await.expect("send");
+        assert_eq!(tracked.raw_reply().await, b"_\r\n");
 
-        let mut writer = Wire::connect(poolside.client_addr).await;
-        writer.run(&[&["SET", "resp3:cached", "new"]]).await;
+        let mut writer = RawClient::connect(poolside.client_addr).await;
+        run(&mut writer, &[&["SET", "resp3:cached", "new"]]).await;
         // No request from the tracked client: the push must come by itself.
-        let push = tracked.frame().await;
+        let push = tracked.raw_reply().await;
         assert_eq!(
             push,
             b">2\r\n$10\r\ninvalidate\r\n*1\r\n$12\r\nresp3:cached\r\n".to_vec(),
@@ -157,7 +109,7 @@ both_modes! {
             String::from_utf8_lossy(&push)
         );
         // Ordinary commands still work on the tracking connection.
-        assert_eq!(tracked.run(&[&["GET", "resp3:cached"]]).await[0], b"$3\r\nnew\r\n");
+        assert_eq!(run(&mut tracked, &[&["GET", "resp3:cached"]]).await[0], b"$3\r\nnew\r\n");
         poolside.shutdown().await;
     }
 
@@ -165,22 +117,24 @@ both_modes! {
     async fn resp2_tracking_redirects_to_a_connection_pinned_by_client_id(mode: PoolMode) {
         let redis = RedisServer::start().await;
         let poolside = start_poolside(&redis, mode, |_| {}).await;
-        let mut listener = Wire::connect(poolside.client_addr).await;
-        let id = listener.run(&[&["CLIENT", "ID"]]).await.remove(0);
+        let mut listener = RawClient::connect(poolside.client_addr).await;
+        let id = run(&mut listener, &[&["CLIENT", "ID"]]).await.remove(0);
         let id = String::from_utf8_lossy(&id[1..id.len() - 2]).into_owned();
-        listener.run(&[&["SUBSCRIBE", "__redis__:invalidate"]]).await;
+        run(&mut listener, &[&["SUBSCRIBE", "__redis__:invalidate"]]).await;
 
-        let mut tracked = Wire::connect(poolside.client_addr).await;
-        let replies = tracked
-            .run(&[
+        let mut tracked = RawClient::connect(poolside.client_addr).await;
+        let replies = run(
+            &mut tracked,
+            &[
                 &["CLIENT", "TRACKING", "ON", "REDIRECT", &id],
                 &["GET", "resp3:redirected"],
-            ])
-            .await;
+            ],
+        )
+        .await;
         assert_eq!(replies[0], b"+OK\r\n");
-        let mut writer = Wire::connect(poolside.client_addr).await;
-        writer.run(&[&["SET", "resp3:redirected", "x"]]).await;
-        let message = listener.frame().await;
+        let mut writer = RawClient::connect(poolside.client_addr).await;
+        run(&mut writer, &[&["SET", "resp3:redirected", "x"]]).await;
+        let message = listener.raw_reply().await;
         assert!(
             String::from_utf8_lossy(&message).contains("resp3:redirected"),
             "{:?}",
@@ -209,15 +163,15 @@ both_modes! {
         same_bytes(&redis, poolside.client_addr, commands).await;
 
         // A message published meanwhile arrives as a push between replies.
-        let mut sub = Wire::connect(poolside.client_addr).await;
-        sub.run(&[&["HELLO", "3"], &["SUBSCRIBE", "resp3:news"]]).await;
-        let mut publisher = Wire::connect(poolside.client_addr).await;
-        publisher.run(&[&["PUBLISH", "resp3:news", "hi"]]).await;
+        let mut sub = RawClient::connect(poolside.client_addr).await;
+        run(&mut sub, &[&["HELLO", "3"], &["SUBSCRIBE", "resp3:news"]]).await;
+        let mut publisher = RawClient::connect(poolside.client_addr).await;
+        run(&mut publisher, &[&["PUBLISH", "resp3:news", "hi"]]).await;
         assert_eq!(
-            sub.frame().await,
+            sub.raw_reply().await,
             b">3\r\n$7\r\nmessage\r\n$10\r\nresp3:news\r\n$2\r\nhi\r\n".to_vec()
         );
-        assert_eq!(sub.run(&[&["PING"]]).await[0], b"+PONG\r\n");
+        assert_eq!(run(&mut sub, &[&["PING"]]).await[0], b"+PONG\r\n");
         poolside.shutdown().await;
     }
 
@@ -227,20 +181,20 @@ both_modes! {
         let poolside = start_poolside(&redis, mode, |_| {}).await;
         // Silenced commands produce no frame: each line below expects one.
         let script = |addr| async move {
-            let mut w = Wire::connect(addr).await;
+            let mut w = RawClient::connect(addr).await;
             for args in [
                 &["CLIENT", "REPLY", "OFF"][..],
                 &["SET", "resp3:quiet", "1"],
                 &["INCR", "resp3:quiet"],
             ] {
-                w.send(args).await;
+                w.send(&encode(args)).await.expect("send");
             }
-            let mut frames = w.run(&[&["CLIENT", "REPLY", "ON"], &["GET", "resp3:quiet"]]).await;
-            w.send(&["CLIENT", "REPLY", "SKIP"]).await;
-            w.send(&["INCR", "resp3:quiet"]).await;
-            frames.extend(w.run(&[&["GET", "resp3:quiet"], &["CLIENT", "REPLY", "MAYBE"]]).await);
+            let mut frames = run(&mut w, &[&["CLIENT", "REPLY", "ON"], &["GET", "resp3:quiet"]]).await;
+            w.send(&encode(&["CLIENT", "REPLY", "SKIP"])).await.expect("send");
+            w.send(&encode(&["INCR", "resp3:quiet"])).await.expect("send");
+            frames.extend(run(&mut w, &[&["GET", "resp3:quiet"], &["CLIENT", "REPLY", "MAYBE"]]).await);
             assert!(
-                w.frame_within(Duration::from_millis(200)).await.is_none(),
+                w.try_raw_reply(Duration::from_millis(200)).await.is_err(),
                 "nothing more"
             );
             frames
