@@ -18,3 +18,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The proxy's behaviour tests run once per pool mode within this one pass
 # (`both_modes!` in tests/common/mod.rs).
 cargo test --workspace
+# What the build left on disk (CI machines have little to spare).
+du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null || true
