@@ -7,22 +7,40 @@ use super::{find_crlf, parse_int, ProtocolError};
 /// Finds where one reply ends. Aggregates are counted, not recursed into, so
 /// nesting depth costs nothing and a half-received reply resumes at the
 /// element where the last call stopped.
+///
+/// A bulk string is passed over as soon as its header is read: the scanner's
+/// position may then lie past the end of the buffer, inside a body still
+/// arriving. Every byte before that position belongs to the reply in
+/// progress ([`committed`](Self::committed)), so a caller may forward or drop
+/// those bytes before the reply is complete ([`consume`](Self::consume)):
+/// a 50 MB value never has to be held whole.
 #[derive(Debug, Default)]
 pub struct ReplyScanner {
     pos: usize,
-    /// Elements still to read of the reply in progress (0 = none started).
+    /// Elements still to read of the reply in progress.
     pending: u64,
+    /// A reply is in progress (`pos` and `pending` describe it).
+    active: bool,
 }
 
 impl ReplyScanner {
     /// End offset of the reply starting at `start`, `Ok(None)` if incomplete.
     /// After `Ok(Some(end))` the scanner is ready for the reply at `end`.
     pub fn scan(&mut self, buf: &[u8], start: usize) -> Result<Option<usize>, ProtocolError> {
-        if self.pending == 0 {
+        if !self.active {
             self.pos = start;
             self.pending = 1;
+            self.active = true;
         }
-        while self.pending > 0 {
+        loop {
+            if self.pos > buf.len() {
+                // Inside a bulk body that has not all arrived.
+                return Ok(None);
+            }
+            if self.pending == 0 {
+                self.active = false;
+                return Ok(Some(self.pos));
+            }
             let pos = self.pos;
             let Some(&kind) = buf.get(pos) else {
                 return Ok(None);
@@ -37,11 +55,7 @@ impl ReplyScanner {
                     if len < 0 {
                         eol + 2
                     } else {
-                        let end = eol + 2 + len as usize + 2;
-                        if end > buf.len() {
-                            return Ok(None);
-                        }
-                        end
+                        eol + 2 + len as usize + 2
                     }
                 }
                 b'*' | b'~' | b'>' | b'%' | b'|' => {
@@ -60,18 +74,31 @@ impl ReplyScanner {
             self.pos = next;
             self.pending -= 1;
         }
-        Ok(Some(self.pos))
+    }
+
+    /// A reply is half-scanned.
+    pub fn in_progress(&self) -> bool {
+        self.active
+    }
+
+    /// How many bytes of `buf` (from 0) surely belong to replies already
+    /// scanned or to the one in progress; `None` when no reply is in
+    /// progress.
+    pub fn committed(&self, buf_len: usize) -> Option<usize> {
+        self.active.then(|| self.pos.min(buf_len))
     }
 
     /// Forgets a reply in progress (its connection is being discarded).
     pub fn reset(&mut self) {
         self.pending = 0;
         self.pos = 0;
+        self.active = false;
     }
 
-    /// Rebases a reply in progress after the caller dropped `n` leading bytes.
+    /// Rebases a reply in progress after the caller dropped `n` leading bytes
+    /// (at most [`committed`](Self::committed)).
     pub fn consume(&mut self, n: usize) {
-        if self.pending > 0 {
+        if self.active {
             self.pos -= n;
         }
     }
@@ -169,6 +196,35 @@ mod tests {
             let first = s.scan(&input[..cut], 0).unwrap();
             let end = first.or_else(|| s.scan(input, 0).unwrap()).unwrap();
             assert_eq!(end, 35, "split at {cut}");
+        }
+    }
+
+    /// A caller that forwards committed bytes as they arrive, in any chunk
+    /// size, forwards exactly the reply: every byte once, the end found.
+    #[test]
+    fn committed_bytes_can_be_forwarded_before_the_reply_is_complete() {
+        let mut input = b"*3\r\n$5\r\nhello\r\n$3000\r\n".to_vec();
+        input.extend_from_slice(&[b'v'; 3000]);
+        input.extend_from_slice(b"\r\n%1\r\n+k\r\n:7\r\n+NEXT\r\n");
+        let reply_len = input.len() - b"+NEXT\r\n".len();
+        for chunk in [1, 2, 7, 100, 4096] {
+            let mut s = ReplyScanner::default();
+            let (mut buf, mut forwarded) = (Vec::new(), Vec::new());
+            let mut fed = 0;
+            let end = loop {
+                if let Some(end) = s.scan(&buf, 0).unwrap() {
+                    break end;
+                }
+                let n = s.committed(buf.len()).unwrap();
+                forwarded.extend(buf.drain(..n));
+                s.consume(n);
+                let next = (fed + chunk).min(input.len());
+                buf.extend_from_slice(&input[fed..next]);
+                fed = next;
+            };
+            forwarded.extend_from_slice(&buf[..end]);
+            assert_eq!(forwarded, &input[..reply_len], "chunk {chunk}");
+            assert!(!s.in_progress());
         }
     }
 
