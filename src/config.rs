@@ -254,6 +254,11 @@ pub struct LimitsConfig {
     /// Pub/sub and MONITOR: upstream bytes held for a client that does not
     /// read before it is disconnected. Default 8 MiB.
     pub max_output_bytes: usize,
+    /// Multiplexed mode: replies a lane has read for a client that has not
+    /// taken them. Past this the lane waits for the client (up to 1 s
+    /// without progress), then disconnects it, like Redis'
+    /// client-output-buffer-limit. Default 8 MiB.
+    pub max_reply_buffer_bytes: usize,
 }
 
 /// Utilization alerts and sizing recommendations (see `src/alerts.rs`).

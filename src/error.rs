@@ -90,6 +90,12 @@ pub enum Error {
     PrepareFailed,
     /// A poolside task went away (a bug, or shutdown).
     Internal,
+    /// Writing replies to the client failed part-way: it is gone.
+    ClientGone,
+    /// The client left more than `limits.max_reply_buffer_bytes` of replies
+    /// unread for too long (multiplexed mode): like Redis'
+    /// `client-output-buffer-limit`, it is disconnected.
+    ReplyOverflow { limit: usize },
 }
 
 impl Error {
@@ -100,7 +106,13 @@ impl Error {
             | Error::ConnectionLost(_)
             | Error::TimedOut { .. }
             | Error::PrepareFailed => Side::Upstream,
+            Error::ClientGone | Error::ReplyOverflow { .. } => Side::Client,
         }
+    }
+
+    /// The client cannot be answered in-band any more: it is closed.
+    pub fn closes_client(self) -> bool {
+        matches!(self, Error::ClientGone | Error::ReplyOverflow { .. })
     }
 
     /// Appends the `-ERR poolside: ...` reply a client gets for this failure.
@@ -146,6 +158,11 @@ impl fmt::Display for Error {
                 f.write_str("upstream connection lost while selecting the database")
             }
             Error::Internal => f.write_str("internal error"),
+            Error::ClientGone => f.write_str("client connection lost"),
+            Error::ReplyOverflow { limit } => write!(
+                f,
+                "unread replies exceeded limits.max_reply_buffer_bytes ({limit})"
+            ),
         }
     }
 }

@@ -17,6 +17,7 @@ pub struct Traffic {
     by_command: [AtomicU64; COUNTED.len() + 1],
     auth_failures: AtomicU64,
     denied_commands: AtomicU64,
+    reply_overflows: AtomicU64,
     /// Client batches answered with a poolside error, by [`Side`].
     failed: [AtomicU64; Side::ALL.len()],
     round_trips: Histogram,
@@ -29,6 +30,7 @@ impl Default for Traffic {
             by_command: std::array::from_fn(|_| AtomicU64::new(0)),
             auth_failures: AtomicU64::new(0),
             denied_commands: AtomicU64::new(0),
+            reply_overflows: AtomicU64::new(0),
             failed: std::array::from_fn(|_| AtomicU64::new(0)),
             round_trips: Histogram::default(),
         }
@@ -91,6 +93,17 @@ impl Traffic {
     /// For `poolside_commands_denied_total`.
     pub fn denied_commands_total(&self) -> u64 {
         self.denied_commands.load(Relaxed)
+    }
+
+    /// A client was disconnected for leaving more than
+    /// `limits.max_reply_buffer_bytes` of replies unread.
+    pub fn reply_overflowed(&self) {
+        self.reply_overflows.fetch_add(1, Relaxed);
+    }
+
+    /// For `poolside_reply_buffer_overflows_total`.
+    pub fn reply_overflows_total(&self) -> u64 {
+        self.reply_overflows.load(Relaxed)
     }
 
     /// A client batch (or a client, for `Side::Client` protocol errors and

@@ -120,7 +120,13 @@ const DENIED: Def = Def(
     None,
 );
 
-const ALL: [&Def; 20] = [
+const REPLY_OVERFLOWS: Def = Def(
+    "poolside_reply_buffer_overflows_total",
+    "Clients disconnected for leaving more than limits.max_reply_buffer_bytes of replies unread (multiplexed mode).",
+    None,
+);
+
+const ALL: [&Def; 21] = [
     &MAX,
     &IN_USE,
     &IDLE,
@@ -141,6 +147,7 @@ const ALL: [&Def; 20] = [
     &ALERT,
     &AUTH_FAILURES,
     &DENIED,
+    &REPLY_OVERFLOWS,
 ];
 
 /// The registry of one poolside instance.
@@ -231,6 +238,7 @@ impl Collector for PoolCollector {
             gauge(&ALERT, f64::from(self.alerts.level() as u8)),
             counter(&AUTH_FAILURES, [("", t.auth_failures_total())]),
             counter(&DENIED, [("", t.denied_commands_total())]),
+            counter(&REPLY_OVERFLOWS, [("", t.reply_overflows_total())]),
         ]
     }
 }

@@ -9,22 +9,23 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 
 use super::plan::{Part, Plan, Remote, EXECABORT};
-use super::{prepare, rewrite, ClientView, Failed, Wants};
+use super::{prepare, rewrite, ClientView, Failed, Out, Wants, SPILL_BYTES};
 use crate::error::Error;
-use crate::pool::{UpstreamConn, UpstreamError};
+use crate::pool::{ReplyHead, ReplyPart, UpstreamConn, UpstreamError};
 use crate::resp::write_error;
 
 /// Runs `plan` on `conn`. Replies of the steps before a failure stay in
-/// `out`; [`Failed::answered`] says how many steps that is. Every reply must
-/// have come within `limit` of the write. `prefix` is scratch space for the
-/// preparing commands.
+/// `out` (or were spilled to the client); [`Failed::answered`] says how many
+/// steps that is. Replies must keep coming: `limit` counts from the write,
+/// and again from every spill (time spent waiting for a slow client is not
+/// Redis' delay). `prefix` is scratch space for the preparing commands.
 pub async fn round_trip(
     conn: &mut UpstreamConn,
     plan: &Plan,
     client: &mut ClientView<'_>,
     limit: Option<Duration>,
     prefix: &mut BytesMut,
-    out: &mut BytesMut,
+    sink: &mut Out<'_>,
 ) -> Result<(), Failed> {
     let lost = |e: crate::pool::UpstreamError, answered| Failed {
         error: Error::ConnectionLost(e.cause()),
@@ -39,8 +40,10 @@ pub async fn round_trip(
             .await
             .map_err(|e| lost(e, 0))?;
     }
-    let deadline = limit.map(|l| (Instant::now() + l, l.as_millis() as u64));
+    let after = |l: Duration| (Instant::now() + l, l.as_millis() as u64);
+    let mut deadline = limit.map(after);
     for _ in 0..preparing {
+        let out = &mut *sink.buf;
         let mark = out.len();
         let checked = match read_within(conn, out, deadline).await {
             Ok(Ok(start)) => prepare::check(&out[start..]),
@@ -54,12 +57,48 @@ pub async fn round_trip(
     for (i, part) in plan.parts(0).enumerate() {
         let (kind, silent) = match part {
             Part::Local(answer) => {
-                out.extend_from_slice(answer);
+                sink.buf.extend_from_slice(answer);
                 continue;
             }
             Part::Remote(kind) => (kind, false),
             Part::Silent(kind) => (kind, true),
         };
+        let spill = |sink: &mut Out<'_>| sink.buf.len() >= SPILL_BYTES && sink.can_spill();
+        if spill(sink) {
+            sink.spill(false)
+                .await
+                .map_err(|error| Failed { error, answered: i })?;
+            deadline = limit.map(after);
+        }
+        // Replies poolside rewrites or reads whole are read whole; any other
+        // reply may be forwarded in parts.
+        let whole = silent
+            || !sink.can_spill()
+            || matches!(
+                kind,
+                Remote::Hello(_) | Remote::ClientInfo | Remote::ExecAborted
+            )
+            || (matches!(kind, Remote::Exec) && client.pin.follows_exec());
+        if !whole {
+            let mut head = ReplyHead::default();
+            loop {
+                let read = read_part_within(conn, sink.buf, &mut head, deadline).await;
+                match read {
+                    Ok(Ok(ReplyPart::Done)) => break,
+                    Ok(Ok(ReplyPart::More)) => {}
+                    Ok(Err(e)) => return Err(lost(e, i)),
+                    Err(error) => return Err(Failed { error, answered: i }),
+                }
+                sink.spill(true)
+                    .await
+                    .map_err(|error| Failed { error, answered: i })?;
+                deadline = limit.map(after);
+            }
+            sink.reply_done();
+            client.pin.apply(kind, head.as_slice(), client.wants, conn);
+            continue;
+        }
+        let out = &mut *sink.buf;
         let start = match read_within(conn, out, deadline).await {
             Ok(read) => read.map_err(|e| lost(e, i))?,
             Err(error) => return Err(Failed { error, answered: i }),
@@ -78,6 +117,23 @@ pub async fn round_trip(
     }
     conn.finish_batch();
     Ok(())
+}
+
+/// The next part of a reply read with [`UpstreamConn::read_reply_part`],
+/// within `deadline` like [`read_within`].
+async fn read_part_within(
+    conn: &mut UpstreamConn,
+    out: &mut BytesMut,
+    head: &mut ReplyHead,
+    deadline: Option<(Instant, u64)>,
+) -> Result<Result<ReplyPart, UpstreamError>, Error> {
+    let read = conn.read_reply_part(out, SPILL_BYTES, head);
+    match deadline {
+        None => Ok(read.await),
+        Some((at, ms)) => tokio::time::timeout_at(at, read)
+            .await
+            .map_err(|_| Error::TimedOut { ms }),
+    }
 }
 
 /// The next reply, unless `deadline` (and the limit it came from, in ms)

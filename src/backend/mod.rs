@@ -41,9 +41,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-pub use mux::Multiplexer;
+pub use mux::{Multiplexer, SLOW_READER_GRACE};
 pub use pin::Pin;
 pub use plan::{Part, Plan, Remote, Step, Wait};
 pub use prepare::Wants;
@@ -51,7 +52,7 @@ pub use prepare::Wants;
 use crate::error::Error;
 use crate::pool::{Pool, Upstream};
 use crate::traffic::Traffic;
-use mux::{BatchReply, MuxRequest};
+use mux::{Backlog, BatchReply, MuxRequest};
 
 /// What the backend reads of a client and updates from its replies.
 pub struct ClientView<'a> {
@@ -60,6 +61,69 @@ pub struct ClientView<'a> {
     /// Database and protocol; SELECT and HELLO replies move them.
     pub wants: &'a mut Wants,
     pub pin: &'a mut Pin,
+}
+
+/// A batch's replies this big are written to the client before the batch
+/// ends, so no reply is ever held whole.
+pub const SPILL_BYTES: usize = 128 * 1024;
+
+/// `limits.max_reply_buffer_bytes` unless configured.
+const DEFAULT_REPLY_BUFFER: usize = 8 << 20;
+
+/// Where a batch's replies go: `buf`, which the session writes to the
+/// client when the batch is done. A batch whose replies outgrow
+/// [`SPILL_BYTES`] has them written out early ("spilled") when the session
+/// gave the client's socket, with its backpressure: a slow reader slows its
+/// own upstream reads, and memory stays bounded whatever the reply sizes.
+pub struct Out<'a> {
+    pub buf: &'a mut BytesMut,
+    client: Option<&'a mut (dyn AsyncWrite + Unpin + Send)>,
+    torn: bool,
+}
+
+impl<'a> Out<'a> {
+    /// `client`: `None` while the session reads the client itself (a
+    /// blocking batch watching for the client to leave); replies are then
+    /// only buffered.
+    pub fn new(
+        buf: &'a mut BytesMut,
+        client: Option<&'a mut (dyn AsyncWrite + Unpin + Send)>,
+    ) -> Self {
+        Out {
+            buf,
+            client,
+            torn: false,
+        }
+    }
+
+    pub fn can_spill(&self) -> bool {
+        self.client.is_some()
+    }
+
+    /// Part of a reply reached the client and the rest will not: its
+    /// framing cannot be repaired, so the client must be closed, not answered.
+    pub fn torn(&self) -> bool {
+        self.torn
+    }
+
+    /// The reply that was spilled in parts is complete.
+    fn reply_done(&mut self) {
+        self.torn = false;
+    }
+
+    /// Writes what is buffered to the client; `mid_reply`: the last reply in
+    /// it is incomplete.
+    async fn spill(&mut self, mid_reply: bool) -> Result<(), Error> {
+        if let Some(client) = self.client.as_mut() {
+            self.torn = mid_reply;
+            client
+                .write_all(self.buf)
+                .await
+                .map_err(|_| Error::ClientGone)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
 }
 
 /// A batch that failed part-way: the replies of `steps()[..answered]` are in
@@ -84,6 +148,8 @@ pub struct Backend {
     traffic: Arc<Traffic>,
     /// `pool.response_timeout_ms`; `None` when 0 (disabled).
     response_timeout: Option<Duration>,
+    /// `limits.max_reply_buffer_bytes`: a client's replies a lane holds.
+    reply_buffer: usize,
 }
 
 impl Backend {
@@ -94,6 +160,7 @@ impl Backend {
             mode: Mode::Checkout,
             traffic,
             response_timeout: None,
+            reply_buffer: DEFAULT_REPLY_BUFFER,
         }
     }
 
@@ -110,6 +177,7 @@ impl Backend {
             pool,
             traffic,
             response_timeout: None,
+            reply_buffer: DEFAULT_REPLY_BUFFER,
         }
     }
 
@@ -121,6 +189,13 @@ impl Backend {
         if let Mode::Multiplexed(mux) = &mut self.mode {
             mux.set_response_timeout(timeout);
         }
+        self
+    }
+
+    /// Multiplexed mode: how many bytes of one client's replies a lane holds
+    /// before it waits for that client (see [`mux`]).
+    pub fn with_reply_buffer(mut self, bytes: usize) -> Backend {
+        self.reply_buffer = bytes.max(SPILL_BYTES);
         self
     }
 
@@ -147,7 +222,7 @@ pub struct Exec {
     /// Held while the client's state needs it (MULTI, WATCH, CLIENT TRACKING).
     pinned: Option<Upstream>,
     /// This client's reply channel for shared batches, made on first use.
-    replies: Option<(UnboundedSender<BatchReply>, UnboundedReceiver<BatchReply>)>,
+    inbox: Option<Inbox>,
     prefix: BytesMut,
 }
 
@@ -156,7 +231,7 @@ impl Exec {
         Exec {
             backend,
             pinned: None,
-            replies: None,
+            inbox: None,
             prefix: BytesMut::new(),
         }
     }
@@ -168,17 +243,24 @@ impl Exec {
         &mut self,
         plan: &mut Plan,
         mut client: ClientView<'_>,
-        out: &mut BytesMut,
+        out: &mut Out<'_>,
     ) -> Result<Option<Upstream>, Failed> {
         if !plan.needs_upstream() {
-            plan.write_local(out);
+            plan.write_local(out.buf);
             return Ok(None);
         }
         if let Mode::Multiplexed(mux) = &self.backend.mode {
             if plan.shareable && self.pinned.is_none() && plan.stream_from.is_none() {
-                let replies = self.replies.get_or_insert_with(unbounded_channel);
+                let limit = self.backend.reply_buffer;
+                let inbox = self.inbox.get_or_insert_with(|| Inbox::new(limit));
                 let traffic = &self.backend.traffic;
-                return execute_shared(mux, replies, traffic, plan, *client.wants, out).await;
+                let ran = execute_shared(mux, inbox, traffic, plan, *client.wants, out).await;
+                if ran.is_err() {
+                    // Pieces of the failed batch may still come: not on the
+                    // next batch's channel.
+                    self.inbox = None;
+                }
+                return ran;
             }
         }
         let mut conn = match self.pinned.take() {
@@ -231,28 +313,73 @@ impl Drop for Exec {
     }
 }
 
+/// A client's end of the lanes: its reply channel and backlog.
+struct Inbox {
+    tx: UnboundedSender<BatchReply>,
+    rx: UnboundedReceiver<BatchReply>,
+    backlog: Arc<Backlog>,
+}
+
+impl Inbox {
+    fn new(limit: usize) -> Inbox {
+        let (tx, rx) = unbounded_channel();
+        Inbox {
+            tx,
+            rx,
+            backlog: Arc::new(Backlog::new(limit)),
+        }
+    }
+}
+
 /// Multiplexed mode: hands the batch to a shared lane and waits for its
-/// replies on the client's own channel.
+/// replies on the client's own channel, spilling a big batch's pieces to
+/// the client as they come.
 async fn execute_shared(
     mux: &Multiplexer,
-    (tx, rx): &mut (UnboundedSender<BatchReply>, UnboundedReceiver<BatchReply>),
+    inbox: &mut Inbox,
     traffic: &Traffic,
     plan: &mut Plan,
     wants: Wants,
-    out: &mut BytesMut,
+    out: &mut Out<'_>,
 ) -> Result<Option<Upstream>, Failed> {
     let req = MuxRequest {
         bytes: plan.upstream.split().freeze(),
         replies: plan.remote_replies(),
         wants,
-        reply_to: tx.clone(),
+        reply_to: inbox.tx.clone(),
+        backlog: inbox.backlog.clone(),
     };
     let started = Instant::now();
     let failed = |error| Failed { error, answered: 0 };
     mux.submit(req).await.map_err(failed)?;
-    let replies = rx.recv().await.unwrap_or(Err(Error::Internal));
-    let bytes = replies.map_err(failed)?;
+    let mark = out.buf.len();
+    loop {
+        let piece = match inbox.rx.recv().await.unwrap_or(Err(Error::Internal)) {
+            Ok(piece) => piece,
+            Err(error) => {
+                // Nothing of the batch reached the client: every reply is
+                // answered with the error instead.
+                out.buf.truncate(mark);
+                return Err(failed(error));
+            }
+        };
+        inbox.backlog.taken(piece.bytes.len());
+        out.buf.extend_from_slice(&piece.bytes);
+        if piece.last {
+            break;
+        }
+        if out.buf.len() >= SPILL_BYTES && out.can_spill() {
+            let overflowed = inbox.backlog.overflowed.notified();
+            tokio::select! {
+                spilled = out.spill(true) => spilled.map_err(failed)?,
+                _ = overflowed => {
+                    let limit = inbox.backlog.limit();
+                    return Err(failed(Error::ReplyOverflow { limit }));
+                }
+            }
+        }
+    }
+    out.reply_done();
     traffic.round_trip_done(started.elapsed());
-    out.extend_from_slice(&bytes);
     Ok(None)
 }

@@ -3,6 +3,14 @@
 //! every queued batch in one write and hands each batch's replies, matched
 //! first-in first-out, straight to the waiting client. A new lane opens only
 //! when every open lane has `saturation` batches in flight.
+//!
+//! Replies are handed over as they arrive: a batch whose replies outgrow
+//! [`SPILL_BYTES`] reaches its client in pieces, so the lane never holds a
+//! big value whole. What a client has not taken yet is its [`Backlog`]; past
+//! `limits.max_reply_buffer_bytes` the lane stops reading and waits for that
+//! client, and a client that takes nothing for [`SLOW_READER_GRACE`] is cut
+//! off: it gets [`Error::ReplyOverflow`], the rest of its replies are read
+//! and dropped, and the lane carries on for the others.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,16 +18,64 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::sync::mpsc;
-use tracing::debug;
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, warn};
 
-use super::{prepare, Wants};
-use crate::error::Error;
+use super::{prepare, Wants, SPILL_BYTES};
+use crate::error::{Cause, Error};
 use crate::pool::{Pool, Upstream};
 use crate::resp::ReplyScanner;
 
-/// All replies of one batch, or why there are none.
-pub type BatchReply = Result<Bytes, Error>;
+/// How long a lane waits for a client over its reply buffer to take some.
+pub const SLOW_READER_GRACE: Duration = Duration::from_secs(1);
+
+/// Replies of one batch, in order: all of them in one piece (`last`), or a
+/// big batch's in several; or why there are no more.
+pub type BatchReply = Result<Piece, Error>;
+
+pub struct Piece {
+    pub bytes: Bytes,
+    /// The batch's replies are complete with this piece.
+    pub last: bool,
+}
+
+/// Reply bytes handed to one client and not taken by its session yet,
+/// shared by the lanes and the session.
+pub struct Backlog {
+    bytes: AtomicUsize,
+    /// `limits.max_reply_buffer_bytes`.
+    limit: usize,
+    /// The session took bytes while over the limit.
+    drained: Notify,
+    /// The lane gave up on this client.
+    pub overflowed: Notify,
+}
+
+impl Backlog {
+    pub fn new(limit: usize) -> Backlog {
+        Backlog {
+            bytes: AtomicUsize::new(0),
+            limit,
+            drained: Notify::new(),
+            overflowed: Notify::new(),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The session took a piece of `n` bytes.
+    pub fn taken(&self, n: usize) {
+        if self.bytes.fetch_sub(n, Ordering::AcqRel) > self.limit {
+            self.drained.notify_one();
+        }
+    }
+
+    fn over(&self) -> bool {
+        self.bytes.load(Ordering::Acquire) > self.limit
+    }
+}
 
 /// One client batch: its bytes, how many replies they produce, the
 /// connection state it must run in, and where its replies go.
@@ -28,12 +84,15 @@ pub struct MuxRequest {
     pub replies: usize,
     pub wants: Wants,
     pub reply_to: mpsc::UnboundedSender<BatchReply>,
+    pub backlog: Arc<Backlog>,
 }
 
 struct Lane {
     tx: mpsc::UnboundedSender<MuxRequest>,
     in_flight: AtomicUsize,
     closed: AtomicBool,
+    /// Waiting for a slow client: new batches go elsewhere if they can.
+    held: AtomicBool,
 }
 
 /// The set of lanes, shared by every session.
@@ -83,15 +142,22 @@ impl Multiplexer {
         }
     }
 
-    /// The least busy open lane, unless every lane is saturated and the pool has room.
+    /// The least busy open lane, unless every lane is saturated (or held
+    /// by a slow client) and the pool has room.
     fn pick(&self) -> Option<Arc<Lane>> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         lanes.retain(|l| !l.closed.load(Ordering::Acquire));
         let best = lanes
             .iter()
-            .min_by_key(|l| l.in_flight.load(Ordering::Acquire))?
+            .min_by_key(|l| {
+                (
+                    l.held.load(Ordering::Acquire),
+                    l.in_flight.load(Ordering::Acquire),
+                )
+            })?
             .clone();
-        let busy = best.in_flight.load(Ordering::Acquire) >= self.saturation;
+        let busy = best.held.load(Ordering::Acquire)
+            || best.in_flight.load(Ordering::Acquire) >= self.saturation;
         if busy && self.pool.has_room() {
             return None;
         }
@@ -114,6 +180,7 @@ impl Multiplexer {
             tx,
             in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            held: AtomicBool::new(false),
         });
         self.lanes
             .lock()
@@ -156,12 +223,89 @@ struct Waiting {
     skip: usize,
     replies: usize,
     reply_to: mpsc::UnboundedSender<BatchReply>,
+    backlog: Arc<Backlog>,
+    /// The client was cut off (or left): its replies are read and dropped.
+    discarding: bool,
+}
+
+impl Waiting {
+    /// Hands `bytes` of this batch's replies to the client.
+    fn deliver(&mut self, bytes: Bytes, last: bool) {
+        if self.discarding {
+            return;
+        }
+        let n = bytes.len();
+        self.backlog.bytes.fetch_add(n, Ordering::AcqRel);
+        if self.reply_to.send(Ok(Piece { bytes, last })).is_err() {
+            // The session is gone: nobody will take them.
+            self.backlog.bytes.fetch_sub(n, Ordering::AcqRel);
+            self.discarding = true;
+        }
+    }
+
+    /// The lane waits for this client to take its replies.
+    fn holds_lane(&self) -> bool {
+        !self.discarding && self.skip == 0 && self.backlog.over() && !self.reply_to.is_closed()
+    }
+
+    /// Hands on (or drops, for a client cut off) the first `ready` bytes,
+    /// which belong to this batch, once there are enough to be worth a piece.
+    fn forward(&mut self, r: &mut Replies, ready: usize) {
+        if self.skip > 0 {
+            return;
+        }
+        if self.discarding {
+            r.drop_front(ready);
+        } else if ready >= SPILL_BYTES {
+            let piece = r.take(ready);
+            self.deliver(piece, false);
+        }
+    }
+
+    /// Cuts the client off: it gets the error, the rest of its replies are dropped.
+    fn overflow(&mut self) {
+        let limit = self.backlog.limit;
+        warn!(
+            limit,
+            "multiplexer: a client left more than limits.max_reply_buffer_bytes unread; disconnecting it"
+        );
+        let _ = self.reply_to.send(Err(Error::ReplyOverflow { limit }));
+        self.backlog.overflowed.notify_one();
+        self.discarding = true;
+    }
+}
+
+/// The lane's read side: bytes from Redis, cut into the front batch's replies.
+struct Replies {
+    buf: BytesMut,
+    scanner: ReplyScanner,
+    /// Where the front batch's next unscanned reply starts in `buf`.
+    scanned: usize,
+    /// The frame in progress is a RESP3 push, not a reply.
+    in_push: bool,
+}
+
+impl Replies {
+    /// The first `n` bytes, handed on.
+    fn take(&mut self, n: usize) -> Bytes {
+        let bytes = self.buf.split_to(n).freeze();
+        self.scanner.consume(n);
+        self.scanned = self.scanned.saturating_sub(n);
+        bytes
+    }
+
+    /// The first `n` bytes, dropped.
+    fn drop_front(&mut self, n: usize) {
+        self.buf.advance(n);
+        self.scanner.consume(n);
+        self.scanned = self.scanned.saturating_sub(n);
+    }
 }
 
 /// Owns one upstream connection: writes queued batches, routes replies back.
-/// One `select!` over the lane's own state (read, queue, idle timer), so it
-/// reads longer than most functions; the per-batch work is in `queue` and
-/// `dispatch`.
+/// One `select!` over the lane's own state (read, queue, a slow reader,
+/// timers), so it reads longer than most functions; the per-batch work is in
+/// `queue` and `dispatch`.
 async fn run_lane(
     mut conn: Upstream,
     mut rx: mpsc::UnboundedReceiver<MuxRequest>,
@@ -171,10 +315,12 @@ async fn run_lane(
     let idle_close = limits.idle_close;
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
-    let mut rbuf = BytesMut::with_capacity(64 * 1024);
-    let mut scanner = ReplyScanner::default();
-    // Offset in `rbuf` where the next unscanned reply of the front batch starts.
-    let mut scanned = 0usize;
+    let mut replies = Replies {
+        buf: BytesMut::with_capacity(64 * 1024),
+        scanner: ReplyScanner::default(),
+        scanned: 0,
+        in_push: false,
+    };
     // The state the lane's connection will be in once every written batch ran.
     let mut written = Wants::of(&conn);
     let mut rx_done = false;
@@ -188,25 +334,58 @@ async fn run_lane(
     });
     let mut stall = tokio::time::interval(check_every);
     stall.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Armed while the front batch's client is over its reply buffer.
+    let grace = tokio::time::sleep(SLOW_READER_GRACE);
+    tokio::pin!(grace);
+    let mut held = false;
     let mut last_busy = tokio::time::Instant::now();
+    let mut last_read = last_busy;
     let failure = loop {
         if rx_done && waiting.is_empty() {
             break None;
         }
+        // Reading on would only pile up replies the front client is not taking.
+        let slow = waiting
+            .front()
+            .filter(|w| w.holds_lane())
+            .map(|w| w.backlog.clone());
+        if slow.is_some() != held {
+            held = slow.is_some();
+            lane.held.store(held, Ordering::Release);
+            grace
+                .as_mut()
+                .reset(tokio::time::Instant::now() + SLOW_READER_GRACE);
+        }
         tokio::select! {
             biased;
-            read = conn.read_into(&mut rbuf), if !waiting.is_empty() => {
+            read = conn.read_into(&mut replies.buf), if !waiting.is_empty() && !held => {
                 if let Err(e) = read {
                     break Some(Error::ConnectionLost(e.cause()));
                 }
-                if let Err(e) = dispatch(&mut rbuf, &mut scanner, &mut scanned, &mut waiting, &lane) {
+                last_read = tokio::time::Instant::now();
+                if let Err(e) = dispatch(&mut replies, &mut waiting, &lane) {
                     break Some(e);
                 }
-                if rbuf.capacity() - rbuf.len() < 4096 {
-                    rbuf.reserve(64 * 1024);
+                if replies.buf.capacity() - replies.buf.len() < 4096 {
+                    replies.buf.reserve(64 * 1024);
                 }
                 if waiting.is_empty() {
                     last_busy = tokio::time::Instant::now();
+                }
+            }
+            // The slow client took some: wait for it again, afresh (and the
+            // response timeout counts from now: Redis was not the one waited for).
+            _ = async { slow.as_ref().unwrap().drained.notified().await }, if held => {
+                let now = tokio::time::Instant::now();
+                grace.as_mut().reset(now + SLOW_READER_GRACE);
+                last_read = now;
+            }
+            _ = &mut grace, if held => {
+                if let Some(front) = waiting.front_mut() {
+                    front.overflow();
+                }
+                if let Err(e) = dispatch(&mut replies, &mut waiting, &lane) {
+                    break Some(e);
                 }
             }
             req = rx.recv(), if !rx_done => {
@@ -221,9 +400,13 @@ async fn run_lane(
                     break Some(Error::ConnectionLost(e.cause()));
                 }
             }
-            _ = stall.tick(), if timeout.is_some() && !waiting.is_empty() => {
+            // Redis is slow, not a client: a held lane is not timed.
+            _ = stall.tick(), if timeout.is_some() && !waiting.is_empty() && !held => {
+                // Counted from the front batch's write, or from the last
+                // bytes Redis sent, whichever is later: a batch queued
+                // behind a big reply waits for Redis' progress, not its age.
                 if let (Some(t), Some(front)) = (timeout, waiting.front()) {
-                    if front.sent.elapsed() >= t {
+                    if front.sent.max(last_read).elapsed() >= t {
                         break Some(Error::TimedOut { ms: t.as_millis() as u64 });
                     }
                 }
@@ -245,7 +428,7 @@ async fn run_lane(
     rx.close();
     match failure {
         // Every reply read and nothing extra: the connection may be pooled.
-        None if rbuf.is_empty() => {
+        None if replies.buf.is_empty() => {
             written.apply_to(&mut conn);
             conn.finish_batch();
         }
@@ -257,7 +440,7 @@ async fn run_lane(
             if matches!(error, Error::TimedOut { .. }) {
                 limits.pool.probe_now();
             }
-            for w in waiting.drain(..) {
+            for w in waiting.drain(..).filter(|w| !w.discarding) {
                 let _ = w.reply_to.send(Err(error));
             }
             while let Ok(req) = rx.try_recv() {
@@ -282,47 +465,55 @@ fn queue(
         skip,
         replies: req.replies,
         reply_to: req.reply_to,
+        backlog: req.backlog,
+        discarding: false,
     });
 }
 
-/// Hands every batch whose replies are complete to its client.
-fn dispatch(
-    rbuf: &mut BytesMut,
-    scanner: &mut ReplyScanner,
-    scanned: &mut usize,
-    waiting: &mut VecDeque<Waiting>,
-    lane: &Lane,
-) -> Result<(), Error> {
+/// Hands every batch whose replies are complete to its client, and what
+/// surely belongs to the front batch once it reaches [`SPILL_BYTES`] (or at
+/// once, dropped, when its client was cut off).
+fn dispatch(r: &mut Replies, waiting: &mut VecDeque<Waiting>, lane: &Lane) -> Result<(), Error> {
     while let Some(front) = waiting.front_mut() {
-        let Some(end) = scanner
-            .scan(rbuf, *scanned)
-            .map_err(|_| Error::ConnectionLost(crate::error::Cause::Malformed))?
-        else {
+        if !r.scanner.in_progress() {
+            let Some(&first) = r.buf.get(r.scanned) else {
+                // Only whole replies of this batch so far.
+                front.forward(r, r.scanned);
+                return Ok(());
+            };
+            r.in_push = first == b'>';
+        }
+        let scanned = r
+            .scanner
+            .scan(&r.buf, r.scanned)
+            .map_err(|_| Error::ConnectionLost(Cause::Malformed))?;
+        let Some(end) = scanned else {
+            let ready = r.scanner.committed(r.buf.len()).unwrap_or(r.scanned);
+            front.forward(r, ready);
             return Ok(());
         };
         // A push frame is never a reply (lanes carry no tracking or
         // subscriptions; this keeps FIFO matching safe all the same).
-        if rbuf[*scanned] == b'>' {
-            *scanned = end;
+        if r.in_push {
+            r.scanned = end;
             continue;
         }
         if front.skip > 0 {
-            prepare::check(&rbuf[..end])?;
+            prepare::check(&r.buf[..end])?;
             front.skip -= 1;
-            rbuf.advance(end);
-            *scanned = 0;
+            r.drop_front(end);
             continue;
         }
-        *scanned = end;
+        r.scanned = end;
         front.replies -= 1;
         if front.replies == 0 {
-            let done = waiting.pop_front().map(|w| w.reply_to);
-            let replies = rbuf.split_to(end).freeze();
-            *scanned = 0;
+            let piece = r.take(end);
             lane.in_flight.fetch_sub(1, Ordering::AcqRel);
-            if let Some(to) = done {
-                let _ = to.send(Ok(replies));
+            if let Some(mut done) = waiting.pop_front() {
+                done.deliver(piece, true);
             }
+        } else if front.discarding {
+            r.drop_front(end);
         }
     }
     Ok(())

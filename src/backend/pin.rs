@@ -32,7 +32,14 @@ impl Pin {
         self.multi || self.watch || self.session
     }
 
-    /// Updates client and pinning state from one reply.
+    /// The EXEC to come must be read whole: it ran SELECTs or HELLOs whose
+    /// results poolside follows.
+    pub fn follows_exec(&self) -> bool {
+        !self.queued_selects.is_empty()
+    }
+
+    /// Updates client and pinning state from one reply (for most kinds its
+    /// first bytes are enough).
     pub fn apply(
         &mut self,
         kind: Remote,

@@ -60,6 +60,7 @@ impl Config {
                 client_idle_timeout_secs: 0,
                 max_pipeline_bytes: 1 << 20,
                 max_output_bytes: 8 << 20,
+                max_reply_buffer_bytes: 8 << 20,
             },
             alerts: AlertsConfig::default(),
             tls: TlsConfig::default(),

@@ -238,6 +238,13 @@ impl Config {
                 "must be at least 65536",
             ));
         }
+        if limits.max_reply_buffer_bytes < 256 * 1024 {
+            return Err(problem(
+                "limits.max_reply_buffer_bytes",
+                limits.max_reply_buffer_bytes.to_string(),
+                "must be at least 262144",
+            ));
+        }
         Ok(())
     }
 }

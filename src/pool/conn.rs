@@ -53,6 +53,8 @@ pub struct UpstreamConn {
     /// The RESP version it speaks (2 until a HELLO 3 switched it).
     proto: u8,
     broken: bool,
+    /// The frame being read in parts is a RESP3 push, not a reply.
+    in_push: bool,
     /// Connection state poolside does not track was changed (CLIENT NO-EVICT,
     /// RESET...): the connection is closed at check-in.
     dirty: bool,
@@ -84,6 +86,7 @@ impl UpstreamConn {
                 db: 0,
                 proto: 2,
                 broken: false,
+                in_push: false,
                 dirty: false,
                 created: Instant::now(),
             };
@@ -223,16 +226,71 @@ impl UpstreamConn {
                 }
                 return Ok(start);
             }
-            self.rbuf.reserve(16 * 1024);
-            let n = self
-                .stream
-                .read_buf(&mut self.rbuf)
-                .await
-                .map_err(UpstreamError::Io)?;
-            if n == 0 {
-                return Err(UpstreamError::Closed);
-            }
+            self.fill().await?;
         }
+    }
+
+    /// Appends the next reply to `out` as its bytes arrive, with any push
+    /// frames before it, for callers that forward replies without holding
+    /// them whole: [`ReplyPart::More`] once `out` holds `chunk` bytes or
+    /// more and the reply is still incomplete (write `out` to the client and
+    /// call again), [`ReplyPart::Done`] when it is complete. `head` gets the
+    /// reply's first bytes, all that tracking its kind needs (`+OK`,
+    /// `+QUEUED`, an error).
+    pub async fn read_reply_part(
+        &mut self,
+        out: &mut BytesMut,
+        chunk: usize,
+        head: &mut ReplyHead,
+    ) -> Result<ReplyPart, UpstreamError> {
+        loop {
+            if !self.scanner.in_progress() {
+                if self.rbuf.is_empty() {
+                    self.fill().await?;
+                    continue;
+                }
+                self.in_push = self.rbuf[0] == b'>';
+            }
+            let scanned = self
+                .scanner
+                .scan(&self.rbuf, 0)
+                .map_err(UpstreamError::Protocol)?;
+            if let Some(end) = scanned {
+                self.move_out(end, out, head);
+                if self.in_push {
+                    continue;
+                }
+                return Ok(ReplyPart::Done);
+            }
+            let committed = self.scanner.committed(self.rbuf.len()).unwrap_or(0);
+            self.move_out(committed, out, head);
+            self.scanner.consume(committed);
+            if out.len() >= chunk {
+                return Ok(ReplyPart::More);
+            }
+            self.fill().await?;
+        }
+    }
+
+    fn move_out(&mut self, n: usize, out: &mut BytesMut, head: &mut ReplyHead) {
+        if !self.in_push {
+            head.extend(&self.rbuf[..n]);
+        }
+        out.put_slice(&self.rbuf[..n]);
+        self.rbuf.advance(n);
+    }
+
+    async fn fill(&mut self) -> Result<(), UpstreamError> {
+        self.rbuf.reserve(16 * 1024);
+        let n = self
+            .stream
+            .read_buf(&mut self.rbuf)
+            .await
+            .map_err(UpstreamError::Io)?;
+        if n == 0 {
+            return Err(UpstreamError::Closed);
+        }
+        Ok(())
     }
 
     /// Every reply of the batch was read: the connection is clean again
@@ -259,6 +317,34 @@ impl UpstreamConn {
     /// the socket is not readable, because tokio caches readiness.
     pub fn is_closed(&mut self) -> bool {
         self.stream.is_closed()
+    }
+}
+
+/// How far [`UpstreamConn::read_reply_part`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyPart {
+    /// The reply is complete in `out`.
+    Done,
+    /// More of the reply is to come.
+    More,
+}
+
+/// The first bytes of a reply read in parts.
+#[derive(Debug, Default)]
+pub struct ReplyHead {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl ReplyHead {
+    fn extend(&mut self, more: &[u8]) {
+        let n = more.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&more[..n]);
+        self.len += n;
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bb8::{PooledConnection, RunError};
 
-pub use conn::{Target, UpstreamConn, DB_UNKNOWN};
+pub use conn::{ReplyHead, ReplyPart, Target, UpstreamConn, DB_UNKNOWN};
 pub use health::{check_once, spawn_health_checker, UpstreamHealth};
 pub use manager::{Backoff, UpstreamManager};
 pub use stats::{Snapshot, Stats};

@@ -63,7 +63,8 @@ impl Shared {
                 Duration::from_millis(p.multiplex_idle_ms),
             ),
         }
-        .with_response_timeout(Some(Duration::from_millis(p.response_timeout_ms)));
+        .with_response_timeout(Some(Duration::from_millis(p.response_timeout_ms)))
+        .with_reply_buffer(l.max_reply_buffer_bytes);
         Shared {
             backend: Arc::new(backend),
             traffic,

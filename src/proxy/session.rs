@@ -7,12 +7,12 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::local::ClientState;
 use super::planner::{self, Batch};
 use super::Shared;
-use crate::backend::{ClientView, Exec, Plan};
+use crate::backend::{ClientView, Exec, Out, Plan};
 use crate::error::Side;
 use crate::pool::Upstream;
 use crate::resp::{write_error, CommandScanner, Frame, ProtocolError};
@@ -27,6 +27,9 @@ enum Flow {
         from: usize,
         conn: Upstream,
     },
+    /// Close at once, without writing what is buffered: the client's
+    /// replies overflowed, or it got part of a reply that never completed.
+    Abort,
 }
 
 /// Why a session ended, for the disconnect log line.
@@ -41,6 +44,8 @@ enum End {
     #[allow(dead_code)] // read through `Debug` in the disconnect log line
     Io(std::io::Error),
     StreamEnded,
+    /// Its replies could not be delivered in-band (see `Flow::Abort`).
+    Aborted,
 }
 
 pub struct Session<S> {
@@ -112,6 +117,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .rest
                 .filter(|_| !self.frames.is_empty() && !matches!(flow, Flow::Stream { .. }));
             let consumed = rest.unwrap_or_else(|| self.frames.last().map_or(0, |f| f.end));
+            if matches!(flow, Flow::Abort) {
+                return End::Aborted;
+            }
             if let Some(e) = protocol_error.filter(|_| rest.is_none()) {
                 return self.refuse_malformed(e).await;
             }
@@ -119,7 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return End::Io(e);
             }
             match flow {
-                Flow::Continue => {}
+                Flow::Continue | Flow::Abort => {}
                 Flow::Close => return End::Quit,
                 Flow::Stream { from, conn } => match self.stream(from, conn).await {
                     // The last subscription ended: request/reply again, on
@@ -254,12 +262,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut early = BytesMut::new();
         let limit = self.shared.limits.max_frame_bytes;
         let flow = {
+            // The client is read meanwhile, so its replies are only buffered.
             let run = execute(
                 &mut self.exec,
                 &mut self.plan,
                 &mut self.client_state,
                 &self.shared,
-                &mut self.wbuf,
+                Out::new(&mut self.wbuf, None),
             );
             tokio::pin!(run);
             loop {
@@ -283,7 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             &mut self.plan,
             &mut self.client_state,
             &self.shared,
-            &mut self.wbuf,
+            Out::new(&mut self.wbuf, Some(&mut self.client)),
         )
         .await
     }
@@ -324,7 +333,7 @@ async fn execute(
     plan: &mut Plan,
     client: &mut ClientState,
     shared: &Shared,
-    out: &mut BytesMut,
+    mut out: Out<'_>,
 ) -> Flow {
     let view = ClientView {
         id: client.id,
@@ -332,7 +341,7 @@ async fn execute(
         wants: &mut client.wants,
         pin: &mut client.pin,
     };
-    let ran = exec.execute(plan, view, out).await;
+    let ran = exec.execute(plan, view, &mut out).await;
     if plan.reset {
         // After the commands before RESET ran on the state they were sent in.
         exec.release();
@@ -348,8 +357,15 @@ async fn execute(
         Err(failed) => {
             let error = failed.error;
             shared.traffic.failed(error.side());
+            if error.closes_client() || out.torn() {
+                if matches!(error, crate::error::Error::ReplyOverflow { .. }) {
+                    shared.traffic.reply_overflowed();
+                }
+                warn!(client = client.id, %error, torn = out.torn(), "closing the client: its replies cannot be delivered");
+                return Flow::Abort;
+            }
             let detail = shared.backend.detail(error);
-            plan.answer_failed(failed.answered, error, detail.as_deref(), out);
+            plan.answer_failed(failed.answered, error, detail.as_deref(), out.buf);
         }
     }
     if plan.close {
