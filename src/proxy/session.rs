@@ -17,6 +17,11 @@ use crate::error::Side;
 use crate::pool::Upstream;
 use crate::resp::{write_error, CommandScanner, Frame, ProtocolError};
 
+/// A new client's read and write buffers.
+const INITIAL_BUFFER: usize = 1024;
+/// Reads grow up to this size.
+const MAX_READ: usize = 64 * 1024;
+
 /// What the session does after a batch.
 enum Flow {
     Continue,
@@ -72,9 +77,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             exec: Exec::new(shared.backend.clone()),
             shared,
             client,
-            rbuf: BytesMut::with_capacity(16 * 1024),
-            wbuf: BytesMut::with_capacity(16 * 1024),
-            frames: Vec::with_capacity(64),
+            // Small to start: most clients send small commands, and an idle
+            // client should cost little. Both grow with what passes.
+            rbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+            wbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+            frames: Vec::with_capacity(8),
             early: BytesMut::new(),
             shutdown,
         }
@@ -237,8 +244,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // registered per read: it showed in profiles of 1000-client runs.
         let timed = deadline.is_some();
         let (at, why) = deadline.unwrap_or((Instant::now(), End::IdleTimeout));
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(16 * 1024);
+        if self.rbuf.capacity() - self.rbuf.len() < INITIAL_BUFFER / 4 {
+            // Doubling: a long pipeline or a big value is read in ever larger reads.
+            self.rbuf
+                .reserve(self.rbuf.capacity().clamp(INITIAL_BUFFER, MAX_READ));
         }
         tokio::select! {
             biased;
