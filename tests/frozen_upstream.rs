@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::raw::{encode, RawClient, Reply};
 use common::{both_modes, get, start_poolside, wait_until, RedisServer, WAIT};
 use poolside::config::PoolMode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT_MS: u64 = 400;
 
@@ -88,6 +89,57 @@ both_modes! {
             forever.reply().await,
             Reply::Array(Some(vec![Reply::bulk("frozen:q"), Reply::bulk("late")]))
         );
+        poolside.shutdown().await;
+    }
+}
+
+both_modes! {
+    /// Redis freezes in the middle of a big reply the client is reading:
+    /// part of the value has reached the client, so an error reply can no
+    /// longer be framed. The client is closed once the response timeout
+    /// passes; the bytes it got are all the value's, nothing else appended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reply_cut_by_a_frozen_redis_closes_the_client(mode: PoolMode) {
+        const LEN: usize = 30_000_000;
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |c| {
+            c.pool.response_timeout_ms = TIMEOUT_MS;
+        })
+        .await;
+        let value = vec![b'v'; LEN];
+        let mut direct = redis.blocking();
+        let _: () = redis::cmd("SET").arg("frozen:big").arg(&value).query(&mut direct).unwrap();
+
+        let mut client = tokio::net::TcpStream::connect(poolside.client_addr).await.unwrap();
+        client.write_all(&encode(&["GET", "frozen:big"])).await.unwrap();
+        let mut got = vec![0u8; 1 << 20];
+        client.read_exact(&mut got).await.unwrap();
+        redis.signal("STOP");
+        let started = Instant::now();
+        let rest = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut rest = Vec::new();
+            let _ = client.read_to_end(&mut rest).await;
+            rest
+        })
+        .await
+        .expect("the client is closed");
+        got.extend(rest);
+        redis.signal("CONT");
+        let header = format!("${LEN}\r\n");
+        assert!(got.starts_with(header.as_bytes()));
+        let body = &got[header.len()..];
+        assert!(body.len() < LEN, "the whole value arrived ({} bytes)", body.len());
+        assert!(
+            body.iter().all(|&b| b == b'v'),
+            "something other than the value's bytes reached the client"
+        );
+        eprintln!(
+            "{mode:?}: {} of {LEN} bytes reached the client, closed {:?} after the freeze",
+            body.len(),
+            started.elapsed()
+        );
+        let mut next = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(next.command(&["PING"]).await, Reply::Simple("PONG".into()));
         poolside.shutdown().await;
     }
 }

@@ -140,3 +140,53 @@ both_modes! {
         poolside.shutdown().await;
     }
 }
+
+both_modes! {
+    /// Replies too big to hold whole are forwarded in parts: a pipeline
+    /// mixing megabyte values with small replies, a transaction whose EXEC
+    /// carries a big value and a RESP3 map gets the bytes Redis sends, in
+    /// order, in both protocols.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn big_replies_mixed_with_small_ones_arrive_as_redis_sends_them(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |_| {}).await;
+        let mut direct = redis.direct_raw().await;
+        let big1: String = (0..1_000_003).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let big2: String = (0..3_000_017).map(|i| char::from(b'0' + (i % 10) as u8)).collect();
+        direct.command(&["SET", "order:big1", &big1]).await.expect_ok();
+        direct.command(&["SET", "order:big2", &big2]).await.expect_ok();
+        direct.command(&["HSET", "order:h", "f", &big1, "g", "1"]).await;
+        let commands: &[&[&str]] = &[
+            &["GET", "order:missing"],
+            &["GET", "order:big1"],
+            &["MULTI"],
+            &["GET", "order:big2"],
+            &["INCRBY", "order:n", "0"],
+            &["EXEC"],
+            &["HGETALL", "order:h"],
+            &["MGET", "order:big1", "order:big2", "order:missing"],
+            &["PING"],
+        ];
+        for protocol in ["2", "3"] {
+            let mut via = RawClient::connect(poolside.client_addr).await;
+            let mut straight = redis.direct_raw().await;
+            for c in [&mut via, &mut straight] {
+                c.send(&encode(&["HELLO", protocol])).await.expect("send");
+                c.raw_reply().await; // Connection ids differ by design.
+                c.send(&pipeline(commands)).await.expect("send");
+            }
+            for command in commands {
+                let (got, want) = (via.raw_reply().await, straight.raw_reply().await);
+                assert!(
+                    got == want,
+                    "RESP{protocol} {command:?}: {} bytes through poolside, {} from Redis; \
+                     first {}",
+                    got.len(),
+                    want.len(),
+                    escape(&got[..got.len().min(64)])
+                );
+            }
+        }
+        poolside.shutdown().await;
+    }
+}
