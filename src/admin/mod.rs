@@ -4,6 +4,7 @@
 //! `/metrics`; anything else is a JSON 404. No response carries a secret.
 
 mod control;
+mod fleet;
 mod metrics;
 mod recommend;
 mod status;
@@ -29,6 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 pub use control::{ControlPlane, ServerInfo};
+pub use fleet::{connection_name, instance_name};
 pub use metrics::Metrics;
 pub use recommend::{Sizing, OPTIMAL};
 pub use status::PoolStatus;
