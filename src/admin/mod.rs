@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 pub use control::{ControlPlane, ServerInfo};
-pub use fleet::{connection_name, instance_name};
+pub use fleet::{connection_name, instance_name, FleetStatus};
 pub use metrics::Metrics;
 pub use recommend::{Sizing, OPTIMAL};
 pub use status::PoolStatus;
@@ -57,6 +57,8 @@ pub struct AdminState {
     pub control: Arc<ControlPlane>,
     pub metrics: Metrics,
     pub recommendation_window: Duration,
+    /// What this instance names its upstream connections (`fleet.rs`).
+    pub connection_name: Option<String>,
     health_interval: Duration,
 }
 
@@ -86,6 +88,7 @@ impl AdminState {
             )),
             control: Arc::new(control),
             recommendation_window,
+            connection_name: target.client_name.clone(),
             health_interval: Duration::from_secs(config.pool.health_check_interval_secs),
         })
     }

@@ -176,7 +176,7 @@ fn maxclients_rule(i: &Inputs, out: &mut Vec<String>) {
 }
 
 /// Connections so that `demand` sits at `target_percent` utilization.
-fn size_for(demand: f64, target_percent: f64) -> u32 {
+pub(super) fn size_for(demand: f64, target_percent: f64) -> u32 {
     // The epsilon keeps 9 / 0.75 at 12, not 13, despite rounding.
     ((demand * 100.0 / target_percent) - 1e-9).ceil().max(0.0) as u32
 }
