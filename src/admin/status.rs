@@ -106,6 +106,7 @@ pub fn pool_status(state: &AdminState) -> PoolStatus {
         upstream_address: &state.upstream_address,
         reachable,
         server: &server,
+        fleet: &fleet,
     });
     let status = match (reachable, level) {
         (false, _) => "unhealthy",
