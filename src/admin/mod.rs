@@ -73,9 +73,14 @@ impl AdminState {
         let a = &config.alerts;
         let alerts = Arc::new(Alerts::new(a, config.profile.name()));
         let recommendation_window = Duration::from_secs(a.recommendation_window_secs);
-        let control = ControlPlane::new(pool.clone());
+        let control = Arc::new(ControlPlane::new(pool.clone()));
         Ok(AdminState {
-            metrics: Metrics::new(pool.clone(), traffic.clone(), alerts.clone())?,
+            metrics: Metrics::new(
+                pool.clone(),
+                traffic.clone(),
+                alerts.clone(),
+                control.clone(),
+            )?,
             pool,
             traffic,
             profile: config.profile,
@@ -86,7 +91,7 @@ impl AdminState {
             usage: Arc::new(Usage::new(
                 recommendation_window.max(Duration::from_secs(a.window_secs)),
             )),
-            control: Arc::new(control),
+            control,
             recommendation_window,
             connection_name: target.client_name.clone(),
             health_interval: Duration::from_secs(config.pool.health_check_interval_secs),
