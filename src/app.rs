@@ -57,6 +57,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
         keepalive: (config.pool.tcp_keepalive_secs > 0)
             .then(|| Duration::from_secs(config.pool.tcp_keepalive_secs)),
+        client_name: Some(admin::connection_name(
+            &admin::instance_name(config.fleet.instance.as_deref()),
+            config.profile,
+        )),
     };
     let pool = Pool::new(&config, target.clone());
     let traffic = Arc::new(Traffic::default());
@@ -112,6 +116,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin = %admin_addr,
         upstream = %url::redact(&config.upstream.url),
         profile = %config.profile,
+        connection_name = target.client_name.as_deref().unwrap_or_default(),
         max_connections = config.pool.max_connections,
         "poolside started"
     );

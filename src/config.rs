@@ -4,7 +4,8 @@
 //! 1. compiled-in defaults of the selected profile;
 //! 2. `profiles/<profile>.toml` when present, or `--config FILE`;
 //! 3. environment: first the variables applications already use (`REDIS_URL`,
-//!    `REDIS_HOST`/`REDIS_PORT`, `REDIS_PASSWORD`, `REDIS_USERNAME`), then
+//!    `REDIS_HOST`/`REDIS_PORT`, `REDIS_PASSWORD`, `REDIS_USERNAME`, and
+//!    `POD_NAME` for `fleet.instance`), then
 //!    poolside's own `POOLSIDE_*` (nested keys split on `__`), which win;
 //! 4. command-line flags.
 //!
@@ -180,6 +181,20 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub tls: TlsConfig,
     pub policy: PolicyConfig,
+    pub fleet: FleetConfig,
+}
+
+/// How this poolside names itself to Redis (`CLIENT SETNAME
+/// poolside:<instance>:<profile>` on every upstream connection), so that any
+/// poolside reading `CLIENT LIST` sees the whole fleet on that Redis.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// This instance's name. Not set by default: `POD_NAME` (the Kubernetes
+    /// downward API), else the hostname, else `poolside`. Characters Redis
+    /// does not allow in a client name (spaces, control characters, non-ASCII)
+    /// and `:` become `-`.
+    pub instance: Option<String>,
 }
 
 /// `Debug` redacts the URL's password (see `security.rs`).

@@ -75,7 +75,11 @@ pub fn is_healthy(status: &Value) -> bool {
 /// `/pool/status` as a table a person can read.
 pub fn render_status(v: &Value) -> String {
     let mut out = String::new();
-    for (label, value) in pool_rows(v).into_iter().chain(upstream_rows(v)) {
+    let rows = pool_rows(v)
+        .into_iter()
+        .chain(upstream_rows(v))
+        .chain([fleet_row(v)]);
+    for (label, value) in rows {
         let _ = writeln!(out, "  {label:<12}{value}");
     }
     out.push_str("\nRecommendations:\n");
@@ -183,6 +187,27 @@ fn upstream_rows(v: &Value) -> [(&'static str, String); 4] {
     ]
 }
 
+/// The poolside instances on this Redis, or why Redis does not show them.
+fn fleet_row(v: &Value) -> (&'static str, String) {
+    let t = |path: &str| text(v, path);
+    if lookup(v, "fleet.visible").and_then(Value::as_bool) != Some(true) {
+        return ("fleet", format!("not visible: {}", t("fleet.reason")));
+    }
+    (
+        "fleet",
+        format!(
+            "{} poolside instances hold {} connections, {} other clients; {} more of \
+             max_connections {} fit under maxclients {}",
+            t("fleet.poolside_instances"),
+            t("fleet.poolside_connections"),
+            t("fleet.other_clients"),
+            t("fleet.more_instances_fit"),
+            t("fleet.max_connections"),
+            t("fleet.maxclients"),
+        ),
+    )
+}
+
 fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.')
         .try_fold(v, |v, key| v.get(key))
@@ -273,6 +298,20 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("DEGRADED (production)"), "{out}");
+        assert!(out.contains("  fleet       not visible: ?"), "{out}");
+        let fleet = serde_json::json!({"fleet": {
+            "visible": true, "poolside_instances": 3, "poolside_connections": 12,
+            "other_clients": 1, "more_instances_fit": 496, "max_connections": 20,
+            "maxclients": 10000,
+        }});
+        assert!(
+            render_status(&fleet).contains(
+                "  fleet       3 poolside instances hold 12 connections, 1 other clients; 496 \
+                 more of max_connections 20 fit under maxclients 10000"
+            ),
+            "{}",
+            render_status(&fleet)
+        );
         assert!(out.contains("  - Pool operating optimally"), "{out}");
         assert!(is_healthy(&v));
         assert!(!is_healthy(&serde_json::json!({"status": "unhealthy"})));

@@ -171,6 +171,39 @@ async fn each_poolside_has_its_own_registry() {
     large.shutdown().await;
 }
 
+/// The fleet's gauges appear once the control plane has read CLIENT LIST,
+/// and say what `/pool/status`'s `fleet` says.
+#[tokio::test]
+async fn fleet_gauges_pass_promtool_and_match_the_status() {
+    let redis = RedisServer::start().await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.fleet.instance = Some("metrics-a".into());
+        c.pool.max_connections = 7;
+    })
+    .await;
+    let status = wait_for_status(&poolside, "the fleet is visible", |s| {
+        s["fleet"]["visible"] == true && s["fleet"]["poolside_instances"] == 1
+    })
+    .await;
+    let fleet = &status["fleet"];
+    let text = get(poolside.admin_addr, "/metrics").await.body;
+    promtool_check(&text);
+    let metrics = Metrics::parse(&text);
+    assert_eq!(metrics.value("poolside_fleet_instances"), 1.0);
+    for (series, field) in [
+        ("poolside_fleet_connections", "poolside_connections"),
+        ("poolside_fleet_other_clients", "other_clients"),
+        ("poolside_fleet_more_instances_fit", "more_instances_fit"),
+    ] {
+        assert_eq!(
+            Some(metrics.value(series)),
+            fleet[field].as_f64(),
+            "{series} vs {fleet}"
+        );
+    }
+    poolside.shutdown().await;
+}
+
 #[tokio::test]
 async fn multiplexed_batches_are_counted_and_timed() {
     let redis = RedisServer::start().await;

@@ -307,6 +307,24 @@ fn redis_password_and_username_land_in_upstream() {
 }
 
 #[test]
+fn pod_name_names_the_instance_unless_poolside_env_does() {
+    jailed(|jail| {
+        assert_eq!(load_default().fleet.instance, None);
+        jail.set_env("POD_NAME", "checkout-7d9f8-x2k4q");
+        let (config, figment) = Config::load(&Overrides::default()).expect("loads");
+        assert_eq!(
+            config.fleet.instance.as_deref(),
+            Some("checkout-7d9f8-x2k4q")
+        );
+        let rendered = render_effective(&config, &figment);
+        assert!(find_line(&rendered, "instance = ").contains("# POD_NAME"));
+        // A numeric name stays a string, and POOLSIDE_* wins.
+        jail.set_env("POOLSIDE_FLEET__INSTANCE", "0042");
+        assert_eq!(load_default().fleet.instance.as_deref(), Some("0042"));
+    });
+}
+
+#[test]
 fn layers_apply_in_order_flags_last() {
     jailed(|jail| {
         jail.set_env("REDIS_URL", "redis://from-redis-url:1");

@@ -96,6 +96,9 @@ fn resolve_env(docs: &[Value], container: &Value) -> BTreeMap<String, String> {
                 .to_string()
         } else if var["valueFrom"].get("secretKeyRef").is_some() {
             format!("secret-value-of-{name}")
+        } else if let Some(field) = var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            // The downward API: a stand-in for the pod's own field.
+            format!("downward-{}", field.replace('.', "-"))
         } else {
             panic!("cannot resolve env var {var}");
         };
@@ -221,6 +224,11 @@ fn every_overlay_sets_its_pool_size() {
             config["upstream"]["password"].as_str(),
             Some("<redacted>"),
             "{overlay}: the password comes from the Secret"
+        );
+        assert_eq!(
+            config["fleet"]["instance"].as_str(),
+            Some("downward-metadata-name"),
+            "{overlay}: connections are named after the pod (POD_NAME)"
         );
     }
 }

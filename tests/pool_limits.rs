@@ -39,9 +39,19 @@ fn client_id(client_list_line: &str) -> &str {
         .unwrap_or("")
 }
 
-/// A connection the control plane used last: the data path sends no INFO here.
+/// One of poolside's connections: each is named `poolside:<instance>:<profile>`.
+fn is_poolside(client_list_line: &str) -> bool {
+    client_list_line.contains(" name=poolside:")
+}
+
+/// A connection the control plane used last: the data path here sends no
+/// INFO or CLIENT LIST.
 fn is_control_plane(client_list_line: &str) -> bool {
-    matches!(last_command(client_list_line), "info" | "config|get")
+    is_poolside(client_list_line)
+        && matches!(
+            last_command(client_list_line),
+            "info" | "config|get" | "client|list"
+        )
 }
 
 /// `count` clients run SET/GET/pipelines while a sampler watches CLIENT
@@ -63,9 +73,10 @@ async fn clients_never_exceed_max_connections(
     let max = poolside.pool_snapshot().max_connections;
 
     // The sampler watches from Redis's side on its own direct connection.
-    // poolside's control plane (INFO for /pool/status) borrows one of the
-    // pool's connections: Redis sees at most max from poolside, its
-    // included. It shows by its last command once it has run.
+    // poolside's control plane (INFO and CLIENT LIST for /pool/status)
+    // borrows one of the pool's connections: Redis sees at most max from
+    // poolside, its included. It shows by its name and last command once it
+    // has run.
     let sampler_con = Mutex::new(redis.direct_raw().await);
     wait_until(
         WAIT,
@@ -88,7 +99,7 @@ async fn clients_never_exceed_max_connections(
             let list = client_list_on(&mut sampler_con).await;
             let pool: HashSet<String> = list
                 .iter()
-                .filter(|l| last_command(l) != "client|list")
+                .filter(|l| is_poolside(l))
                 .map(|l| client_id(l).to_string())
                 .collect();
             seen.samples += 1;

@@ -1,5 +1,6 @@
-//! Control-plane facts about Redis (version, connected clients, maxclients)
-//! for `/pool/status`, fetched by a background task on a connection borrowed
+//! Control-plane facts about Redis (version, connected clients, maxclients,
+//! and `CLIENT LIST` grouped into the fleet's view, see `fleet.rs`) for
+//! `/pool/status`, fetched by a background task on a connection borrowed
 //! from the data pool: Redis never sees more than `max_connections`
 //! connections from one poolside, and TLS upstreams are covered too.
 
@@ -11,10 +12,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use super::fleet::{parse_client_list, Census};
 use crate::clock;
 use crate::pool::{Pool, UpstreamConn};
 
-/// One refresh (connect + INFO) may take this long.
+/// One refresh (connect, INFO, CLIENT LIST) may take this long.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What Redis last said about itself; `None` until it has answered once.
@@ -24,6 +26,9 @@ pub struct ServerInfo {
     pub connected_clients: Option<u64>,
     pub maxclients: Option<u64>,
     pub refreshed_unix_ms: Option<u64>,
+    /// `CLIENT LIST`, grouped; shown as `/pool/status`'s `fleet`.
+    #[serde(skip)]
+    pub census: Option<Census>,
 }
 
 pub struct ControlPlane {
@@ -53,8 +58,8 @@ impl ControlPlane {
                 }
                 return true;
             }
-            Ok(Err(e)) => debug!(error = %e, "control plane: INFO failed"),
-            Err(_) => debug!("control plane: INFO timed out"),
+            Ok(Err(e)) => debug!(error = %e, "control plane: INFO or CLIENT LIST failed"),
+            Err(_) => debug!("control plane: INFO or CLIENT LIST timed out"),
         }
         false
     }
@@ -68,12 +73,20 @@ impl ControlPlane {
             // Before Redis 7, maxclients is only in CONFIG (which may be renamed away).
             maxclients = config_value(&mut conn, b"maxclients").await;
         }
+        // An ACL may deny CLIENT LIST (it is @dangerous): the fleet is then
+        // not visible, and the rest of the refresh stands.
+        let list = conn.command(&[b"CLIENT", b"LIST"]).await?;
+        let census = match list.first() {
+            Some(b'-') => Census::Refused(error_text(&list)),
+            _ => Census::Listed(parse_client_list(&text(&list))),
+        };
         Ok(ServerInfo {
             redis_version: info_field(&server, "redis_version").map(str::to_string),
             connected_clients: info_field(&clients, "connected_clients")
                 .and_then(|v| v.parse().ok()),
             maxclients,
             refreshed_unix_ms: Some(clock::now_unix_ms()),
+            census: Some(census),
         })
     }
 }
@@ -94,6 +107,12 @@ fn text(reply: &[u8]) -> String {
         _ => body,
     };
     String::from_utf8_lossy(body).into_owned()
+}
+
+/// The message of an error reply (`-NOPERM ...`), without the `-` and CRLF.
+fn error_text(reply: &[u8]) -> String {
+    let line = reply.split(|b| *b == b'\r').next().unwrap_or_default();
+    String::from_utf8_lossy(line.get(1..).unwrap_or_default()).into_owned()
 }
 
 /// `CONFIG GET <name>` as a number: the last line of its reply (an array
@@ -158,6 +177,10 @@ mod tests {
         assert_eq!(text(b"=13\r\ntxt:a:1\r\nb:22\r\n"), "a:1\r\nb:22");
         assert_eq!(text(b"-ERR nope\r\n"), "");
         assert_eq!(text(b"$0\r\n\r\n"), "");
+        assert_eq!(
+            error_text(b"-NOPERM no permissions to run 'client|list'\r\n"),
+            "NOPERM no permissions to run 'client|list'"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
 
+use super::control::ControlPlane;
+use super::fleet::{self, Census};
 use crate::alerts::Alerts;
 use crate::error::Side;
 use crate::histogram::Counts;
@@ -125,8 +127,28 @@ const REPLY_OVERFLOWS: Def = Def(
     "Clients disconnected for leaving more than limits.max_reply_buffer_bytes of replies unread (multiplexed mode).",
     None,
 );
+const FLEET_INSTANCES: Def = Def(
+    "poolside_fleet_instances",
+    "poolside instances with connections to this Redis (CLIENT LIST, by connection name); absent while CLIENT LIST is refused.",
+    None,
+);
+const FLEET_CONNECTIONS: Def = Def(
+    "poolside_fleet_connections",
+    "Connections all poolside instances hold on this Redis (CLIENT LIST).",
+    None,
+);
+const FLEET_OTHERS: Def = Def(
+    "poolside_fleet_other_clients",
+    "Connections to this Redis not from a poolside, replicas included (CLIENT LIST).",
+    None,
+);
+const FLEET_FIT: Def = Def(
+    "poolside_fleet_more_instances_fit",
+    "More instances of this max_connections that fit under maxclients if every instance grows to max_connections.",
+    None,
+);
 
-const ALL: [&Def; 21] = [
+const ALL: [&Def; 25] = [
     &MAX,
     &IN_USE,
     &IDLE,
@@ -148,6 +170,10 @@ const ALL: [&Def; 21] = [
     &AUTH_FAILURES,
     &DENIED,
     &REPLY_OVERFLOWS,
+    &FLEET_INSTANCES,
+    &FLEET_CONNECTIONS,
+    &FLEET_OTHERS,
+    &FLEET_FIT,
 ];
 
 /// The registry of one poolside instance.
@@ -160,6 +186,7 @@ impl Metrics {
         pool: Pool,
         traffic: Arc<Traffic>,
         alerts: Arc<Alerts>,
+        control: Arc<ControlPlane>,
     ) -> prometheus::Result<Metrics> {
         let descs = ALL
             .iter()
@@ -173,6 +200,7 @@ impl Metrics {
             pool,
             traffic,
             alerts,
+            control,
             descs,
         }))?;
         Ok(Metrics { registry })
@@ -191,6 +219,7 @@ struct PoolCollector {
     pool: Pool,
     traffic: Arc<Traffic>,
     alerts: Arc<Alerts>,
+    control: Arc<ControlPlane>,
     descs: Vec<Desc>,
 }
 
@@ -206,7 +235,7 @@ impl Collector for PoolCollector {
         let closed = &state.statistics;
         let up = !self.pool.health.is_down() && super::checked_once(&self.pool);
         let ratio = f64::from(s.in_use) / f64::from(s.max_connections.max(1));
-        vec![
+        let mut families = vec![
             gauge(&MAX, s.max_connections.into()),
             gauge(&IN_USE, s.in_use.into()),
             gauge(&IDLE, s.idle.into()),
@@ -239,7 +268,28 @@ impl Collector for PoolCollector {
             counter(&AUTH_FAILURES, [("", t.auth_failures_total())]),
             counter(&DENIED, [("", t.denied_commands_total())]),
             counter(&REPLY_OVERFLOWS, [("", t.reply_overflows_total())]),
-        ]
+        ];
+        self.collect_fleet(s.max_connections, &mut families);
+        families
+    }
+}
+
+impl PoolCollector {
+    /// The fleet's gauges, only while Redis shows `CLIENT LIST`: a refused
+    /// list is no fleet of zero.
+    fn collect_fleet(&self, max_connections: u32, families: &mut Vec<MetricFamily>) {
+        let server = self.control.info();
+        let Some(Census::Listed(clients)) = &server.census else {
+            return;
+        };
+        let connections: u64 = clients.instances.iter().map(|i| i.connections).sum();
+        families.push(gauge(&FLEET_INSTANCES, clients.instances.len() as f64));
+        families.push(gauge(&FLEET_CONNECTIONS, connections as f64));
+        families.push(gauge(&FLEET_OTHERS, clients.other_clients as f64));
+        if let Some(limit) = server.maxclients {
+            let (_, more) = fleet::fits(clients, limit, max_connections);
+            families.push(gauge(&FLEET_FIT, more as f64));
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! `/metrics`; anything else is a JSON 404. No response carries a secret.
 
 mod control;
+mod fleet;
 mod metrics;
 mod recommend;
 mod status;
@@ -29,6 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 pub use control::{ControlPlane, ServerInfo};
+pub use fleet::{connection_name, instance_name, FleetStatus};
 pub use metrics::Metrics;
 pub use recommend::{Sizing, OPTIMAL};
 pub use status::PoolStatus;
@@ -55,6 +57,8 @@ pub struct AdminState {
     pub control: Arc<ControlPlane>,
     pub metrics: Metrics,
     pub recommendation_window: Duration,
+    /// What this instance names its upstream connections (`fleet.rs`).
+    pub connection_name: Option<String>,
     health_interval: Duration,
 }
 
@@ -69,9 +73,14 @@ impl AdminState {
         let a = &config.alerts;
         let alerts = Arc::new(Alerts::new(a, config.profile.name()));
         let recommendation_window = Duration::from_secs(a.recommendation_window_secs);
-        let control = ControlPlane::new(pool.clone());
+        let control = Arc::new(ControlPlane::new(pool.clone()));
         Ok(AdminState {
-            metrics: Metrics::new(pool.clone(), traffic.clone(), alerts.clone())?,
+            metrics: Metrics::new(
+                pool.clone(),
+                traffic.clone(),
+                alerts.clone(),
+                control.clone(),
+            )?,
             pool,
             traffic,
             profile: config.profile,
@@ -82,8 +91,9 @@ impl AdminState {
             usage: Arc::new(Usage::new(
                 recommendation_window.max(Duration::from_secs(a.window_secs)),
             )),
-            control: Arc::new(control),
+            control,
             recommendation_window,
+            connection_name: target.client_name.clone(),
             health_interval: Duration::from_secs(config.pool.health_check_interval_secs),
         })
     }

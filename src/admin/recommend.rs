@@ -1,9 +1,11 @@
-//! Sizing recommendations: the static rules, plus a pool size computed from
-//! what the pool saw over the recommendation window.
+//! Sizing recommendations: the static rules, a pool size computed from
+//! what the pool saw over the recommendation window, and the fleet's room
+//! under Redis' `maxclients` computed from `CLIENT LIST`.
 
 use serde::Serialize;
 
 use super::control::ServerInfo;
+use super::fleet::FleetStatus;
 use crate::alerts::{percent_of, Thresholds};
 use crate::usage::Window;
 
@@ -17,6 +19,7 @@ pub struct Inputs<'a> {
     pub upstream_address: &'a str,
     pub reachable: bool,
     pub server: &'a ServerInfo,
+    pub fleet: &'a FleetStatus,
 }
 
 /// The numbers behind the recommendations, as `/pool/status` shows them.
@@ -40,7 +43,9 @@ pub fn recommend(i: &Inputs) -> (Vec<String>, Sizing) {
     let mut out = Vec::new();
     static_rules(i, &mut out);
     sizing_rules(i, &plan, &mut out);
-    maxclients_rule(i, &mut out);
+    if !fleet_rule(i, &mut out) {
+        maxclients_rule(i, &mut out);
+    }
     if out.is_empty() {
         out.push(OPTIMAL.to_string());
     }
@@ -155,7 +160,7 @@ fn sizing_rules(i: &Inputs, plan: &Plan, out: &mut Vec<String>) {
     }
 }
 
-/// The fleet, not only this pod, is close to Redis's client limit.
+/// Without the fleet's numbers: Redis's connected clients near its limit.
 fn maxclients_rule(i: &Inputs, out: &mut Vec<String>) {
     let (Some(connected), Some(limit)) = (i.server.connected_clients, i.server.maxclients) else {
         return;
@@ -175,8 +180,75 @@ fn maxclients_rule(i: &Inputs, out: &mut Vec<String>) {
     }
 }
 
+/// The fleet's worst case (every poolside instance at max_connections)
+/// nears maxclients: how many more pods fit, and what would fit more.
+/// Returns whether the fleet's numbers were known, which makes the
+/// connected-clients rule redundant.
+fn fleet_rule(i: &Inputs, out: &mut Vec<String>) -> bool {
+    let Some(view) = &i.fleet.view else {
+        return false;
+    };
+    let (Some(fit), Some(limit)) = (&view.fit, view.maxclients) else {
+        return false;
+    };
+    if fit.worst_case_percent < i.thresholds.critical {
+        return true;
+    }
+    let c = view.max_connections;
+    let k = view.poolside_instances;
+    let others = view.other_clients;
+    let mut line = format!(
+        "{k} poolside {} {} {} and {others} other {} connected: if each instance grows to \
+         max_connections {c}, Redis reaches {} of maxclients {limit} ({:.0} %); {} more {} of \
+         max_connections {c} {}",
+        plural(k, "instance", "instances"),
+        plural(k, "holds", "hold"),
+        count(view.poolside_connections, "connection", "connections"),
+        plural(others, "client is", "clients are"),
+        fit.worst_case_clients,
+        fit.worst_case_percent,
+        fit.more_instances_fit,
+        plural(fit.more_instances_fit, "pod", "pods"),
+        plural(fit.more_instances_fit, "fits", "fit"),
+    );
+    let busiest = view.busiest_instance_connections;
+    if fit.suggested_max_connections < c {
+        line.push_str(&format!(
+            "; the busiest instance holds {}: lower max_connections to {} to fit {} more",
+            count(busiest, "connection", "connections"),
+            fit.suggested_max_connections,
+            fit.more_instances_fit_at_suggested,
+        ));
+    } else {
+        // Room for one more pod with the fleet's worst case at the target utilization.
+        let needed = size_for(
+            (fit.worst_case_clients + u64::from(c)) as f64,
+            i.thresholds.target_percent(),
+        );
+        line.push_str(&format!(
+            "; the busiest instance holds {}, so its max_connections is needed: raise \
+             maxclients to {needed} to fit 1 more",
+            count(busiest, "connection", "connections"),
+        ));
+    }
+    out.push(line);
+    true
+}
+
+fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Connections so that `demand` sits at `target_percent` utilization.
-fn size_for(demand: f64, target_percent: f64) -> u32 {
+pub(super) fn size_for(demand: f64, target_percent: f64) -> u32 {
     // The epsilon keeps 9 / 0.75 at 12, not 13, despite rounding.
     ((demand * 100.0 / target_percent) - 1e-9).ceil().max(0.0) as u32
 }
@@ -202,12 +274,21 @@ fn ms(value: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fleet::{fleet_status, Census, Clients, Instance, Sizes};
     use super::*;
 
     const T: Thresholds = Thresholds {
         warning: 60.0,
         critical: 80.0,
         hysteresis: 5.0,
+    };
+
+    static NO_FLEET: FleetStatus = FleetStatus {
+        visible: false,
+        reason: None,
+        connection_name: None,
+        view: None,
+        refreshed_unix_ms: None,
     };
 
     fn inputs<'a>(max: u32, in_use: u32, w: &'a Window, server: &'a ServerInfo) -> Inputs<'a> {
@@ -220,7 +301,93 @@ mod tests {
             upstream_address: "10.0.0.5:6379",
             reachable: true,
             server,
+            fleet: &NO_FLEET,
         }
+    }
+
+    /// The fleet of `held` connections per instance, as `fleet_status` makes it.
+    fn fleet_of(held: &[u64], other_clients: u64, maxclients: u64, max: u32) -> FleetStatus {
+        let clients = Clients {
+            instances: held
+                .iter()
+                .enumerate()
+                .map(|(n, c)| Instance {
+                    instance: format!("pod-{n:02}"),
+                    profile: "production".into(),
+                    connections: *c,
+                })
+                .collect(),
+            other_clients,
+        };
+        let server = ServerInfo {
+            maxclients: Some(maxclients),
+            census: Some(Census::Listed(clients)),
+            ..ServerInfo::default()
+        };
+        let sizes = Sizes {
+            max_connections: max,
+            min_idle: 10,
+            target_percent: T.target_percent(),
+        };
+        fleet_status(&server, Some("poolside:pod-00:production"), sizes)
+    }
+
+    #[test]
+    fn a_fleet_near_maxclients_is_told_what_fits() {
+        // The issue's example: 14 pods of 160 on maxclients 2500, the busiest holding 90.
+        let mut held = vec![40; 13];
+        held.push(90);
+        let fleet = fleet_of(&held, 0, 2_500, 160);
+        let w = Window::default();
+        // connected_clients is high too: one line about it, the fleet's.
+        let server = ServerInfo {
+            connected_clients: Some(2_100),
+            maxclients: Some(2_500),
+            ..ServerInfo::default()
+        };
+        let (out, _) = recommend(&Inputs {
+            fleet: &fleet,
+            ..inputs(160, 0, &w, &server)
+        });
+        assert_eq!(
+            out,
+            vec![
+                "14 poolside instances hold 610 connections and 0 other clients are connected: \
+                 if each instance grows to max_connections 160, Redis reaches 2240 of maxclients \
+                 2500 (90 %); 1 more pod of max_connections 160 fits; the busiest instance holds \
+                 90 connections: lower max_connections to 120 to fit 6 more"
+                    .to_string()
+            ]
+        );
+
+        // Every instance uses its pool: only more maxclients helps.
+        let fleet = fleet_of(&[150], 280, 500, 160);
+        let (out, _) = recommend(&Inputs {
+            fleet: &fleet,
+            ..inputs(160, 0, &w, &ServerInfo::default())
+        });
+        assert_eq!(
+            out,
+            vec![
+                "1 poolside instance holds 150 connections and 280 other clients are connected: \
+                 if each instance grows to max_connections 160, Redis reaches 440 of maxclients \
+                 500 (88 %); 0 more pods of max_connections 160 fit; the busiest instance holds \
+                 150 connections, so its max_connections is needed: raise maxclients to 800 to \
+                 fit 1 more"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fleet_with_room_says_nothing() {
+        let fleet = fleet_of(&[40; 10], 5, 10_000, 160);
+        let w = Window::default();
+        let (out, _) = recommend(&Inputs {
+            fleet: &fleet,
+            ..inputs(160, 0, &w, &ServerInfo::default())
+        });
+        assert_eq!(out, vec![OPTIMAL.to_string()]);
     }
 
     #[test]

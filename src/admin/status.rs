@@ -1,11 +1,13 @@
-//! `/pool/status`: the pool, Redis as seen from here, alerts and
-//! recommendations, in field names applications already parse.
+//! `/pool/status`: the pool, Redis as seen from here, the fleet of poolside
+//! instances on that Redis, alerts and recommendations, in field names
+//! applications already parse.
 
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
 use super::control::ServerInfo;
+use super::fleet::{fleet_status, FleetStatus, Sizes};
 use super::recommend::{recommend, Inputs, Sizing};
 use super::{checked_once, AdminState};
 use crate::alerts::{percent_of, Level};
@@ -30,6 +32,8 @@ pub struct PoolStatus {
     pub alert: AlertStatus,
     pub metrics: Counters,
     pub upstream: Upstream,
+    /// Every poolside instance on this Redis, from `CLIENT LIST` (`fleet.rs`).
+    pub fleet: FleetStatus,
     pub sizing: Sizing,
     pub recommendations: Vec<String>,
 }
@@ -87,6 +91,12 @@ pub fn pool_status(state: &AdminState) -> PoolStatus {
     let level = state.alerts.level();
     let thresholds = state.alerts.thresholds();
     let window = state.usage.summarize(state.recommendation_window);
+    let fleet = fleet(
+        state,
+        &server,
+        s.max_connections,
+        thresholds.target_percent(),
+    );
     let (recommendations, sizing) = recommend(&Inputs {
         max: s.max_connections,
         min_idle: state.min_idle,
@@ -96,6 +106,7 @@ pub fn pool_status(state: &AdminState) -> PoolStatus {
         upstream_address: &state.upstream_address,
         reachable,
         server: &server,
+        fleet: &fleet,
     });
     let status = match (reachable, level) {
         (false, _) => "unhealthy",
@@ -122,9 +133,20 @@ pub fn pool_status(state: &AdminState) -> PoolStatus {
         },
         metrics: counters(&s, &state.pool.stats.checkout_wait(), &state.traffic),
         upstream: upstream(state, reachable, server),
+        fleet,
         sizing,
         recommendations,
     }
+}
+
+/// The fleet, sized with this instance's `max_connections`.
+fn fleet(state: &AdminState, server: &ServerInfo, max: u32, target_percent: f64) -> FleetStatus {
+    let sizes = Sizes {
+        max_connections: max,
+        min_idle: state.min_idle,
+        target_percent,
+    };
+    fleet_status(server, state.connection_name.as_deref(), sizes)
 }
 
 fn counters(s: &Snapshot, wait: &Counts, traffic: &Traffic) -> Counters {

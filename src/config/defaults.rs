@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    AlertsConfig, Config, LimitsConfig, LogFormat, PolicyConfig, PoolConfig, PoolMode, Profile,
-    TlsConfig, UpstreamConfig,
+    AlertsConfig, Config, FleetConfig, LimitsConfig, LogFormat, PolicyConfig, PoolConfig, PoolMode,
+    Profile, TlsConfig, UpstreamConfig,
 };
 
 impl Config {
@@ -65,6 +65,7 @@ impl Config {
             alerts: AlertsConfig::default(),
             tls: TlsConfig::default(),
             policy: PolicyConfig::for_profile(profile),
+            fleet: FleetConfig::default(),
         }
     }
 

@@ -235,11 +235,12 @@ pub(super) fn is_service_link_name(name: &str) -> bool {
         && matches!(field, None | Some("PROTO" | "PORT" | "ADDR"))
 }
 
-/// Layer 3a: the variables applications already set for their own Redis client,
-/// each its own provider so the annotation names the variable. A `REDIS_PORT`
-/// of the form `tcp://HOST:PORT` is the service link Kubernetes sets for a
-/// Service named `redis`: it gives host and port when `REDIS_HOST` is not set,
-/// and is ignored otherwise; either way a warning is added to `warnings`.
+/// Layer 3a: the variables applications already set for their own Redis client
+/// (and `POD_NAME`, which names this instance to Redis), each its own provider
+/// so the annotation names the variable. A `REDIS_PORT` of the form
+/// `tcp://HOST:PORT` is the service link Kubernetes sets for a Service named
+/// `redis`: it gives host and port when `REDIS_HOST` is not set, and is
+/// ignored otherwise; either way a warning is added to `warnings`.
 pub(super) fn merge_app_env(mut figment: Figment, warnings: &mut Vec<String>) -> Figment {
     let redis_port = env_var("REDIS_PORT");
     let link = redis_port.as_deref().and_then(service_link_address);
@@ -281,10 +282,12 @@ pub(super) fn merge_app_env(mut figment: Figment, warnings: &mut Vec<String>) ->
             url.into(),
         ));
     }
+    // POD_NAME is what the Kubernetes downward API is usually mapped to.
     for (var, key) in [
         ("REDIS_PASSWORD", "upstream.password"),
         ("REDIS_USERNAME", "upstream.username"),
         ("REDIS_PASSWORD_FILE", "upstream.password_file"),
+        ("POD_NAME", "fleet.instance"),
     ] {
         if let Some(value) = env_var(var) {
             figment = figment.merge(Named::single(var, key, value.into()));

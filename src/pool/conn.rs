@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::debug;
 
 use super::tls::{TlsTarget, UpstreamStream};
 use super::UpstreamError;
@@ -28,6 +29,9 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// TCP keepalive idle time (`pool.tcp_keepalive_secs`); `None`: the OS default.
     pub keepalive: Option<Duration>,
+    /// `CLIENT SETNAME` sent at connect (`poolside:<instance>:<profile>`),
+    /// so `CLIENT LIST` shows the fleet; `None` leaves connections unnamed.
+    pub client_name: Option<String>,
 }
 
 /// One upstream connection. It is `broken` from the moment anything is
@@ -62,7 +66,8 @@ pub struct UpstreamConn {
 }
 
 impl UpstreamConn {
-    /// TCP connect with NODELAY, then AUTH and SELECT as the target says.
+    /// TCP connect with NODELAY, then AUTH, CLIENT SETNAME and SELECT as the
+    /// target says.
     pub async fn connect(target: &Target) -> Result<UpstreamConn, UpstreamError> {
         let connecting = async {
             let tcp = TcpStream::connect(&target.address)
@@ -105,7 +110,8 @@ impl UpstreamConn {
                     return Err(UpstreamError::Auth(first_line(&reply)));
                 }
             }
-            conn.select(target.db).await?;
+            conn.name_and_select(target.client_name.as_deref(), target.db)
+                .await?;
             Ok(conn)
         };
         match tokio::time::timeout(target.connect_timeout, connecting).await {
@@ -117,9 +123,30 @@ impl UpstreamConn {
         }
     }
 
-    async fn select(&mut self, db: u32) -> Result<(), UpstreamError> {
+    /// SETNAME and SELECT in one round trip. A refused name (an ACL without
+    /// `client|setname`: `-NOPERM`) leaves the connection unnamed, nothing more.
+    async fn name_and_select(&mut self, name: Option<&str>, db: u32) -> Result<(), UpstreamError> {
         let db_text = db.to_string();
-        let reply = self.command(&[b"SELECT", db_text.as_bytes()]).await?;
+        let mut req = BytesMut::new();
+        if let Some(name) = name {
+            write_command(
+                &mut req,
+                [&b"CLIENT"[..], b"SETNAME", name.as_bytes()].into_iter(),
+            );
+        }
+        write_command(&mut req, [&b"SELECT"[..], db_text.as_bytes()].into_iter());
+        self.write_batch(&[&req]).await?;
+        let mut reply = BytesMut::new();
+        if let Some(name) = name {
+            self.read_reply(&mut reply).await?;
+            if reply.first() == Some(&b'-') {
+                let reply = first_line(&reply);
+                debug!(name, %reply, "Redis refused CLIENT SETNAME: connection left unnamed");
+            }
+            reply.clear();
+        }
+        self.read_reply(&mut reply).await?;
+        self.finish_batch();
         if reply.first() == Some(&b'-') {
             return Err(UpstreamError::Reply(first_line(&reply)));
         }
