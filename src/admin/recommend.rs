@@ -212,7 +212,10 @@ fn fleet_rule(i: &Inputs, out: &mut Vec<String>) -> bool {
         plural(fit.more_instances_fit, "fits", "fit"),
     );
     let busiest = view.busiest_instance_connections;
-    if fit.suggested_max_connections < c {
+    // Lowering max_connections is advice only if it makes room for more pods.
+    if fit.suggested_max_connections < c
+        && fit.more_instances_fit_at_suggested > fit.more_instances_fit
+    {
         line.push_str(&format!(
             "; the busiest instance holds {}: lower max_connections to {} to fit {} more",
             count(busiest, "connection", "connections"),
