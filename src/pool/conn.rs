@@ -63,6 +63,9 @@ pub struct UpstreamConn {
     /// RESET...): the connection is closed at check-in.
     dirty: bool,
     pub created: Instant,
+    /// The pool's generation when this connection was made: an older one
+    /// points where Redis no longer is (a failover moved the name).
+    pub generation: u64,
 }
 
 impl UpstreamConn {
@@ -94,6 +97,7 @@ impl UpstreamConn {
                 in_push: false,
                 dirty: false,
                 created: Instant::now(),
+                generation: 0,
             };
             if let Some(password) = &target.password.get() {
                 let reply = match &target.username {

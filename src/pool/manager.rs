@@ -1,5 +1,6 @@
 //! bb8's `ManageConnection` for raw upstream connections.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ pub struct UpstreamManager {
     backoff: Backoff,
     health: Arc<UpstreamHealth>,
     stats: Arc<Stats>,
+    /// Bumped when the pool's connections turn stale (see `Pool::mark_stale`).
+    generation: Arc<AtomicU64>,
 }
 
 impl UpstreamManager {
@@ -61,7 +64,16 @@ impl UpstreamManager {
             backoff,
             health,
             stats,
+            generation: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    pub(super) fn generation(&self) -> &Arc<AtomicU64> {
+        &self.generation
+    }
+
+    fn is_stale(&self, conn: &UpstreamConn) -> bool {
+        conn.generation < self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -70,13 +82,17 @@ impl bb8::ManageConnection for UpstreamManager {
     type Error = UpstreamError;
 
     async fn connect(&self) -> Result<UpstreamConn, UpstreamError> {
+        // Read before connecting: a connect that races a failover may reach
+        // the old address, so it belongs to the generation it started in.
+        let generation = self.generation.load(Ordering::Acquire);
         let result = (|| UpstreamConn::connect(&self.target))
             .retry(self.backoff.builder())
             .when(UpstreamError::is_transient)
             .notify(|e, delay| debug!(error = %e, ?delay, "upstream connect failed; retrying"))
             .await;
         match result {
-            Ok(conn) => {
+            Ok(mut conn) => {
+                conn.generation = generation;
                 self.stats.connection_created();
                 self.health.mark_up();
                 Ok(conn)
@@ -93,7 +109,8 @@ impl bb8::ManageConnection for UpstreamManager {
         conn.ping().await
     }
 
+    /// Also at check-in: a stale connection is closed, not pooled.
     fn has_broken(&self, conn: &mut UpstreamConn) -> bool {
-        conn.is_broken()
+        conn.is_broken() || self.is_stale(conn)
     }
 }

@@ -79,6 +79,10 @@ pub struct Pool {
     probe_timeout: Duration,
     /// A probe is running: one at a time.
     probing: Arc<std::sync::atomic::AtomicBool>,
+    /// The manager's generation counter (see [`Pool::mark_stale`]).
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Times the pool was marked stale.
+    stale_marks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A connection checked out for a client. Counts as in use until dropped;
@@ -127,6 +131,7 @@ impl Pool {
             stats.clone(),
         );
         let checkout_timeout = Duration::from_millis(p.checkout_timeout_ms);
+        let generation = manager.generation().clone();
         let inner = bb8::Pool::builder()
             .max_size(p.max_connections)
             .min_idle(Some(p.min_idle).filter(|n| *n > 0))
@@ -147,6 +152,8 @@ impl Pool {
                 config.upstream.connect_timeout_ms + p.response_timeout_ms.max(1_000),
             ),
             probing: Default::default(),
+            generation,
+            stale_marks: Default::default(),
         }
     }
 
@@ -182,7 +189,7 @@ impl Pool {
             };
             match got {
                 Ok(mut conn) => {
-                    if conn.is_closed() {
+                    if conn.is_closed() || self.is_stale(&conn) {
                         conn.mark_broken();
                         continue;
                     }
@@ -255,6 +262,38 @@ impl Pool {
             }
             pool.probing.store(false, Ordering::Release);
         });
+    }
+
+    /// Redis is no longer where this pool's connections point (a `-READONLY`
+    /// from a node believed primary, a health check finding a replica): every
+    /// connection made before now is stale, closed at its next check-in or
+    /// checkout instead of being used again, and new connections resolve the
+    /// name afresh. Connections made from `generation` on are not affected, so
+    /// several reports of one failover close each old connection once.
+    pub fn mark_stale(&self, generation: u64) {
+        use std::sync::atomic::Ordering;
+        let next = generation + 1;
+        if self.generation.fetch_max(next, Ordering::AcqRel) < next {
+            self.stale_marks.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                generation = next,
+                "upstream moved (failover): closing connections made before now"
+            );
+        }
+    }
+
+    /// The current generation: connections made now belong to it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn is_stale(&self, conn: &UpstreamConn) -> bool {
+        conn.generation < self.generation()
+    }
+
+    /// How many times the pool was marked stale.
+    pub fn stale_marks(&self) -> u64 {
+        self.stale_marks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fewer connections are open than `max_connections`.
