@@ -74,6 +74,43 @@ impl fmt::Display for Cause {
     }
 }
 
+/// A reply with which Redis refused a command without running it, because of
+/// where the connection points rather than what was asked: the node is a
+/// replica now (`-READONLY`: a failover demoted it), is loading its dataset
+/// (`-LOADING`) or lost its primary (`-MASTERDOWN`). poolside closes such
+/// connections, and a batch refused as a whole may be sent once more on a
+/// fresh one: nothing of it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    ReadOnly,
+    Loading,
+    MasterDown,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [Refusal::ReadOnly, Refusal::Loading, Refusal::MasterDown];
+
+    /// The refusal a reply is, from its first bytes (16 are enough).
+    pub fn of(reply: &[u8]) -> Option<Refusal> {
+        let text = reply.strip_prefix(b"-")?;
+        [
+            (&b"READONLY "[..], Refusal::ReadOnly),
+            (b"LOADING ", Refusal::Loading),
+            (b"MASTERDOWN ", Refusal::MasterDown),
+        ]
+        .into_iter()
+        .find_map(|(code, kind)| text.starts_with(code).then_some(kind))
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::ReadOnly => "readonly",
+            Refusal::Loading => "loading",
+            Refusal::MasterDown => "masterdown",
+        }
+    }
+}
+
 /// A failure of one client batch on the data path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
@@ -172,6 +209,25 @@ impl std::error::Error for Error {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_told_by_their_code() {
+        assert_eq!(
+            Refusal::of(b"-READONLY You can't write against a read only replica.\r\n"),
+            Some(Refusal::ReadOnly)
+        );
+        assert_eq!(
+            Refusal::of(b"-LOADING Redis is loading"),
+            Some(Refusal::Loading)
+        );
+        assert_eq!(
+            Refusal::of(b"-MASTERDOWN Link with MASTER"),
+            Some(Refusal::MasterDown)
+        );
+        assert_eq!(Refusal::of(b"-ERR READONLY"), None);
+        assert_eq!(Refusal::of(b"+READONLY "), None);
+        assert_eq!(Refusal::of(b"-READONLYX"), None);
+    }
 
     #[test]
     fn replies_are_resp_errors_with_the_side_fixed_by_kind() {

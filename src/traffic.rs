@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::command::{counted_index, COUNTED};
-use crate::error::Side;
+use crate::error::{Refusal, Side};
 use crate::histogram::{Counts, Histogram};
 
 /// Updated by the listener and the sessions without locks; read by the admin server.
@@ -18,6 +18,10 @@ pub struct Traffic {
     auth_failures: AtomicU64,
     denied_commands: AtomicU64,
     reply_overflows: AtomicU64,
+    /// Replies refusing commands because of where Redis is, by [`Refusal`].
+    refusals: [AtomicU64; Refusal::ALL.len()],
+    /// Batches refused as a whole and sent again on a fresh connection.
+    resent: AtomicU64,
     /// Client batches answered with a poolside error, by [`Side`].
     failed: [AtomicU64; Side::ALL.len()],
     round_trips: Histogram,
@@ -31,6 +35,8 @@ impl Default for Traffic {
             auth_failures: AtomicU64::new(0),
             denied_commands: AtomicU64::new(0),
             reply_overflows: AtomicU64::new(0),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            resent: AtomicU64::new(0),
             failed: std::array::from_fn(|_| AtomicU64::new(0)),
             round_trips: Histogram::default(),
         }
@@ -104,6 +110,24 @@ impl Traffic {
     /// For `poolside_reply_buffer_overflows_total`.
     pub fn reply_overflows_total(&self) -> u64 {
         self.reply_overflows.load(Relaxed)
+    }
+
+    /// `n` replies of one batch refused its commands (see [`Refusal`]).
+    pub fn refused(&self, kind: Refusal, n: usize) {
+        self.refusals[kind as usize].fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn refusals_total(&self, kind: Refusal) -> u64 {
+        self.refusals[kind as usize].load(Relaxed)
+    }
+
+    /// A batch refused as a whole went to a fresh connection once more.
+    pub fn resent(&self) {
+        self.resent.fetch_add(1, Relaxed);
+    }
+
+    pub fn resent_total(&self) -> u64 {
+        self.resent.load(Relaxed)
     }
 
     /// A client batch (or a client, for `Side::Client` protocol errors and

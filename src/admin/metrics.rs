@@ -12,7 +12,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use super::control::ControlPlane;
 use super::fleet::{self, Census};
 use crate::alerts::Alerts;
-use crate::error::Side;
+use crate::error::{Refusal, Side};
 use crate::histogram::Counts;
 use crate::pool::Pool;
 use crate::traffic::Traffic;
@@ -148,7 +148,23 @@ const FLEET_FIT: Def = Def(
     None,
 );
 
-const ALL: [&Def; 25] = [
+const REFUSALS: Def = Def(
+    "poolside_upstream_refusals_total",
+    "Replies refusing commands because of where Redis is: a replica after a failover (readonly), loading its dataset, or without its primary (masterdown).",
+    Some("reply"),
+);
+const MOVES: Def = Def(
+    "poolside_upstream_moves_total",
+    "Times Redis was found moved (a -READONLY reply, a replica behind a primary URL) and every older upstream connection closed.",
+    None,
+);
+const RESENT: Def = Def(
+    "poolside_batches_resent_total",
+    "Batches refused as a whole (nothing ran) and sent once more on a fresh connection.",
+    None,
+);
+
+const ALL: [&Def; 28] = [
     &MAX,
     &IN_USE,
     &IDLE,
@@ -170,6 +186,9 @@ const ALL: [&Def; 25] = [
     &AUTH_FAILURES,
     &DENIED,
     &REPLY_OVERFLOWS,
+    &REFUSALS,
+    &MOVES,
+    &RESENT,
     &FLEET_INSTANCES,
     &FLEET_CONNECTIONS,
     &FLEET_OTHERS,
@@ -268,6 +287,12 @@ impl Collector for PoolCollector {
             counter(&AUTH_FAILURES, [("", t.auth_failures_total())]),
             counter(&DENIED, [("", t.denied_commands_total())]),
             counter(&REPLY_OVERFLOWS, [("", t.reply_overflows_total())]),
+            counter(
+                &REFUSALS,
+                Refusal::ALL.map(|kind| (kind.label(), t.refusals_total(kind))),
+            ),
+            counter(&MOVES, [("", self.pool.stale_marks())]),
+            counter(&RESENT, [("", t.resent_total())]),
         ];
         self.collect_fleet(s.max_connections, &mut families);
         families

@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 
 use super::plan::{Part, Plan, Remote, EXECABORT};
-use super::{prepare, rewrite, ClientView, Failed, Out, Wants, SPILL_BYTES};
-use crate::error::Error;
+use super::{prepare, rewrite, ClientView, Failed, Out, Refused, Wants, SPILL_BYTES};
+use crate::error::{Error, Refusal};
 use crate::pool::{ReplyHead, ReplyPart, UpstreamConn, UpstreamError};
 use crate::resp::write_error;
 
@@ -26,7 +26,8 @@ pub async fn round_trip(
     limit: Option<Duration>,
     prefix: &mut BytesMut,
     sink: &mut Out<'_>,
-) -> Result<(), Failed> {
+) -> Result<Refused, Failed> {
+    let mut refused = Refused::default();
     let lost = |e: crate::pool::UpstreamError, answered| Failed {
         error: Error::ConnectionLost(e.cause()),
         answered,
@@ -95,6 +96,7 @@ pub async fn round_trip(
                 deadline = limit.map(after);
             }
             sink.reply_done();
+            refused.tally(Refusal::of(head.as_slice()));
             client.pin.apply(kind, head.as_slice(), client.wants, conn);
             continue;
         }
@@ -103,6 +105,7 @@ pub async fn round_trip(
             Ok(read) => read.map_err(|e| lost(e, i))?,
             Err(error) => return Err(Failed { error, answered: i }),
         };
+        refused.tally(Refusal::of(&out[start..]));
         client.pin.apply(kind, &out[start..], client.wants, conn);
         match kind {
             _ if silent => out.truncate(start),
@@ -116,7 +119,7 @@ pub async fn round_trip(
         }
     }
     conn.finish_batch();
-    Ok(())
+    Ok(refused)
 }
 
 /// The next part of a reply read with [`UpstreamConn::read_reply_part`],

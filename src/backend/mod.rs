@@ -49,7 +49,7 @@ pub use pin::Pin;
 pub use plan::{Part, Plan, Remote, Step, Wait};
 pub use prepare::Wants;
 
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 use crate::pool::{Pool, Upstream};
 use crate::traffic::Traffic;
 use mux::{Backlog, BatchReply, MuxRequest};
@@ -69,6 +69,8 @@ pub const SPILL_BYTES: usize = 128 * 1024;
 
 /// `limits.max_reply_buffer_bytes` unless configured.
 const DEFAULT_REPLY_BUFFER: usize = 8 << 20;
+/// `pool.backoff_max_ms` unless configured.
+const DEFAULT_RESEND_DELAY: Duration = Duration::from_millis(512);
 
 /// Where a batch's replies go: `buf`, which the session writes to the
 /// client when the batch is done. A batch whose replies outgrow
@@ -79,6 +81,8 @@ pub struct Out<'a> {
     pub buf: &'a mut BytesMut,
     client: Option<&'a mut (dyn AsyncWrite + Unpin + Send)>,
     torn: bool,
+    /// Some of this batch's replies were written to the client already.
+    spilled: bool,
 }
 
 impl<'a> Out<'a> {
@@ -93,6 +97,7 @@ impl<'a> Out<'a> {
             buf,
             client,
             torn: false,
+            spilled: false,
         }
     }
 
@@ -116,6 +121,7 @@ impl<'a> Out<'a> {
     async fn spill(&mut self, mid_reply: bool) -> Result<(), Error> {
         if let Some(client) = self.client.as_mut() {
             self.torn = mid_reply;
+            self.spilled = true;
             client
                 .write_all(self.buf)
                 .await
@@ -123,6 +129,32 @@ impl<'a> Out<'a> {
             self.buf.clear();
         }
         Ok(())
+    }
+}
+
+/// The replies of one batch that refused their commands because of where
+/// Redis is ([`Refusal`]), of how many.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refused {
+    pub count: usize,
+    pub of: usize,
+    /// The last refusal seen.
+    pub kind: Option<Refusal>,
+}
+
+impl Refused {
+    fn tally(&mut self, reply: Option<Refusal>) {
+        self.of += 1;
+        if let Some(kind) = reply {
+            self.count += 1;
+            self.kind = Some(kind);
+        }
+    }
+
+    /// Every command was refused: nothing ran, so the batch may go once
+    /// more to a fresh connection.
+    fn whole_batch(&self) -> bool {
+        self.count > 0 && self.count == self.of
     }
 }
 
@@ -150,6 +182,8 @@ pub struct Backend {
     response_timeout: Option<Duration>,
     /// `limits.max_reply_buffer_bytes`: a client's replies a lane holds.
     reply_buffer: usize,
+    /// Before a batch refused with `-LOADING` or `-MASTERDOWN` goes again.
+    resend_delay: Duration,
 }
 
 impl Backend {
@@ -161,6 +195,7 @@ impl Backend {
             traffic,
             response_timeout: None,
             reply_buffer: DEFAULT_REPLY_BUFFER,
+            resend_delay: DEFAULT_RESEND_DELAY,
         }
     }
 
@@ -178,6 +213,7 @@ impl Backend {
             traffic,
             response_timeout: None,
             reply_buffer: DEFAULT_REPLY_BUFFER,
+            resend_delay: DEFAULT_RESEND_DELAY,
         }
     }
 
@@ -197,6 +233,24 @@ impl Backend {
     pub fn with_reply_buffer(mut self, bytes: usize) -> Backend {
         self.reply_buffer = bytes.max(SPILL_BYTES);
         self
+    }
+
+    /// How long a batch refused by a loading Redis (or a replica without its
+    /// primary) waits before its one re-send: the reconnect backoff's longest step.
+    pub fn with_resend_delay(mut self, delay: Duration) -> Backend {
+        self.resend_delay = delay;
+        self
+    }
+
+    /// Redis refused commands of a batch run on `conn` because of where it
+    /// is: counted, and the pool marked stale (this connection and every
+    /// other made before it are closed instead of used again; a pinned one
+    /// when its client lets go). Returns the refusal, if any.
+    fn refused(&self, refused: &Refused, conn: &Upstream) -> Option<Refusal> {
+        let kind = refused.kind?;
+        self.traffic.refused(kind, refused.count);
+        self.pool.mark_stale(conn.generation);
+        Some(kind)
     }
 
     /// How long the replies of a batch that may wait `wait` in Redis may take.
@@ -253,8 +307,8 @@ impl Exec {
             if plan.shareable && self.pinned.is_none() && plan.stream_from.is_none() {
                 let limit = self.backend.reply_buffer;
                 let inbox = self.inbox.get_or_insert_with(|| Inbox::new(limit));
-                let traffic = &self.backend.traffic;
-                let ran = execute_shared(mux, inbox, traffic, plan, *client.wants, out).await;
+                let backend = &self.backend;
+                let ran = execute_shared(backend, mux, inbox, plan, *client.wants, out).await;
                 if ran.is_err() {
                     // Pieces of the failed batch may still come: not on the
                     // next batch's channel.
@@ -263,38 +317,66 @@ impl Exec {
                 return ran;
             }
         }
-        let mut conn = match self.pinned.take() {
-            Some(conn) => conn,
-            None => self
-                .backend
-                .pool
-                .check_out()
-                .await
-                .map_err(|error| Failed { error, answered: 0 })?,
-        };
-        let started = Instant::now();
-        let limit = self.backend.reply_limit(plan.wait);
-        let ran =
-            checkout::round_trip(&mut conn, plan, &mut client, limit, &mut self.prefix, out).await;
-        if let Err(failed) = ran {
-            conn.mark_broken();
-            *client.pin = Pin::default();
-            if matches!(failed.error, Error::TimedOut { .. }) {
-                self.backend.pool.probe_now();
+        let mark = out.buf.len();
+        let mut resent = false;
+        loop {
+            let was_pinned = self.pinned.is_some();
+            let mut conn = match self.pinned.take() {
+                Some(conn) => conn,
+                None => self
+                    .backend
+                    .pool
+                    .check_out()
+                    .await
+                    .map_err(|error| Failed { error, answered: 0 })?,
+            };
+            let started = Instant::now();
+            let limit = self.backend.reply_limit(plan.wait);
+            let view = &mut client;
+            let ran =
+                checkout::round_trip(&mut conn, plan, view, limit, &mut self.prefix, out).await;
+            let refused = match ran {
+                Ok(refused) => refused,
+                Err(failed) => {
+                    conn.mark_broken();
+                    *client.pin = Pin::default();
+                    if matches!(failed.error, Error::TimedOut { .. }) {
+                        self.backend.pool.probe_now();
+                    }
+                    return Err(failed);
+                }
+            };
+            self.backend.traffic.round_trip_done(started.elapsed());
+            if let Some(kind) = self.backend.refused(&refused, &conn) {
+                // The only re-send poolside makes: Redis ran none of it.
+                let again = !resent
+                    && refused.whole_batch()
+                    && !was_pinned
+                    && !client.pin.active()
+                    && !out.spilled
+                    && plan.stream_from.is_none();
+                if again {
+                    drop(conn);
+                    out.buf.truncate(mark);
+                    resent = true;
+                    self.backend.traffic.resent();
+                    if kind != Refusal::ReadOnly {
+                        tokio::time::sleep(self.backend.resend_delay).await;
+                    }
+                    continue;
+                }
             }
-            return Err(failed);
+            if plan.stream_from.is_some() {
+                // Broken before it leaves: whatever happens to the stream (the
+                // session may drop it unstarted), it never goes back to the pool.
+                conn.mark_broken();
+                return Ok(Some(conn));
+            }
+            if client.pin.active() {
+                self.pinned = Some(conn);
+            }
+            return Ok(None);
         }
-        self.backend.traffic.round_trip_done(started.elapsed());
-        if plan.stream_from.is_some() {
-            // Broken before it leaves: whatever happens to the stream (the
-            // session may drop it unstarted), it never goes back to the pool.
-            conn.mark_broken();
-            return Ok(Some(conn));
-        }
-        if client.pin.active() {
-            self.pinned = Some(conn);
-        }
-        Ok(None)
     }
 
     /// RESET, or the client is gone: a pinned connection carries state (a
@@ -335,51 +417,69 @@ impl Inbox {
 /// replies on the client's own channel, spilling a big batch's pieces to
 /// the client as they come.
 async fn execute_shared(
+    backend: &Backend,
     mux: &Multiplexer,
     inbox: &mut Inbox,
-    traffic: &Traffic,
     plan: &mut Plan,
     wants: Wants,
     out: &mut Out<'_>,
 ) -> Result<Option<Upstream>, Failed> {
-    let req = MuxRequest {
-        bytes: plan.upstream.split().freeze(),
-        replies: plan.remote_replies(),
-        wants,
-        reply_to: inbox.tx.clone(),
-        backlog: inbox.backlog.clone(),
-    };
-    let started = Instant::now();
+    let bytes = plan.upstream.split().freeze();
     let failed = |error| Failed { error, answered: 0 };
-    mux.submit(req).await.map_err(failed)?;
     let mark = out.buf.len();
+    let mut resent = false;
     loop {
-        let piece = match inbox.rx.recv().await.unwrap_or(Err(Error::Internal)) {
-            Ok(piece) => piece,
-            Err(error) => {
-                // Nothing of the batch reached the client: every reply is
-                // answered with the error instead.
-                out.buf.truncate(mark);
-                return Err(failed(error));
-            }
+        let req = MuxRequest {
+            bytes: bytes.clone(),
+            replies: plan.remote_replies(),
+            wants,
+            reply_to: inbox.tx.clone(),
+            backlog: inbox.backlog.clone(),
         };
-        inbox.backlog.taken(piece.bytes.len());
-        out.buf.extend_from_slice(&piece.bytes);
-        if piece.last {
-            break;
-        }
-        if out.buf.len() >= SPILL_BYTES && out.can_spill() {
-            let overflowed = inbox.backlog.overflowed.notified();
-            tokio::select! {
-                spilled = out.spill(true) => spilled.map_err(failed)?,
-                _ = overflowed => {
-                    let limit = inbox.backlog.limit();
-                    return Err(failed(Error::ReplyOverflow { limit }));
+        let started = Instant::now();
+        mux.submit(req).await.map_err(failed)?;
+        let refused = loop {
+            let piece = match inbox.rx.recv().await.unwrap_or(Err(Error::Internal)) {
+                Ok(piece) => piece,
+                Err(error) => {
+                    // Nothing of the batch reached the client: every reply is
+                    // answered with the error instead.
+                    out.buf.truncate(mark);
+                    return Err(failed(error));
+                }
+            };
+            inbox.backlog.taken(piece.bytes.len());
+            out.buf.extend_from_slice(&piece.bytes);
+            if piece.last {
+                break piece.refused;
+            }
+            if out.buf.len() >= SPILL_BYTES && out.can_spill() {
+                let overflowed = inbox.backlog.overflowed.notified();
+                tokio::select! {
+                    spilled = out.spill(true) => spilled.map_err(failed)?,
+                    _ = overflowed => {
+                        let limit = inbox.backlog.limit();
+                        return Err(failed(Error::ReplyOverflow { limit }));
+                    }
                 }
             }
+        };
+        out.reply_done();
+        backend.traffic.round_trip_done(started.elapsed());
+        // The lane has marked the pool stale and closed; the one re-send
+        // goes to a lane on a fresh connection.
+        if let Some(kind) = refused.kind {
+            backend.traffic.refused(kind, refused.count);
+            if !resent && refused.whole_batch() && !out.spilled {
+                out.buf.truncate(mark);
+                resent = true;
+                backend.traffic.resent();
+                if kind != Refusal::ReadOnly {
+                    tokio::time::sleep(backend.resend_delay).await;
+                }
+                continue;
+            }
         }
+        return Ok(None);
     }
-    out.reply_done();
-    traffic.round_trip_done(started.elapsed());
-    Ok(None)
 }

@@ -21,8 +21,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 
-use super::{prepare, Wants, SPILL_BYTES};
-use crate::error::{Cause, Error};
+use super::{prepare, Refused, Wants, SPILL_BYTES};
+use crate::error::{Cause, Error, Refusal};
 use crate::pool::{Pool, Upstream};
 use crate::resp::ReplyScanner;
 
@@ -37,6 +37,9 @@ pub struct Piece {
     pub bytes: Bytes,
     /// The batch's replies are complete with this piece.
     pub last: bool,
+    /// With the last piece: the replies that refused their commands
+    /// because of where Redis is (the lane has closed then).
+    pub refused: Refused,
 }
 
 /// Reply bytes handed to one client and not taken by its session yet,
@@ -93,6 +96,8 @@ struct Lane {
     closed: AtomicBool,
     /// Waiting for a slow client: new batches go elsewhere if they can.
     held: AtomicBool,
+    /// Its connection's pool generation: a stale lane takes no new batches.
+    generation: u64,
 }
 
 /// The set of lanes, shared by every session.
@@ -146,7 +151,8 @@ impl Multiplexer {
     /// by a slow client) and the pool has room.
     fn pick(&self) -> Option<Arc<Lane>> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        lanes.retain(|l| !l.closed.load(Ordering::Acquire));
+        let current = self.pool.generation();
+        lanes.retain(|l| !l.closed.load(Ordering::Acquire) && l.generation >= current);
         let best = lanes
             .iter()
             .min_by_key(|l| {
@@ -181,6 +187,7 @@ impl Multiplexer {
             in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             held: AtomicBool::new(false),
+            generation: conn.generation,
         });
         self.lanes
             .lock()
@@ -226,6 +233,7 @@ struct Waiting {
     backlog: Arc<Backlog>,
     /// The client was cut off (or left): its replies are read and dropped.
     discarding: bool,
+    refused: Refused,
 }
 
 impl Waiting {
@@ -236,7 +244,16 @@ impl Waiting {
         }
         let n = bytes.len();
         self.backlog.bytes.fetch_add(n, Ordering::AcqRel);
-        if self.reply_to.send(Ok(Piece { bytes, last })).is_err() {
+        let refused = self.refused;
+        if self
+            .reply_to
+            .send(Ok(Piece {
+                bytes,
+                last,
+                refused,
+            }))
+            .is_err()
+        {
             // The session is gone: nobody will take them.
             self.backlog.bytes.fetch_sub(n, Ordering::AcqRel);
             self.discarding = true;
@@ -283,11 +300,14 @@ struct Replies {
     scanned: usize,
     /// The frame in progress is a RESP3 push, not a reply.
     in_push: bool,
+    /// The reply in progress was partly handed on or dropped already.
+    cut: bool,
 }
 
 impl Replies {
     /// The first `n` bytes, handed on.
     fn take(&mut self, n: usize) -> Bytes {
+        self.cut |= self.scanner.in_progress();
         let bytes = self.buf.split_to(n).freeze();
         self.scanner.consume(n);
         self.scanned = self.scanned.saturating_sub(n);
@@ -296,6 +316,7 @@ impl Replies {
 
     /// The first `n` bytes, dropped.
     fn drop_front(&mut self, n: usize) {
+        self.cut |= self.scanner.in_progress();
         self.buf.advance(n);
         self.scanner.consume(n);
         self.scanned = self.scanned.saturating_sub(n);
@@ -320,6 +341,7 @@ async fn run_lane(
         scanner: ReplyScanner::default(),
         scanned: 0,
         in_push: false,
+        cut: false,
     };
     // The state the lane's connection will be in once every written batch ran.
     let mut written = Wants::of(&conn);
@@ -344,6 +366,12 @@ async fn run_lane(
         if rx_done && waiting.is_empty() {
             break None;
         }
+        if !rx_done && limits.pool.is_stale(&conn) {
+            // Redis is no longer where this connection points: finish what
+            // was queued, take nothing new.
+            lane.closed.store(true, Ordering::Release);
+            rx.close();
+        }
         // Reading on would only pile up replies the front client is not taking.
         let slow = waiting
             .front()
@@ -363,7 +391,7 @@ async fn run_lane(
                     break Some(Error::ConnectionLost(e.cause()));
                 }
                 last_read = tokio::time::Instant::now();
-                if let Err(e) = dispatch(&mut replies, &mut waiting, &lane) {
+                if let Err(e) = dispatch(&mut replies, &mut waiting, &lane, &limits.pool) {
                     break Some(e);
                 }
                 if replies.buf.capacity() - replies.buf.len() < 4096 {
@@ -384,7 +412,7 @@ async fn run_lane(
                 if let Some(front) = waiting.front_mut() {
                     front.overflow();
                 }
-                if let Err(e) = dispatch(&mut replies, &mut waiting, &lane) {
+                if let Err(e) = dispatch(&mut replies, &mut waiting, &lane, &limits.pool) {
                     break Some(e);
                 }
             }
@@ -467,13 +495,23 @@ fn queue(
         reply_to: req.reply_to,
         backlog: req.backlog,
         discarding: false,
+        refused: Refused::default(),
     });
 }
 
 /// Hands every batch whose replies are complete to its client, and what
 /// surely belongs to the front batch once it reaches [`SPILL_BYTES`] (or at
 /// once, dropped, when its client was cut off).
-fn dispatch(r: &mut Replies, waiting: &mut VecDeque<Waiting>, lane: &Lane) -> Result<(), Error> {
+///
+/// A reply refusing its command because of where Redis is marks the pool
+/// stale at once, before the batch reaches its client: a re-send must not
+/// find this lane (or another as old) still open.
+fn dispatch(
+    r: &mut Replies,
+    waiting: &mut VecDeque<Waiting>,
+    lane: &Lane,
+    pool: &Pool,
+) -> Result<(), Error> {
     while let Some(front) = waiting.front_mut() {
         if !r.scanner.in_progress() {
             let Some(&first) = r.buf.get(r.scanned) else {
@@ -492,6 +530,8 @@ fn dispatch(r: &mut Replies, waiting: &mut VecDeque<Waiting>, lane: &Lane) -> Re
             front.forward(r, ready);
             return Ok(());
         };
+        let start = r.scanned;
+        let whole = !std::mem::take(&mut r.cut);
         // A push frame is never a reply (lanes carry no tracking or
         // subscriptions; this keeps FIFO matching safe all the same).
         if r.in_push {
@@ -506,6 +546,13 @@ fn dispatch(r: &mut Replies, waiting: &mut VecDeque<Waiting>, lane: &Lane) -> Re
         }
         r.scanned = end;
         front.replies -= 1;
+        let kind = whole
+            .then(|| Refusal::of(&r.buf[start..end.min(start + 16)]))
+            .flatten();
+        front.refused.tally(kind);
+        if kind.is_some() {
+            pool.mark_stale(lane.generation);
+        }
         if front.replies == 0 {
             let piece = r.take(end);
             lane.in_flight.fetch_sub(1, Ordering::AcqRel);

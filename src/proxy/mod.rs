@@ -64,7 +64,8 @@ impl Shared {
             ),
         }
         .with_response_timeout(Some(Duration::from_millis(p.response_timeout_ms)))
-        .with_reply_buffer(l.max_reply_buffer_bytes);
+        .with_reply_buffer(l.max_reply_buffer_bytes)
+        .with_resend_delay(Duration::from_millis(p.backoff_max_ms));
         Shared {
             backend: Arc::new(backend),
             traffic,

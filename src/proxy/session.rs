@@ -30,7 +30,7 @@ enum Flow {
     /// Stream both ways from buffer offset `from` on this dedicated connection.
     Stream {
         from: usize,
-        conn: Upstream,
+        conn: Box<Upstream>,
     },
     /// Close at once, without writing what is buffered: the client's
     /// replies overflowed, or it got part of a reply that never completed.
@@ -136,7 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             match flow {
                 Flow::Continue | Flow::Abort => {}
                 Flow::Close => return End::Quit,
-                Flow::Stream { from, conn } => match self.stream(from, conn).await {
+                Flow::Stream { from, conn } => match self.stream(from, *conn).await {
                     // The last subscription ended: request/reply again, on
                     // the client bytes the stream did not use.
                     Ok(rest) => {
@@ -359,7 +359,10 @@ async fn execute(
     match ran {
         Ok(Some(conn)) => {
             if let Some(from) = plan.stream_from {
-                return Flow::Stream { from, conn };
+                return Flow::Stream {
+                    from,
+                    conn: Box::new(conn),
+                };
             }
         }
         Ok(None) => {}
