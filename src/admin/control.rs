@@ -16,6 +16,10 @@ use super::fleet::{parse_client_list, Census};
 use crate::clock;
 use crate::pool::{Pool, UpstreamConn};
 
+/// The roles `/pool/status` reports (`INFO replication`'s `master`, `slave`).
+const PRIMARY: &str = "primary";
+const REPLICA: &str = "replica";
+
 /// One refresh (connect, INFO, CLIENT LIST) may take this long.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -26,6 +30,11 @@ pub struct ServerInfo {
     pub connected_clients: Option<u64>,
     pub maxclients: Option<u64>,
     pub refreshed_unix_ms: Option<u64>,
+    /// `primary` or `replica`, from `INFO replication`.
+    pub role: Option<&'static str>,
+    /// Times the role seen changed (a failover shows as primary -> replica,
+    /// on a connection to the demoted node, then replica -> primary).
+    pub role_changes: u64,
     /// `CLIENT LIST`, grouped; shown as `/pool/status`'s `fleet`.
     #[serde(skip)]
     pub census: Option<Census>,
@@ -34,6 +43,10 @@ pub struct ServerInfo {
 pub struct ControlPlane {
     pool: Pool,
     info: Mutex<ServerInfo>,
+    /// The role Redis had when first seen: a URL that named a primary then
+    /// is a primary URL, and a replica behind it means the name has not
+    /// moved yet for this pool's connections.
+    first_role: std::sync::OnceLock<&'static str>,
 }
 
 impl ControlPlane {
@@ -41,6 +54,7 @@ impl ControlPlane {
         ControlPlane {
             pool,
             info: Mutex::new(ServerInfo::default()),
+            first_role: std::sync::OnceLock::new(),
         }
     }
 
@@ -52,9 +66,21 @@ impl ControlPlane {
     /// Returns whether Redis answered.
     pub async fn refresh(&self) -> bool {
         match tokio::time::timeout(REFRESH_TIMEOUT, self.fetch()).await {
-            Ok(Ok(fresh)) => {
+            Ok(Ok((mut fresh, generation))) => {
                 if let Ok(mut info) = self.info.lock() {
-                    *info = fresh;
+                    fresh.role_changes = info.role_changes;
+                    if info.role.is_some() && fresh.role.is_some() && info.role != fresh.role {
+                        fresh.role_changes += 1;
+                    }
+                    *info = fresh.clone();
+                }
+                let first = fresh.role.map(|role| *self.first_role.get_or_init(|| role));
+                if first == Some(PRIMARY) && fresh.role == Some(REPLICA) {
+                    // A replica behind a primary URL: the connection (and
+                    // every one as old) points at a demoted node. Asked
+                    // again soon, on a fresh connection.
+                    self.pool.mark_stale(generation);
+                    return false;
                 }
                 return true;
             }
@@ -64,9 +90,16 @@ impl ControlPlane {
         false
     }
 
-    async fn fetch(&self) -> anyhow::Result<ServerInfo> {
+    /// What Redis says, and the generation of the connection that asked.
+    async fn fetch(&self) -> anyhow::Result<(ServerInfo, u64)> {
         let mut conn = self.pool.borrow().await?;
         let server = text(&conn.command(&[b"INFO", b"server"]).await?);
+        let replication = text(&conn.command(&[b"INFO", b"replication"]).await?);
+        let role = match info_field(&replication, "role") {
+            Some("master") => Some(PRIMARY),
+            Some("slave") => Some(REPLICA),
+            _ => None,
+        };
         let clients = text(&conn.command(&[b"INFO", b"clients"]).await?);
         let mut maxclients = info_field(&clients, "maxclients").and_then(|v| v.parse().ok());
         if maxclients.is_none() {
@@ -80,14 +113,17 @@ impl ControlPlane {
             Some(b'-') => Census::Refused(error_text(&list)),
             _ => Census::Listed(parse_client_list(&text(&list))),
         };
-        Ok(ServerInfo {
+        let info = ServerInfo {
             redis_version: info_field(&server, "redis_version").map(str::to_string),
             connected_clients: info_field(&clients, "connected_clients")
                 .and_then(|v| v.parse().ok()),
             maxclients,
             refreshed_unix_ms: Some(clock::now_unix_ms()),
             census: Some(census),
-        })
+            role,
+            role_changes: 0,
+        };
+        Ok((info, conn.generation))
     }
 }
 

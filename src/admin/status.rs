@@ -12,7 +12,7 @@ use super::recommend::{recommend, Inputs, Sizing};
 use super::{checked_once, AdminState};
 use crate::alerts::{percent_of, Level};
 use crate::clock;
-use crate::error::Side;
+use crate::error::{Refusal, Side};
 use crate::histogram::Counts;
 use crate::pool::Snapshot;
 use crate::traffic::Traffic;
@@ -77,6 +77,23 @@ pub struct Upstream {
     pub redis_version: Option<String>,
     pub connected_clients: Option<u64>,
     pub maxclients: Option<u64>,
+    /// `primary` or `replica` (`INFO replication`), at the last refresh.
+    pub role: Option<&'static str>,
+    pub role_changes: u64,
+    /// Times the pool found Redis moved (a `-READONLY` reply, a replica
+    /// behind a primary URL) and closed every older connection.
+    pub moves: u64,
+    /// Replies that refused commands because of where Redis is.
+    pub refusals: Refusals,
+    /// Batches refused as a whole and sent once more on a fresh connection.
+    pub resent_batches: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusals {
+    pub readonly: u64,
+    pub loading: u64,
+    pub masterdown: u64,
 }
 
 /// Redis answered a health check and is not known to be down since.
@@ -177,6 +194,15 @@ fn upstream(state: &AdminState, reachable: bool, server: ServerInfo) -> Upstream
         redis_version: server.redis_version,
         connected_clients: server.connected_clients,
         maxclients: server.maxclients,
+        role: server.role,
+        role_changes: server.role_changes,
+        moves: state.pool.stale_marks(),
+        refusals: Refusals {
+            readonly: state.traffic.refusals_total(Refusal::ReadOnly),
+            loading: state.traffic.refusals_total(Refusal::Loading),
+            masterdown: state.traffic.refusals_total(Refusal::MasterDown),
+        },
+        resent_batches: state.traffic.resent_total(),
     }
 }
 
