@@ -180,6 +180,9 @@ impl RedisBuilder {
         if !self.persistent {
             args.extend(["--save".into(), String::new()]);
             args.extend(["--appendonly".into(), "no".into()]);
+            // A replica loads a full sync from the socket: no dump.rdb left
+            // in the working directory.
+            args.extend(["--repl-diskless-load".into(), "swapdb".into()]);
         }
         args.extend(["--daemonize".into(), "no".into()]);
         if let (true, Some(password)) = (self.requirepass, &self.password) {
