@@ -219,15 +219,18 @@ pub struct PoolConfig {
     pub mode: PoolMode,
     /// Upper bound on upstream connections: 20 / 60 / 160 by profile.
     pub max_connections: u32,
-    /// Idle connections kept open and health-checked: 2 / 5 / 10.
+    /// Connections kept open and health-checked: 2 / 5 / 10. A floor on
+    /// open connections, in use or idle (not spare ones on top of those in use).
     pub min_idle: u32,
     /// A checkout that waits longer is a pool-exhaustion event. Default 5000 ms.
     pub checkout_timeout_ms: u64,
     /// Connections older than this are closed at check-in. Default 1800 s.
     pub max_lifetime_secs: u64,
-    /// Idle connections above `min_idle` are closed after this. Default 600 s.
+    /// Idle connections above `min_idle` are closed after this (by bb8's
+    /// reaper, which looks every 30 s or this, if shorter). Default 600 s.
     pub idle_timeout_secs: u64,
-    /// Idle connections are PINGed this often. Default 30 s.
+    /// The `min_idle` most recently used idle connections are PINGed this
+    /// often. Default 30 s.
     pub health_check_interval_secs: u64,
     /// Connect retries after the first attempt. Default 3.
     pub connect_retries: u32,

@@ -1,5 +1,7 @@
-//! The pool's bounds: never more upstream connections than its max, and a
-//! checkout that waits too long is an exhaustion error, not a hang.
+//! The pool's bounds: never more upstream connections than its max, a
+//! checkout that waits too long is an exhaustion error, not a hang, and
+//! health checks neither grow the pool nor keep it from shrinking back to
+//! `min_idle`.
 
 mod common;
 
@@ -262,4 +264,129 @@ both_modes! {
         assert_eq!(ok::<String>(&mut third, &["GET", "k"]).await, "v");
         poolside.shutdown().await;
     }
+}
+
+/// Poolside's connections as Redis lists them, on the asking connection.
+async fn poolside_connections_on(sampler: &mut common::raw::RawClient) -> usize {
+    client_list_on(sampler)
+        .await
+        .iter()
+        .filter(|l| is_poolside(l))
+        .count()
+}
+
+/// The development profile's sizes (max 20, min_idle 2) with a health check
+/// every second and the given idle timeout.
+fn development_sizes(idle_timeout_secs: u64) -> impl FnOnce(&mut Config) {
+    move |c| {
+        c.pool.max_connections = 20;
+        c.pool.min_idle = 2;
+        c.pool.health_check_interval_secs = 1;
+        c.pool.idle_timeout_secs = idle_timeout_secs;
+    }
+}
+
+/// With no client traffic, health-check rounds (and the control plane's
+/// refresh at the same interval) never open a connection beyond `min_idle`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_alone_never_grow_the_pool() {
+    const ROUNDS: u64 = 5;
+    let redis = RedisServer::start().await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, development_sizes(600)).await;
+    let sampler = Mutex::new(redis.direct_raw().await);
+    wait_until(WAIT, "min_idle connections are open", || async {
+        poolside.pool_snapshot().connections == 2
+    })
+    .await;
+    let first = poolside.pool_snapshot().health_check_runs_total;
+    let mut counts = Vec::new();
+    for round in 1..=ROUNDS {
+        wait_until(WAIT, &format!("health round {round} ran"), || async {
+            poolside.pool_snapshot().health_check_runs_total >= first + round
+        })
+        .await;
+        let snapshot = poolside.pool_snapshot();
+        counts.push((
+            snapshot.connections,
+            poolside_connections_on(&mut *sampler.lock().await).await,
+        ));
+    }
+    eprintln!("(pool, Redis) connections after each round: {counts:?}");
+    assert!(
+        counts.iter().all(|(pool, redis)| *pool <= 2 && *redis <= 2),
+        "health checks grew the pool past min_idle 2: {counts:?}"
+    );
+    let snapshot = poolside.pool_snapshot();
+    assert_eq!(
+        snapshot.created_total, 2,
+        "no connection was replaced: {snapshot:?}"
+    );
+    poolside.shutdown().await;
+}
+
+/// A burst opens many connections; once it is over, health checks keep
+/// running but the connections beyond `min_idle` close after the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_down_to_min_idle_after_a_burst() {
+    const BURST: usize = 10;
+    let redis = RedisServer::start().await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, development_sizes(2)).await;
+    let sampler = Mutex::new(redis.direct_raw().await);
+
+    // BURST clients each hold a connection in BLPOP until it is pushed to.
+    let mut blockers = Vec::new();
+    for id in 0..BURST {
+        let mut con = connect(poolside.client_addr).await;
+        blockers.push(tokio::spawn(async move {
+            let key = format!("burst:{id}");
+            ok::<(String, String)>(&mut con, &["BLPOP", &key, "0"]).await
+        }));
+    }
+    wait_until(WAIT, "every BLPOP holds a connection", || async {
+        poolside.pool_snapshot().in_use == BURST as u32
+    })
+    .await;
+    let mut direct = redis.direct().await;
+    for id in 0..BURST {
+        ok::<i64>(&mut direct, &["RPUSH", &format!("burst:{id}"), "x"]).await;
+    }
+    for blocker in blockers {
+        blocker.await.expect("BLPOP task");
+    }
+    let after_burst = poolside.pool_snapshot();
+    assert!(
+        after_burst.connections >= BURST as u32,
+        "the burst opened {} connections",
+        after_burst.connections
+    );
+
+    let started = Instant::now();
+    wait_until(WAIT, "the pool is back to min_idle connections", || async {
+        let snapshot = poolside.pool_snapshot();
+        snapshot.connections == 2 && snapshot.in_use == 0
+    })
+    .await;
+    let shrunk_after = started.elapsed();
+    let runs =
+        poolside.pool_snapshot().health_check_runs_total - after_burst.health_check_runs_total;
+    eprintln!(
+        "{} connections after the burst; 2 after {shrunk_after:?} and {runs} health rounds",
+        after_burst.connections
+    );
+    assert!(
+        runs >= 2,
+        "the pool shrank while health checks ran: {runs} rounds"
+    );
+    wait_until(WAIT, "Redis sees min_idle connections", || async {
+        poolside_connections_on(&mut *sampler.lock().await).await == 2
+    })
+    .await;
+    // Health checks go on at the smaller size without growing it again.
+    let now = poolside.pool_snapshot().health_check_runs_total;
+    wait_until(WAIT, "two more health rounds ran", || async {
+        poolside.pool_snapshot().health_check_runs_total >= now + 2
+    })
+    .await;
+    assert_eq!(poolside.pool_snapshot().connections, 2);
+    poolside.shutdown().await;
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, info, warn};
 
-use super::{Pool, UpstreamError};
+use bb8::{ManageConnection, PooledConnection};
+
+use super::{Pool, UpstreamConn, UpstreamError, UpstreamManager};
 use crate::error::Cause;
 
 /// Upstream reachability as the pool last saw it.
@@ -156,9 +158,12 @@ fn decode(code: u8) -> Cause {
     }
 }
 
-/// Every `interval` (every `probe_every` while Redis is down): PING each idle
-/// connection and close those that fail, so a client never meets a stale one;
-/// while down, try one connection so service resumes without a restart.
+/// How long one health-check PING may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Every `interval` (every `probe_every` while Redis is down) runs
+/// [`check_once`]; in between, reopens up to `min_idle` connections as soon
+/// as one is closed at check-in.
 pub fn spawn_health_checker(
     pool: Pool,
     interval: Duration,
@@ -171,9 +176,13 @@ pub fn spawn_health_checker(
             } else {
                 interval
             };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
+            let due = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => break,
+                    _ = pool.keep.manager.closed() => refill_after_close(&pool).await,
+                    _ = shutdown.changed() => return,
+                }
             }
             check_once(&pool).await;
         }
@@ -181,81 +190,194 @@ pub fn spawn_health_checker(
 }
 
 /// One health-check round; public so tests and the admin server can run one now.
+///
+/// The round PINGs the *warm* connections only: the `min_idle` idle ones on
+/// top of bb8's LIFO stack (the most recently used, which clients get
+/// first), closes those that fail, and opens connections until `min_idle`
+/// will still be open at the next round. It leaves every other idle
+/// connection alone, for two reasons found in bb8 0.9:
+///
+/// 1. bb8's `min_idle` counts *idle* connections: any checkout that leaves
+///    fewer idle makes bb8 open more. A round that held every idle
+///    connection made it open `min_idle` new ones each time, so with no
+///    traffic the pool grew to `max_connections`. So bb8's `min_idle` is
+///    off (`Pool::new`), and this round (and a close at check-in) keeps
+///    `min_idle` open instead.
+/// 2. bb8 measures idle time from the last check-in, and a health PING
+///    is a checkout and a check-in: PINGing a connection restarts its
+///    idle timer, so idle connections beyond `min_idle` never reached
+///    `idle_timeout`. Left alone, bb8's reaper closes them.
+///
+/// While Redis is down, or nothing is open, the round tries one connection
+/// instead, so service resumes without a restart.
 pub async fn check_once(pool: &Pool) {
     pool.stats.health_check_ran();
-    let started = Instant::now();
+    // The control plane's borrow waits: it would find the warm ones taken.
+    let _round = pool.keep.round.lock().await;
     let state = pool.bb8().state();
-    let idle = state.idle_connections;
-    let was_down = pool.health.is_down();
-    if idle == 0 && !was_down && state.connections > 0 {
-        // Every connection is in use and answering: nothing idle to test,
-        // and a probe would be one connection more than the pool allows.
-        return;
+    let found = if pool.health.is_down() || state.connections == 0 {
+        probe(pool, state.idle_connections).await
+    } else {
+        check_warm(pool).await
+    };
+    let refilled = refill(pool, pool.keep.min_idle.saturating_sub(found.lasting)).await;
+    if !found.healthy || refilled.is_err() {
+        pool.stats.health_check_failed();
     }
-    if idle == 0 || was_down {
-        // Nothing pooled to test: take one the pool opens (within its max,
-        // so Redis never sees more than max_connections from poolside).
-        // Idle connections left from before Redis went away are closed:
-        // skip them (the pool then opens a new one).
-        for _ in 0..=idle {
-            match pool.bb8().get().await {
-                Ok(mut conn) => {
-                    if conn.is_closed() {
-                        conn.mark_broken();
-                        continue;
-                    }
-                    match conn.ping().await {
-                        Ok(()) => {
-                            pool.health.mark_up();
-                            pool.health.record_check(started.elapsed());
-                        }
-                        Err(e) => {
-                            conn.mark_broken();
-                            pool.stats.health_check_failed();
-                            warn!(error = %e, "health check: PING failed");
-                        }
-                    }
-                    return;
-                }
-                Err(e) => {
-                    pool.stats.health_check_failed();
-                    debug!(error = %e, "health check: cannot connect");
-                    return;
-                }
+}
+
+/// What a round found.
+struct Found {
+    /// Every PING was answered.
+    healthy: bool,
+    /// Connections still open at the next round: the warm ones that
+    /// answered, are not stale and that `max_lifetime` leaves alone until
+    /// then, and the checked-out ones. Other idle ones do not count: bb8 closes them
+    /// once they have been idle for `idle_timeout`.
+    lasting: u32,
+}
+
+/// Takes one connection (idle ones left from before Redis went away are
+/// closed: skipped, so the pool opens a new one) and PINGs it.
+async fn probe(pool: &Pool, idle: u32) -> Found {
+    let failed = Found {
+        healthy: false,
+        lasting: 0,
+    };
+    let started = Instant::now();
+    for _ in 0..=idle {
+        let mut conn = match pool.bb8().get().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                debug!(error = %e, "health check: cannot connect");
+                return failed;
             }
+        };
+        if conn.is_closed() {
+            conn.mark_broken();
+            continue;
         }
-        return;
+        if let Err(e) = conn.ping().await {
+            conn.mark_broken();
+            warn!(error = %e, "health check: PING failed");
+            return failed;
+        }
+        pool.health.mark_up();
+        pool.health.record_check(started.elapsed());
+        return Found {
+            healthy: true,
+            lasting: pool.bb8().state().connections,
+        };
     }
-    // Hold every idle connection at once so each is tested exactly once.
-    let mut held = Vec::with_capacity(idle as usize);
-    for _ in 0..idle {
-        match tokio::time::timeout(Duration::from_millis(10), pool.bb8().get()).await {
-            Ok(Ok(conn)) => held.push(conn),
+    failed
+}
+
+/// PINGs the warm connections at once, closes those that fail, and puts
+/// the others back in their order.
+async fn check_warm(pool: &Pool) -> Found {
+    let held = hold_warm(pool).await;
+    let state = pool.bb8().state();
+    let checked_out =
+        (state.connections - state.idle_connections).saturating_sub(held.len() as u32);
+    let checked = held.len();
+    let mut pings = tokio::task::JoinSet::new();
+    for (place, mut conn) in held.into_iter().enumerate() {
+        pings.spawn(async move {
+            let started = Instant::now();
+            let answered = tokio::time::timeout(PING_TIMEOUT, conn.ping()).await;
+            let latency = matches!(answered, Ok(Ok(()))).then(|| started.elapsed());
+            (place, conn, latency)
+        });
+    }
+    let mut back: Vec<_> = (0..checked).map(|_| None).collect();
+    let (mut failed, mut lasting) = (0, checked_out);
+    while let Some(joined) = pings.join_next().await {
+        // A PING task that panicked dropped its connection mid-command: closed.
+        let Ok((place, mut conn, latency)) = joined else {
+            failed += 1;
+            continue;
+        };
+        if let Some(latency) = latency {
+            pool.health.record_check(latency);
+            lasting += u32::from(lasts(pool, &conn));
+        } else {
+            conn.mark_broken();
+            failed += 1;
+        }
+        back[place] = Some(conn);
+    }
+    // Last first: the most recently used ends on top of the stack again.
+    while let Some(conn) = back.pop() {
+        drop(conn);
+    }
+    if failed > 0 {
+        warn!(failed, checked, "health check: closed stale connections");
+    } else if checked > 0 {
+        pool.health.mark_up();
+    }
+    Found {
+        healthy: failed == 0,
+        lasting,
+    }
+}
+
+/// Checks out idle connections, most recent first, until `min_idle` of
+/// them outlast the next round (those `max_lifetime` closes sooner, and
+/// stale ones, are taken along, not counted: their replacements are opened
+/// now). Never
+/// waits for one: a checkout that finds none idle makes bb8 open one. (A
+/// client taking the last idle one between the look and the checkout still
+/// can; that connection is unused, and closes after `idle_timeout`.)
+async fn hold_warm(pool: &Pool) -> Vec<PooledConnection<'static, UpstreamManager>> {
+    let mut held = Vec::new();
+    let mut lasting = 0;
+    while lasting < pool.keep.min_idle && pool.bb8().state().idle_connections > 0 {
+        match tokio::time::timeout(Duration::from_millis(10), pool.bb8().get_owned()).await {
+            Ok(Ok(conn)) => {
+                lasting += u32::from(lasts(pool, &conn));
+                held.push(conn);
+            }
             _ => break,
         }
     }
-    let mut failed = 0;
-    for conn in held.iter_mut() {
-        let ping_started = Instant::now();
-        let ok = tokio::time::timeout(Duration::from_secs(2), conn.ping()).await;
-        match ok {
-            Ok(Ok(())) => pool.health.record_check(ping_started.elapsed()),
-            _ => {
-                conn.mark_broken();
-                failed += 1;
-            }
+    held
+}
+
+/// `conn` is still open at the next round: not stale (`Pool::mark_stale`:
+/// closed at check-in), and not closed by bb8 for its age (`max_lifetime`)
+/// before the next round (or the reaper period after it) could PING it.
+fn lasts(pool: &Pool, conn: &UpstreamConn) -> bool {
+    let horizon = pool.keep.health_interval + pool.reaper_rate();
+    let expiring = pool
+        .keep
+        .max_lifetime
+        .is_some_and(|l| l.saturating_sub(conn.created.elapsed()) < horizon);
+    !expiring && !pool.is_stale(conn)
+}
+
+/// Opens up to `missing` connections, within `max_connections`. Stops at
+/// the first failed connect (which marks Redis down), and while Redis is
+/// known to be down: the round's probe finds it back.
+async fn refill(pool: &Pool, missing: u32) -> Result<(), UpstreamError> {
+    for _ in 0..missing {
+        if pool.health.is_down() {
+            break;
+        }
+        let conn = pool.keep.manager.connect().await?;
+        if pool.bb8().add(conn).is_err() {
+            break;
         }
     }
-    if failed > 0 {
-        pool.stats.health_check_failed();
-        warn!(
-            failed,
-            checked = held.len(),
-            "health check: closed stale connections"
-        );
-    } else {
-        pool.health.mark_up();
-    }
+    Ok(())
+}
+
+/// After a connection was closed at check-in: opens connections until
+/// `min_idle` are open, counting every open one. (Should this run before
+/// bb8 has counted the close, or should bb8's reaper close idle ones
+/// counted here, the next round makes up for it.)
+async fn refill_after_close(pool: &Pool) {
+    let open = pool.bb8().state().connections;
+    let _ = refill(pool, pool.keep.min_idle.saturating_sub(open)).await;
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use tokio::sync::Notify;
 use tracing::debug;
 
 use super::conn::{Target, UpstreamConn};
@@ -43,6 +44,9 @@ impl Backoff {
 }
 
 /// Creates upstream connections for the pool and reports reachability.
+/// Clones share the health, stats and `closed` signal: the pool keeps one
+/// to open its `min_idle` connections itself (see `health::refill`).
+#[derive(Clone)]
 pub struct UpstreamManager {
     target: Target,
     backoff: Backoff,
@@ -50,6 +54,11 @@ pub struct UpstreamManager {
     stats: Arc<Stats>,
     /// Bumped when the pool's connections turn stale (see `Pool::mark_stale`).
     generation: Arc<AtomicU64>,
+    /// Signalled when a connection is closed at check-in, so the health
+    /// checker reopens up to `min_idle` at once rather than a round later.
+    closed: Arc<Notify>,
+    /// bb8 closes a connection this old at check-in (and signals nothing).
+    max_lifetime: Option<Duration>,
 }
 
 impl UpstreamManager {
@@ -58,6 +67,7 @@ impl UpstreamManager {
         backoff: Backoff,
         health: Arc<UpstreamHealth>,
         stats: Arc<Stats>,
+        max_lifetime: Option<Duration>,
     ) -> UpstreamManager {
         UpstreamManager {
             target,
@@ -65,6 +75,8 @@ impl UpstreamManager {
             health,
             stats,
             generation: Arc::new(AtomicU64::new(0)),
+            closed: Arc::default(),
+            max_lifetime,
         }
     }
 
@@ -74,6 +86,11 @@ impl UpstreamManager {
 
     fn is_stale(&self, conn: &UpstreamConn) -> bool {
         conn.generation < self.generation.load(Ordering::Acquire)
+    }
+
+    /// Resolves after a connection was closed at check-in.
+    pub fn closed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.closed.notified()
     }
 }
 
@@ -109,8 +126,17 @@ impl bb8::ManageConnection for UpstreamManager {
         conn.ping().await
     }
 
-    /// Also at check-in: a stale connection is closed, not pooled.
+    /// Called by bb8 at every check-in: a stale connection is closed, not
+    /// pooled. An expired one is left to bb8 (which counts it as
+    /// `max_lifetime`); either is signalled, for `min_idle`.
     fn has_broken(&self, conn: &mut UpstreamConn) -> bool {
-        conn.is_broken() || self.is_stale(conn)
+        let broken = conn.is_broken() || self.is_stale(conn);
+        let expired = self
+            .max_lifetime
+            .is_some_and(|l| conn.created.elapsed() >= l);
+        if broken || expired {
+            self.closed.notify_one();
+        }
+        broken
     }
 }

@@ -22,6 +22,9 @@ pub use tls::{TlsTarget, UpstreamStream};
 use crate::config::Config;
 use crate::error::{Cause, Error};
 
+/// bb8's default reaper period, kept unless a limit is shorter.
+const REAPER_RATE: Duration = Duration::from_secs(30);
+
 /// Failures talking to Redis. Everything here is the upstream side's fault.
 /// The details are logged; clients get the [`Cause`].
 #[derive(Debug, thiserror::Error)]
@@ -77,12 +80,29 @@ pub struct Pool {
     max: u32,
     /// How long a probe after a response timeout may take.
     probe_timeout: Duration,
-    /// A probe is running: one at a time.
-    probing: Arc<std::sync::atomic::AtomicBool>,
     /// The manager's generation counter (see [`Pool::mark_stale`]).
     generation: Arc<std::sync::atomic::AtomicU64>,
     /// Times the pool was marked stale.
     stale_marks: Arc<std::sync::atomic::AtomicU64>,
+    keep: Arc<Keep>,
+}
+
+/// How the pool keeps its connections fresh and its size down (one `Arc`:
+/// a multiplexer holds a `Pool` inline).
+struct Keep {
+    /// A probe is running: one at a time.
+    probing: std::sync::atomic::AtomicBool,
+    /// Opens the `min_idle` connections (bb8's own `min_idle` is off: see
+    /// [`check_once`]).
+    manager: UpstreamManager,
+    min_idle: u32,
+    /// `pool.health_check_interval_secs`.
+    health_interval: Duration,
+    max_lifetime: Option<Duration>,
+    /// Held by a health round while it holds the warm connections, and by
+    /// [`Pool::borrow`] while it checks out: the control plane never finds
+    /// them all taken and makes the pool open one more.
+    round: tokio::sync::Mutex<()>,
 }
 
 /// A connection checked out for a client. Counts as in use until dropped;
@@ -124,24 +144,38 @@ impl Pool {
         )));
         let stats = Arc::new(Stats::new(config.pool.max_connections));
         let p = &config.pool;
+        let max_lifetime = Some(Duration::from_secs(p.max_lifetime_secs)).filter(|d| !d.is_zero());
         let manager = UpstreamManager::new(
             target,
             Backoff::from_config(p),
             health.clone(),
             stats.clone(),
+            max_lifetime,
         );
         let checkout_timeout = Duration::from_millis(p.checkout_timeout_ms);
         let generation = manager.generation().clone();
+        let idle_timeout = Some(Duration::from_secs(p.idle_timeout_secs)).filter(|d| !d.is_zero());
+        // bb8's reaper closes idle connections past `idle_timeout` (since
+        // their last check-in) or `max_lifetime`, every `reaper_rate`
+        // (bb8's default 30 s): sooner when a limit is shorter.
+        let reaper_rate = [Some(REAPER_RATE), idle_timeout, max_lifetime]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(REAPER_RATE);
+        // No bb8 `min_idle`: it would open a connection whenever a checkout
+        // leaves fewer than `min_idle` idle, health checks included. The
+        // health checker keeps `min_idle` open instead (see `check_once`).
         let inner = bb8::Pool::builder()
             .max_size(p.max_connections)
-            .min_idle(Some(p.min_idle).filter(|n| *n > 0))
             .test_on_check_out(false)
             .retry_connection(false)
             .connection_timeout(checkout_timeout)
-            .max_lifetime(Some(Duration::from_secs(p.max_lifetime_secs)).filter(|d| !d.is_zero()))
-            .idle_timeout(Some(Duration::from_secs(p.idle_timeout_secs)).filter(|d| !d.is_zero()))
+            .max_lifetime(max_lifetime)
+            .idle_timeout(idle_timeout)
+            .reaper_rate(reaper_rate)
             .queue_strategy(bb8::QueueStrategy::Lifo)
-            .build_unchecked(manager);
+            .build_unchecked(manager.clone());
         Pool {
             inner,
             health,
@@ -151,9 +185,16 @@ impl Pool {
             probe_timeout: Duration::from_millis(
                 config.upstream.connect_timeout_ms + p.response_timeout_ms.max(1_000),
             ),
-            probing: Default::default(),
             generation,
             stale_marks: Default::default(),
+            keep: Arc::new(Keep {
+                probing: Default::default(),
+                manager,
+                min_idle: p.min_idle,
+                health_interval: Duration::from_secs(p.health_check_interval_secs),
+                max_lifetime,
+                round: Default::default(),
+            }),
         }
     }
 
@@ -169,6 +210,7 @@ impl Pool {
     /// pool's own, so Redis never sees more than `max_connections` from this
     /// poolside; not counted as a client's checkout.
     pub async fn borrow(&self) -> Result<Upstream, Error> {
+        let _round = self.keep.round.lock().await;
         self.take(false).await
     }
 
@@ -231,7 +273,7 @@ impl Pool {
     /// it answering again.
     pub fn probe_now(&self) {
         use std::sync::atomic::Ordering;
-        if self.probing.swap(true, Ordering::AcqRel) {
+        if self.keep.probing.swap(true, Ordering::AcqRel) {
             return;
         }
         let pool = self.clone();
@@ -260,7 +302,7 @@ impl Pool {
                         "no answer to a probe after a response timeout",
                     ))),
             }
-            pool.probing.store(false, Ordering::Release);
+            pool.keep.probing.store(false, Ordering::Release);
         });
     }
 
@@ -305,6 +347,11 @@ impl Pool {
     pub fn snapshot(&self) -> Snapshot {
         let state = self.inner.state();
         self.stats.snapshot(&state)
+    }
+
+    /// How often bb8's reaper looks for idle connections past their limits.
+    pub(crate) fn reaper_rate(&self) -> Duration {
+        self.inner.config().reaper_rate
     }
 
     /// The underlying bb8 pool, for the health checker.
