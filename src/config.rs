@@ -230,7 +230,8 @@ pub struct PoolConfig {
     /// reaper, which looks every 30 s or this, if shorter). Default 600 s.
     pub idle_timeout_secs: u64,
     /// The `min_idle` most recently used idle connections are PINGed this
-    /// often. Default 30 s.
+    /// often; any other connection idle this long is PINGed when checked
+    /// out. Default 30 s.
     pub health_check_interval_secs: u64,
     /// Connect retries after the first attempt. Default 3.
     pub connect_retries: u32,

@@ -1,13 +1,25 @@
 //! Redis goes away and comes back on the same port: clients get errors at
 //! once while it is down (never a hang) and service resumes by itself.
+//! Connections Redis forgot meanwhile are replaced before a client writes.
 
 mod common;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{both_modes, connect, ok, query, start_poolside, wait_for, wait_until, RedisServer};
+use common::{
+    both_modes, client_list_on, connect, last_command, ok, query, start_poolside, wait_for,
+    wait_until, RedisServer,
+};
+use poolside::app::Running;
 use poolside::config::PoolMode;
 use redis::aio::MultiplexedConnection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 /// An error while Redis is down must arrive within this.
 const PROMPT: Duration = Duration::from_secs(3);
@@ -93,4 +105,151 @@ both_modes! {
         );
         poolside.shutdown().await;
     }
+}
+
+/// Relays poolside's connections to Redis and can make Redis "forget"
+/// chosen ones, as after a failover to a new host or a dropped NAT entry:
+/// nothing arrives on them, so they look open, and the next bytes poolside
+/// writes are answered with a TCP reset.
+struct ForgetfulRelay {
+    addr: SocketAddr,
+    /// By the relay's port towards Redis (Redis' `addr=` in CLIENT LIST).
+    forgotten: Arc<Mutex<HashMap<u16, Arc<AtomicBool>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl ForgetfulRelay {
+    async fn start(redis: SocketAddr) -> ForgetfulRelay {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay");
+        let addr = listener.local_addr().expect("relay address");
+        let forgotten = Arc::new(Mutex::new(HashMap::new()));
+        let links = forgotten.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((poolside, _)) = listener.accept().await {
+                let redis = TcpStream::connect(redis)
+                    .await
+                    .expect("relay connects to Redis");
+                let port = redis.local_addr().expect("relay port").port();
+                let flag = Arc::new(AtomicBool::new(false));
+                links.lock().unwrap().insert(port, flag.clone());
+                tokio::spawn(relay(poolside, redis, flag));
+            }
+        });
+        ForgetfulRelay {
+            addr,
+            forgotten,
+            accept,
+        }
+    }
+
+    /// Forgets the connections Redis sees coming from `ports`.
+    fn forget(&self, ports: &[u16]) {
+        let links = self.forgotten.lock().unwrap();
+        for port in ports {
+            links[port].store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ForgetfulRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn relay(mut poolside: TcpStream, mut redis: TcpStream, forgotten: Arc<AtomicBool>) {
+    let (mut up, mut down) = (vec![0u8; 16 << 10], vec![0u8; 16 << 10]);
+    loop {
+        tokio::select! {
+            read = poolside.read(&mut up) => {
+                let Ok(n @ 1..) = read else { return };
+                if forgotten.load(Ordering::Relaxed) {
+                    // Closed with a zero linger: a reset, no FIN first.
+                    let _ = socket2::SockRef::from(&poolside).set_linger(Some(Duration::ZERO));
+                    return;
+                }
+                if redis.write_all(&up[..n]).await.is_err() {
+                    return;
+                }
+            }
+            read = redis.read(&mut down) => {
+                let Ok(n @ 1..) = read else { return };
+                if poolside.write_all(&down[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `count` clients each hold a pooled connection in BLPOP at the same time,
+/// then are released; every one must be answered.
+async fn blpop_burst(poolside: &Running, redis: &RedisServer, count: usize) {
+    let mut blockers = Vec::new();
+    for id in 0..count {
+        let mut con = connect(poolside.client_addr).await;
+        blockers.push(tokio::spawn(async move {
+            let key = format!("burst:{id}");
+            ok::<(String, String)>(&mut con, &["BLPOP", &key, "0"]).await
+        }));
+    }
+    wait_until(WAIT, "every BLPOP holds a connection", || async {
+        redis.blocked_clients().await == count as u64
+    })
+    .await;
+    let mut direct = redis.direct().await;
+    for id in 0..count {
+        ok::<i64>(&mut direct, &["RPUSH", &format!("burst:{id}"), "x"]).await;
+    }
+    for blocker in blockers {
+        blocker.await.expect("BLPOP answered");
+    }
+}
+
+/// A connection Redis forgot is not met by a client: one that has been idle
+/// for a health interval is PINGed at checkout (the health round PINGs only
+/// `min_idle` of them, so that the others can reach their idle timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_redis_forgot_are_replaced_before_a_client_writes() {
+    const BURST: usize = 4;
+    let redis = RedisServer::start().await;
+    let relay = ForgetfulRelay::start(redis.addr()).await;
+    let poolside = start_poolside(&redis, PoolMode::Transaction, |c| {
+        c.upstream.url = format!("redis://{}", relay.addr);
+        c.pool.health_check_interval_secs = 1;
+    })
+    .await;
+    blpop_burst(&poolside, &redis, BURST).await;
+
+    // Once idle for over an interval, forget the burst's connections that
+    // nothing used since (the control plane reuses the one on top).
+    let rounds = poolside.pool_snapshot().health_check_runs_total;
+    wait_until(WAIT, "two health rounds ran", || async {
+        poolside.pool_snapshot().health_check_runs_total >= rounds + 2
+    })
+    .await;
+    let mut sampler = redis.direct_raw().await;
+    let ports: Vec<u16> = client_list_on(&mut sampler)
+        .await
+        .iter()
+        .filter(|l| l.contains(" name=poolside:") && last_command(l) == "blpop")
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("addr=")))
+        .filter_map(|addr| addr.rsplit(':').next()?.parse().ok())
+        .collect();
+    assert!(
+        ports.len() >= BURST - 1,
+        "idle burst connections: {ports:?}"
+    );
+    relay.forget(&ports);
+
+    let created = poolside.pool_snapshot().created_total;
+    blpop_burst(&poolside, &redis, BURST).await;
+    let snapshot = poolside.pool_snapshot();
+    assert!(
+        snapshot.created_total >= created + ports.len() as u64 - 1,
+        "the forgotten connections were replaced: {snapshot:?}"
+    );
+    poolside.shutdown().await;
 }

@@ -66,6 +66,10 @@ pub struct UpstreamConn {
     /// The pool's generation when this connection was made: an older one
     /// points where Redis no longer is (a failover moved the name).
     pub generation: u64,
+    /// When Redis last answered on it: a health PING, a checkout's PING,
+    /// or a batch that came back whole. A checkout PINGs a connection that
+    /// has not proved itself for a health interval.
+    verified_at: Instant,
 }
 
 impl UpstreamConn {
@@ -98,6 +102,7 @@ impl UpstreamConn {
                 dirty: false,
                 created: Instant::now(),
                 generation: 0,
+                verified_at: Instant::now(),
             };
             if let Some(password) = &target.password.get() {
                 let reply = match &target.username {
@@ -337,6 +342,16 @@ impl UpstreamConn {
 
     pub fn mark_dirty(&mut self) {
         self.dirty = true;
+    }
+
+    /// Redis answered on this connection at `at`.
+    pub fn mark_verified(&mut self, at: Instant) {
+        self.verified_at = at;
+    }
+
+    /// How long before `now` Redis last answered on this connection.
+    pub fn unverified_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.verified_at)
     }
 
     pub fn is_broken(&self) -> bool {

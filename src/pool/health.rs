@@ -159,7 +159,7 @@ fn decode(code: u8) -> Cause {
 }
 
 /// How long one health-check PING may take.
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every `interval` (every `probe_every` while Redis is down) runs
 /// [`check_once`]; in between, reopens up to `min_idle` connections as soon
@@ -208,8 +208,10 @@ pub fn spawn_health_checker(
 ///    idle timer, so idle connections beyond `min_idle` never reached
 ///    `idle_timeout`. Left alone, bb8's reaper closes them.
 ///
-/// While Redis is down, or nothing is open, the round tries one connection
-/// instead, so service resumes without a restart.
+/// A connection a round leaves alone is still not met stale: a checkout
+/// PINGs any connection Redis has not answered on for a health interval
+/// (`Pool::verify`). While Redis is down, or nothing is open, the round
+/// tries one connection instead, so service resumes without a restart.
 pub async fn check_once(pool: &Pool) {
     pool.stats.health_check_ran();
     // The control plane's borrow waits: it would find the warm ones taken.
@@ -262,6 +264,7 @@ async fn probe(pool: &Pool, idle: u32) -> Found {
             warn!(error = %e, "health check: PING failed");
             return failed;
         }
+        conn.mark_verified(Instant::now());
         pool.health.mark_up();
         pool.health.record_check(started.elapsed());
         return Found {
@@ -298,6 +301,7 @@ async fn check_warm(pool: &Pool) -> Found {
             continue;
         };
         if let Some(latency) = latency {
+            conn.mark_verified(Instant::now());
             pool.health.record_check(latency);
             lasting += u32::from(lasts(pool, &conn));
         } else {

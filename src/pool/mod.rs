@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bb8::{PooledConnection, RunError};
+use tracing::debug;
 
 pub use conn::{ReplyHead, ReplyPart, Target, UpstreamConn, DB_UNKNOWN};
 pub use health::{check_once, spawn_health_checker, UpstreamHealth};
@@ -96,8 +97,11 @@ struct Keep {
     /// [`check_once`]).
     manager: UpstreamManager,
     min_idle: u32,
-    /// `pool.health_check_interval_secs`.
+    /// `pool.health_check_interval_secs`: a connection Redis has not
+    /// answered on for this long is PINGed before a client gets it.
     health_interval: Duration,
+    /// How long that checkout PING may take: the response timeout.
+    verify_timeout: Duration,
     max_lifetime: Option<Duration>,
     /// Held by a health round while it holds the warm connections, and by
     /// [`Pool::borrow`] while it checks out: the control plane never finds
@@ -130,8 +134,11 @@ impl DerefMut for Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
+        // Back whole (a broken one is closed, whatever the stamp says).
+        let now = Instant::now();
+        self.conn.mark_verified(now);
         if self.counted {
-            self.stats.checked_in_after(self.checked_out_at.elapsed());
+            self.stats.checked_in_after(now - self.checked_out_at);
         }
     }
 }
@@ -176,6 +183,7 @@ impl Pool {
             .reaper_rate(reaper_rate)
             .queue_strategy(bb8::QueueStrategy::Lifo)
             .build_unchecked(manager.clone());
+        let response_timeout = Duration::from_millis(p.response_timeout_ms);
         Pool {
             inner,
             health,
@@ -192,6 +200,9 @@ impl Pool {
                 manager,
                 min_idle: p.min_idle,
                 health_interval: Duration::from_secs(p.health_check_interval_secs),
+                verify_timeout: Some(response_timeout)
+                    .filter(|t| !t.is_zero())
+                    .unwrap_or(health::PING_TIMEOUT),
                 max_lifetime,
                 round: Default::default(),
             }),
@@ -235,13 +246,20 @@ impl Pool {
                         conn.mark_broken();
                         continue;
                     }
+                    let mut now = Instant::now();
+                    if conn.unverified_for(now) >= self.keep.health_interval {
+                        if !self.verify(&mut conn).await? {
+                            continue;
+                        }
+                        now = Instant::now();
+                    }
                     if counted {
-                        self.stats.checked_out(started.elapsed());
+                        self.stats.checked_out(now - started);
                     }
                     return Ok(Upstream {
                         conn,
                         stats: self.stats.clone(),
-                        checked_out_at: Instant::now(),
+                        checked_out_at: now,
                         counted,
                     });
                 }
@@ -265,6 +283,35 @@ impl Pool {
             }
         }
         Err(Error::UpstreamDown(Cause::Closed))
+    }
+
+    /// PINGs a connection Redis has not answered on for a health interval
+    /// (one the health checker leaves alone, see [`check_once`]) before a
+    /// client gets it: `Ok(false)` when it failed and was discarded (nothing
+    /// of the client's was sent: the next one is tried). No answer within
+    /// the response timeout fails the checkout, as the batch would have.
+    async fn verify(
+        &self,
+        conn: &mut PooledConnection<'static, UpstreamManager>,
+    ) -> Result<bool, Error> {
+        match tokio::time::timeout(self.keep.verify_timeout, conn.ping()).await {
+            Ok(Ok(())) => {
+                conn.mark_verified(Instant::now());
+                Ok(true)
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "checkout: stale connection discarded");
+                conn.mark_broken();
+                Ok(false)
+            }
+            Err(_) => {
+                conn.mark_broken();
+                self.probe_now();
+                Err(Error::TimedOut {
+                    ms: self.keep.verify_timeout.as_millis() as u64,
+                })
+            }
+        }
     }
 
     /// A batch timed out: probe Redis now (one probe at a time) on a pooled
