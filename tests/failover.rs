@@ -243,7 +243,20 @@ async fn the_periodic_check_finds_a_replica_behind_a_primary_url() {
         status().await["upstream"]["role"] == "primary"
     })
     .await;
-    assert!(poolside_connections(&old).await > 0);
+    // Five connections in use at once, then idle in the pool.
+    let blocked: Vec<_> = (0..5)
+        .map(|_| {
+            let addr = poolside.client_addr;
+            tokio::spawn(async move {
+                let mut c = RawClient::connect(addr).await;
+                c.command(&["BLPOP", "fo:none", "0.3"]).await
+            })
+        })
+        .collect();
+    for b in blocked {
+        assert_eq!(b.await.unwrap(), Reply::Array(None));
+    }
+    assert!(poolside_connections(&old).await >= 5);
 
     forwarder.switch(new.addr());
     old.direct_raw()
