@@ -32,19 +32,20 @@
 
 mod checkout;
 mod mux;
+mod out;
 mod pin;
 mod plan;
 mod prepare;
 mod rewrite;
+mod shared;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 pub use mux::{Multiplexer, SLOW_READER_GRACE};
+pub use out::{Out, Refused, SPILL_BYTES};
 pub use pin::Pin;
 pub use plan::{Part, Plan, Remote, Step, Wait};
 pub use prepare::Wants;
@@ -52,7 +53,7 @@ pub use prepare::Wants;
 use crate::error::{Error, Refusal};
 use crate::pool::{Pool, Upstream};
 use crate::traffic::Traffic;
-use mux::{Backlog, BatchReply, MuxRequest};
+use shared::{execute_shared, Inbox};
 
 /// What the backend reads of a client and updates from its replies.
 pub struct ClientView<'a> {
@@ -63,100 +64,10 @@ pub struct ClientView<'a> {
     pub pin: &'a mut Pin,
 }
 
-/// A batch's replies this big are written to the client before the batch
-/// ends, so no reply is ever held whole.
-pub const SPILL_BYTES: usize = 128 * 1024;
-
 /// `limits.max_reply_buffer_bytes` unless configured.
 const DEFAULT_REPLY_BUFFER: usize = 8 << 20;
 /// `pool.backoff_max_ms` unless configured.
 const DEFAULT_RESEND_DELAY: Duration = Duration::from_millis(512);
-
-/// Where a batch's replies go: `buf`, which the session writes to the
-/// client when the batch is done. A batch whose replies outgrow
-/// [`SPILL_BYTES`] has them written out early ("spilled") when the session
-/// gave the client's socket, with its backpressure: a slow reader slows its
-/// own upstream reads, and memory stays bounded whatever the reply sizes.
-pub struct Out<'a> {
-    pub buf: &'a mut BytesMut,
-    client: Option<&'a mut (dyn AsyncWrite + Unpin + Send)>,
-    torn: bool,
-    /// Some of this batch's replies were written to the client already.
-    spilled: bool,
-}
-
-impl<'a> Out<'a> {
-    /// `client`: `None` while the session reads the client itself (a
-    /// blocking batch watching for the client to leave); replies are then
-    /// only buffered.
-    pub fn new(
-        buf: &'a mut BytesMut,
-        client: Option<&'a mut (dyn AsyncWrite + Unpin + Send)>,
-    ) -> Self {
-        Out {
-            buf,
-            client,
-            torn: false,
-            spilled: false,
-        }
-    }
-
-    pub fn can_spill(&self) -> bool {
-        self.client.is_some()
-    }
-
-    /// Part of a reply reached the client and the rest will not: its
-    /// framing cannot be repaired, so the client must be closed, not answered.
-    pub fn torn(&self) -> bool {
-        self.torn
-    }
-
-    /// The reply that was spilled in parts is complete.
-    fn reply_done(&mut self) {
-        self.torn = false;
-    }
-
-    /// Writes what is buffered to the client; `mid_reply`: the last reply in
-    /// it is incomplete.
-    async fn spill(&mut self, mid_reply: bool) -> Result<(), Error> {
-        if let Some(client) = self.client.as_mut() {
-            self.torn = mid_reply;
-            self.spilled = true;
-            client
-                .write_all(self.buf)
-                .await
-                .map_err(|_| Error::ClientGone)?;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-}
-
-/// The replies of one batch that refused their commands because of where
-/// Redis is ([`Refusal`]), of how many.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Refused {
-    pub count: usize,
-    pub of: usize,
-    /// The last refusal seen.
-    pub kind: Option<Refusal>,
-}
-
-impl Refused {
-    fn tally(&mut self, reply: Option<Refusal>) {
-        self.of += 1;
-        if let Some(kind) = reply {
-            self.count += 1;
-            self.kind = Some(kind);
-        }
-    }
-
-    /// Every command was refused: nothing ran, so the batch may go once
-    /// more to a fresh connection.
-    fn whole_batch(&self) -> bool {
-        self.count > 0 && self.count == self.of
-    }
-}
 
 /// A batch that failed part-way: the replies of `steps()[..answered]` are in
 /// `out`; the rest get `error` from [`Plan::answer_failed`].
@@ -392,94 +303,5 @@ impl Exec {
 impl Drop for Exec {
     fn drop(&mut self) {
         self.release();
-    }
-}
-
-/// A client's end of the lanes: its reply channel and backlog.
-struct Inbox {
-    tx: UnboundedSender<BatchReply>,
-    rx: UnboundedReceiver<BatchReply>,
-    backlog: Arc<Backlog>,
-}
-
-impl Inbox {
-    fn new(limit: usize) -> Inbox {
-        let (tx, rx) = unbounded_channel();
-        Inbox {
-            tx,
-            rx,
-            backlog: Arc::new(Backlog::new(limit)),
-        }
-    }
-}
-
-/// Multiplexed mode: hands the batch to a shared lane and waits for its
-/// replies on the client's own channel, spilling a big batch's pieces to
-/// the client as they come.
-async fn execute_shared(
-    backend: &Backend,
-    mux: &Multiplexer,
-    inbox: &mut Inbox,
-    plan: &mut Plan,
-    wants: Wants,
-    out: &mut Out<'_>,
-) -> Result<Option<Upstream>, Failed> {
-    let bytes = plan.upstream.split().freeze();
-    let failed = |error| Failed { error, answered: 0 };
-    let mark = out.buf.len();
-    let mut resent = false;
-    loop {
-        let req = MuxRequest {
-            bytes: bytes.clone(),
-            replies: plan.remote_replies(),
-            wants,
-            reply_to: inbox.tx.clone(),
-            backlog: inbox.backlog.clone(),
-        };
-        let started = Instant::now();
-        mux.submit(req).await.map_err(failed)?;
-        let refused = loop {
-            let piece = match inbox.rx.recv().await.unwrap_or(Err(Error::Internal)) {
-                Ok(piece) => piece,
-                Err(error) => {
-                    // Nothing of the batch reached the client: every reply is
-                    // answered with the error instead.
-                    out.buf.truncate(mark);
-                    return Err(failed(error));
-                }
-            };
-            inbox.backlog.taken(piece.bytes.len());
-            out.buf.extend_from_slice(&piece.bytes);
-            if piece.last {
-                break piece.refused;
-            }
-            if out.buf.len() >= SPILL_BYTES && out.can_spill() {
-                let overflowed = inbox.backlog.overflowed.notified();
-                tokio::select! {
-                    spilled = out.spill(true) => spilled.map_err(failed)?,
-                    _ = overflowed => {
-                        let limit = inbox.backlog.limit();
-                        return Err(failed(Error::ReplyOverflow { limit }));
-                    }
-                }
-            }
-        };
-        out.reply_done();
-        backend.traffic.round_trip_done(started.elapsed());
-        // The lane has marked the pool stale and closed; the one re-send
-        // goes to a lane on a fresh connection.
-        if let Some(kind) = refused.kind {
-            backend.traffic.refused(kind, refused.count);
-            if !resent && refused.whole_batch() && !out.spilled {
-                out.buf.truncate(mark);
-                resent = true;
-                backend.traffic.resent();
-                if kind != Refusal::ReadOnly {
-                    tokio::time::sleep(backend.resend_delay).await;
-                }
-                continue;
-            }
-        }
-        return Ok(None);
     }
 }

@@ -17,68 +17,21 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::sync::{mpsc, Notify};
-use tracing::{debug, warn};
+mod delivery;
 
-use super::{prepare, Refused, Wants, SPILL_BYTES};
-use crate::error::{Cause, Error, Refusal};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::{prepare, Refused, Wants};
+use crate::error::Error;
 use crate::pool::{Pool, Upstream};
 use crate::resp::ReplyScanner;
+use delivery::{dispatch, LaneCounts, Replies, Waiting};
+pub use delivery::{Backlog, BatchReply};
 
 /// How long a lane waits for a client over its reply buffer to take some.
 pub const SLOW_READER_GRACE: Duration = Duration::from_secs(1);
-
-/// Replies of one batch, in order: all of them in one piece (`last`), or a
-/// big batch's in several; or why there are no more.
-pub type BatchReply = Result<Piece, Error>;
-
-pub struct Piece {
-    pub bytes: Bytes,
-    /// The batch's replies are complete with this piece.
-    pub last: bool,
-    /// With the last piece: the replies that refused their commands
-    /// because of where Redis is (the lane has closed then).
-    pub refused: Refused,
-}
-
-/// Reply bytes handed to one client and not taken by its session yet,
-/// shared by the lanes and the session.
-pub struct Backlog {
-    bytes: AtomicUsize,
-    /// `limits.max_reply_buffer_bytes`.
-    limit: usize,
-    /// The session took bytes while over the limit.
-    drained: Notify,
-    /// The lane gave up on this client.
-    pub overflowed: Notify,
-}
-
-impl Backlog {
-    pub fn new(limit: usize) -> Backlog {
-        Backlog {
-            bytes: AtomicUsize::new(0),
-            limit,
-            drained: Notify::new(),
-            overflowed: Notify::new(),
-        }
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    /// The session took a piece of `n` bytes.
-    pub fn taken(&self, n: usize) {
-        if self.bytes.fetch_sub(n, Ordering::AcqRel) > self.limit {
-            self.drained.notify_one();
-        }
-    }
-
-    fn over(&self) -> bool {
-        self.bytes.load(Ordering::Acquire) > self.limit
-    }
-}
 
 /// One client batch: its bytes, how many replies they produce, the
 /// connection state it must run in, and where its replies go.
@@ -221,108 +174,6 @@ struct LaneLimits {
     pool: Pool,
 }
 
-/// A batch written upstream whose replies are still to come.
-struct Waiting {
-    /// When it was written: the response timeout counts from here.
-    sent: tokio::time::Instant,
-    /// Replies to check and skip first: the commands that prepared the lane
-    /// for this batch (SELECT).
-    skip: usize,
-    replies: usize,
-    reply_to: mpsc::UnboundedSender<BatchReply>,
-    backlog: Arc<Backlog>,
-    /// The client was cut off (or left): its replies are read and dropped.
-    discarding: bool,
-    refused: Refused,
-}
-
-impl Waiting {
-    /// Hands `bytes` of this batch's replies to the client.
-    fn deliver(&mut self, bytes: Bytes, last: bool) {
-        if self.discarding {
-            return;
-        }
-        let n = bytes.len();
-        self.backlog.bytes.fetch_add(n, Ordering::AcqRel);
-        let refused = self.refused;
-        if self
-            .reply_to
-            .send(Ok(Piece {
-                bytes,
-                last,
-                refused,
-            }))
-            .is_err()
-        {
-            // The session is gone: nobody will take them.
-            self.backlog.bytes.fetch_sub(n, Ordering::AcqRel);
-            self.discarding = true;
-        }
-    }
-
-    /// The lane waits for this client to take its replies.
-    fn holds_lane(&self) -> bool {
-        !self.discarding && self.skip == 0 && self.backlog.over() && !self.reply_to.is_closed()
-    }
-
-    /// Hands on (or drops, for a client cut off) the first `ready` bytes,
-    /// which belong to this batch, once there are enough to be worth a piece.
-    fn forward(&mut self, r: &mut Replies, ready: usize) {
-        if self.skip > 0 {
-            return;
-        }
-        if self.discarding {
-            r.drop_front(ready);
-        } else if ready >= SPILL_BYTES {
-            let piece = r.take(ready);
-            self.deliver(piece, false);
-        }
-    }
-
-    /// Cuts the client off: it gets the error, the rest of its replies are dropped.
-    fn overflow(&mut self) {
-        let limit = self.backlog.limit;
-        warn!(
-            limit,
-            "multiplexer: a client left more than limits.max_reply_buffer_bytes unread; disconnecting it"
-        );
-        let _ = self.reply_to.send(Err(Error::ReplyOverflow { limit }));
-        self.backlog.overflowed.notify_one();
-        self.discarding = true;
-    }
-}
-
-/// The lane's read side: bytes from Redis, cut into the front batch's replies.
-struct Replies {
-    buf: BytesMut,
-    scanner: ReplyScanner,
-    /// Where the front batch's next unscanned reply starts in `buf`.
-    scanned: usize,
-    /// The frame in progress is a RESP3 push, not a reply.
-    in_push: bool,
-    /// The reply in progress was partly handed on or dropped already.
-    cut: bool,
-}
-
-impl Replies {
-    /// The first `n` bytes, handed on.
-    fn take(&mut self, n: usize) -> Bytes {
-        self.cut |= self.scanner.in_progress();
-        let bytes = self.buf.split_to(n).freeze();
-        self.scanner.consume(n);
-        self.scanned = self.scanned.saturating_sub(n);
-        bytes
-    }
-
-    /// The first `n` bytes, dropped.
-    fn drop_front(&mut self, n: usize) {
-        self.cut |= self.scanner.in_progress();
-        self.buf.advance(n);
-        self.scanner.consume(n);
-        self.scanned = self.scanned.saturating_sub(n);
-    }
-}
-
 /// Owns one upstream connection: writes queued batches, routes replies back.
 /// One `select!` over the lane's own state (read, queue, a slow reader,
 /// timers), so it reads longer than most functions; the per-batch work is in
@@ -336,6 +187,10 @@ async fn run_lane(
     let idle_close = limits.idle_close;
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let counts = LaneCounts {
+        in_flight: &lane.in_flight,
+        generation: lane.generation,
+    };
     let mut replies = Replies {
         buf: BytesMut::with_capacity(64 * 1024),
         scanner: ReplyScanner::default(),
@@ -391,7 +246,7 @@ async fn run_lane(
                     break Some(Error::ConnectionLost(e.cause()));
                 }
                 last_read = tokio::time::Instant::now();
-                if let Err(e) = dispatch(&mut replies, &mut waiting, &lane, &limits.pool) {
+                if let Err(e) = dispatch(&mut replies, &mut waiting, &counts, &limits.pool) {
                     break Some(e);
                 }
                 if replies.buf.capacity() - replies.buf.len() < 4096 {
@@ -412,7 +267,7 @@ async fn run_lane(
                 if let Some(front) = waiting.front_mut() {
                     front.overflow();
                 }
-                if let Err(e) = dispatch(&mut replies, &mut waiting, &lane, &limits.pool) {
+                if let Err(e) = dispatch(&mut replies, &mut waiting, &counts, &limits.pool) {
                     break Some(e);
                 }
             }
@@ -497,71 +352,4 @@ fn queue(
         discarding: false,
         refused: Refused::default(),
     });
-}
-
-/// Hands every batch whose replies are complete to its client, and what
-/// surely belongs to the front batch once it reaches [`SPILL_BYTES`] (or at
-/// once, dropped, when its client was cut off).
-///
-/// A reply refusing its command because of where Redis is marks the pool
-/// stale at once, before the batch reaches its client: a re-send must not
-/// find this lane (or another as old) still open.
-fn dispatch(
-    r: &mut Replies,
-    waiting: &mut VecDeque<Waiting>,
-    lane: &Lane,
-    pool: &Pool,
-) -> Result<(), Error> {
-    while let Some(front) = waiting.front_mut() {
-        if !r.scanner.in_progress() {
-            let Some(&first) = r.buf.get(r.scanned) else {
-                // Only whole replies of this batch so far.
-                front.forward(r, r.scanned);
-                return Ok(());
-            };
-            r.in_push = first == b'>';
-        }
-        let scanned = r
-            .scanner
-            .scan(&r.buf, r.scanned)
-            .map_err(|_| Error::ConnectionLost(Cause::Malformed))?;
-        let Some(end) = scanned else {
-            let ready = r.scanner.committed(r.buf.len()).unwrap_or(r.scanned);
-            front.forward(r, ready);
-            return Ok(());
-        };
-        let start = r.scanned;
-        let whole = !std::mem::take(&mut r.cut);
-        // A push frame is never a reply (lanes carry no tracking or
-        // subscriptions; this keeps FIFO matching safe all the same).
-        if r.in_push {
-            r.scanned = end;
-            continue;
-        }
-        if front.skip > 0 {
-            prepare::check(&r.buf[..end])?;
-            front.skip -= 1;
-            r.drop_front(end);
-            continue;
-        }
-        r.scanned = end;
-        front.replies -= 1;
-        let kind = whole
-            .then(|| Refusal::of(&r.buf[start..end.min(start + 16)]))
-            .flatten();
-        front.refused.tally(kind);
-        if kind.is_some() {
-            pool.mark_stale(lane.generation);
-        }
-        if front.replies == 0 {
-            let piece = r.take(end);
-            lane.in_flight.fetch_sub(1, Ordering::AcqRel);
-            if let Some(mut done) = waiting.pop_front() {
-                done.deliver(piece, true);
-            }
-        } else if front.discarding {
-            r.drop_front(end);
-        }
-    }
-    Ok(())
 }
