@@ -89,3 +89,76 @@ both_modes! {
         poolside.shutdown().await;
     }
 }
+
+/// A relay in front of Redis that cuts every connection as soon as Redis'
+/// bytes contain `marker`, forwarding only what came before it: a reply cut
+/// mid-value, as a connection lost at the wrong moment does.
+async fn cutting_relay(redis: std::net::SocketAddr, marker: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(redis).await else {
+                    return;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+                });
+                let mut seen = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = server_rx.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let from = seen.len();
+                    seen.extend_from_slice(&chunk[..n]);
+                    if let Some(at) = seen.windows(marker.len()).position(|w| w == marker) {
+                        let _ = client_tx.write_all(&seen[from..at.max(from)]).await;
+                        break;
+                    }
+                    if client_tx.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    addr
+}
+
+both_modes! {
+    /// A small reply cut by a lost connection, with nothing of it sent to
+    /// the client yet: the client gets a framed error for it, not the
+    /// value's first bytes with an error glued on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reply_cut_before_the_client_saw_it_is_answered_with_a_framed_error(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        redis
+            .direct_raw()
+            .await
+            .command(&["SET", "cut:k", "abcCUTdefghij"])
+            .await
+            .expect_ok();
+        let relay = cutting_relay(redis.addr(), b"CUT").await;
+        let config = poolside::config::Config::for_tests(&format!("redis://{relay}"));
+        let config = poolside::config::Config {
+            pool: poolside::config::PoolConfig { mode, ..config.pool.clone() },
+            ..config
+        };
+        let poolside = poolside::app::start(config).await.expect("poolside starts");
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        client.send(&encode(&["GET", "cut:k"])).await.unwrap();
+        let reply = client.try_raw_reply(Duration::from_secs(10)).await.expect("a reply");
+        assert!(
+            reply.starts_with(b"-ERR poolside: upstream connection lost"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        poolside.shutdown().await;
+    }
+}

@@ -82,13 +82,22 @@ pub async fn round_trip(
             || (matches!(kind, Remote::Exec) && client.pin.follows_exec());
         if !whole {
             let mut head = ReplyHead::default();
+            // A reply cut short while none of it reached the client is
+            // taken back, so the error that answers it stays framed.
+            let reply_mark = sink.buf.len();
             loop {
                 let read = read_part_within(conn, sink.buf, &mut head, deadline).await;
-                match read {
+                let error = match read {
                     Ok(Ok(ReplyPart::Done)) => break,
-                    Ok(Ok(ReplyPart::More)) => {}
-                    Ok(Err(e)) => return Err(lost(e, i)),
-                    Err(error) => return Err(Failed { error, answered: i }),
+                    Ok(Ok(ReplyPart::More)) => None,
+                    Ok(Err(e)) => Some(lost(e, i)),
+                    Err(error) => Some(Failed { error, answered: i }),
+                };
+                if let Some(failed) = error {
+                    if !sink.torn() {
+                        sink.buf.truncate(reply_mark);
+                    }
+                    return Err(failed);
                 }
                 sink.spill(true)
                     .await
