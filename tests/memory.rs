@@ -378,3 +378,48 @@ async fn idle_clients_cost_a_few_kib_each() {
     );
     drop((warm, idle));
 }
+
+/// Multiplexed mode: a client reading a big reply slowly (but steadily, so
+/// the 1 s slow-reader grace never runs out) may hold its lane while nobody
+/// else waits on it; once another batch waits behind it for a response
+/// timeout, the slow client is cut off and the other batch answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_holds_a_lane_no_longer_than_a_response_timeout_while_others_wait() {
+    const LEN: usize = 30_000_000;
+    let redis = RedisServer::start().await;
+    let value = vec![b's'; LEN];
+    let mut direct = redis.blocking();
+    let _: () = redis::cmd("SET").arg("slow").arg(&value).query(&mut direct).unwrap();
+    drop(value);
+    let poolside = common::start_poolside(&redis, poolside::config::PoolMode::Multiplexed, |c| {
+        c.pool.response_timeout_ms = 1_000;
+    })
+    .await;
+    let mut slow = TcpStream::connect(poolside.client_addr).await.unwrap();
+    slow.write_all(&encode(&["GET", "slow"])).await.unwrap();
+    let mut first = [0u8; 1024];
+    slow.read_exact(&mut first).await.unwrap();
+    // Behind it, on the same lane (one lane serves up to 64 batches).
+    let mut other = common::raw::RawClient::connect(poolside.client_addr).await;
+    other.send(&encode(&["PING"])).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut got = first.len();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match slow.read(&mut chunk).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got += n,
+            }
+            // About 3 MB/s: 10 s for the whole value.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let pong = other.try_raw_reply(SLOW).await.unwrap();
+    assert_eq!(pong, b"+PONG\r\n");
+    let got = reader.await.unwrap();
+    eprintln!("the slow reader got {got} of {LEN} bytes before it was cut off");
+    assert!(got < LEN, "the slow reader was not cut off");
+    let metrics = get(poolside.admin_addr, "/metrics").await.metrics();
+    assert_eq!(metrics.get("poolside_reply_buffer_overflows_total"), Some(1.0));
+    poolside.shutdown().await;
+}

@@ -154,13 +154,19 @@ impl Backend {
     }
 
     /// Redis refused commands of a batch run on `conn` because of where it
-    /// is: counted, and the pool marked stale (this connection and every
-    /// other made before it are closed instead of used again; a pinned one
-    /// when its client lets go). Returns the refusal, if any.
-    fn refused(&self, refused: &Refused, conn: &Upstream) -> Option<Refusal> {
+    /// is: counted; for `-READONLY` (the node was demoted) the pool is
+    /// marked stale (this connection and every other made before it are
+    /// closed instead of used again; a pinned one when its client lets go);
+    /// for `-LOADING` / `-MASTERDOWN` (the same node, not ready) only this
+    /// connection is closed, so a restart does not churn the whole pool.
+    /// Returns the refusal, if any.
+    fn refused(&self, refused: &Refused, conn: &mut Upstream) -> Option<Refusal> {
         let kind = refused.kind?;
         self.traffic.refused(kind, refused.count);
-        self.pool.mark_stale(conn.generation);
+        match kind {
+            Refusal::ReadOnly => self.pool.mark_stale(conn.generation),
+            Refusal::Loading | Refusal::MasterDown => conn.mark_broken(),
+        }
         Some(kind)
     }
 
@@ -258,9 +264,10 @@ impl Exec {
                 }
             };
             self.backend.traffic.round_trip_done(started.elapsed());
-            if let Some(kind) = self.backend.refused(&refused, &conn) {
+            if let Some(kind) = self.backend.refused(&refused, &mut conn) {
                 // The only re-send poolside makes: Redis ran none of it.
                 let again = !resent
+                    && plan.resendable
                     && refused.whole_batch()
                     && !was_pinned
                     && !client.pin.active()

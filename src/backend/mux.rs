@@ -30,6 +30,10 @@ use crate::resp::ReplyScanner;
 use delivery::{dispatch, LaneCounts, Replies, Waiting};
 pub use delivery::{Backlog, BatchReply};
 
+/// How long a slow client may hold a lane others wait on when the response
+/// timeout is off.
+const DEFAULT_HOLD_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long a lane waits for a client over its reply buffer to take some.
 pub const SLOW_READER_GRACE: Duration = Duration::from_secs(1);
 
@@ -197,6 +201,7 @@ async fn run_lane(
         scanned: 0,
         in_push: false,
         cut: false,
+        retire: false,
     };
     // The state the lane's connection will be in once every written batch ran.
     let mut written = Wants::of(&conn);
@@ -215,19 +220,35 @@ async fn run_lane(
     let grace = tokio::time::sleep(SLOW_READER_GRACE);
     tokio::pin!(grace);
     let mut held = false;
+    let hold_limit = timeout.unwrap_or(DEFAULT_HOLD_LIMIT);
     let mut last_busy = tokio::time::Instant::now();
     let mut last_read = last_busy;
     let failure = loop {
         if rx_done && waiting.is_empty() {
             break None;
         }
-        if !rx_done && limits.pool.is_stale(&conn) {
+        if !rx_done && (replies.retire || limits.pool.is_stale(&conn)) {
             // Redis is no longer where this connection points: finish what
             // was queued, take nothing new.
             lane.closed.store(true, Ordering::Release);
             rx.close();
         }
-        // Reading on would only pile up replies the front client is not taking.
+        // Reading on would only pile up replies the front client is not
+        // taking. It may hold the lane that way while nobody else waits on
+        // it, or for as long as a response timeout: then it is cut off.
+        let others = waiting.len() > 1;
+        if let Some(front) = waiting.front_mut().filter(|w| w.holds_lane()) {
+            let since = *front
+                .holding_since
+                .get_or_insert_with(tokio::time::Instant::now);
+            if others && since.elapsed() >= hold_limit {
+                front.overflow();
+                if let Err(e) = dispatch(&mut replies, &mut waiting, &counts, &limits.pool) {
+                    break Some(e);
+                }
+                continue;
+            }
+        }
         let slow = waiting
             .front()
             .filter(|w| w.holds_lane())
@@ -311,7 +332,7 @@ async fn run_lane(
     rx.close();
     match failure {
         // Every reply read and nothing extra: the connection may be pooled.
-        None if replies.buf.is_empty() => {
+        None if replies.buf.is_empty() && !replies.retire => {
             written.apply_to(&mut conn);
             conn.finish_batch();
         }
@@ -351,5 +372,6 @@ fn queue(
         backlog: req.backlog,
         discarding: false,
         refused: Refused::default(),
+        holding_since: None,
     });
 }

@@ -98,6 +98,9 @@ pub struct Plan {
     /// Plain stateless commands only, no local answer: in multiplexed mode
     /// the batch may share a connection with other clients' batches.
     pub shareable: bool,
+    /// No command of the batch runs user code (EVAL, FCALL): if Redis
+    /// refuses it whole after a failover, it may go once more.
+    pub resendable: bool,
     /// The plan ends with RESET: once the batch ran, the session resets the
     /// client's state and drops any pinned connection.
     pub reset: bool,
@@ -122,6 +125,7 @@ impl Plan {
         self.reset = false;
         self.rest = None;
         self.silent = false;
+        self.resendable = true;
     }
 
     /// Whether the next step pushed is answered to the client.

@@ -86,7 +86,7 @@ pub(super) async fn execute_shared(
         // goes to a lane on a fresh connection.
         if let Some(kind) = refused.kind {
             backend.traffic.refused(kind, refused.count);
-            if !resent && refused.whole_batch() && !out.spilled {
+            if !resent && plan.resendable && refused.whole_batch() && !out.spilled {
                 out.buf.truncate(mark);
                 resent = true;
                 backend.traffic.resent();

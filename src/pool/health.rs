@@ -259,7 +259,14 @@ async fn probe(pool: &Pool, idle: u32) -> Found {
             conn.mark_broken();
             continue;
         }
-        if let Err(e) = conn.ping().await {
+        // Bounded: a half-open connection must not hang the health task.
+        let answered = tokio::time::timeout(PING_TIMEOUT, conn.ping()).await;
+        if let Err(e) = answered.unwrap_or_else(|_| {
+            Err(UpstreamError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer to a health-check PING",
+            )))
+        }) {
             conn.mark_broken();
             warn!(error = %e, "health check: PING failed");
             return failed;

@@ -23,6 +23,9 @@ pub use tls::{TlsTarget, UpstreamStream};
 use crate::config::Config;
 use crate::error::{Cause, Error};
 
+/// The pool is marked stale at most this often (see [`Pool::mark_stale`]).
+pub const STALE_EVERY: Duration = Duration::from_secs(1);
+
 /// bb8's default reaper period, kept unless a limit is shorter.
 const REAPER_RATE: Duration = Duration::from_secs(30);
 
@@ -91,6 +94,8 @@ pub struct Pool {
 /// How the pool keeps its connections fresh and its size down (one `Arc`:
 /// a multiplexer holds a `Pool` inline).
 struct Keep {
+    /// When the pool was last marked stale.
+    last_stale: std::sync::Mutex<Option<Instant>>,
     /// A probe is running: one at a time.
     probing: std::sync::atomic::AtomicBool,
     /// Opens the `min_idle` connections (bb8's own `min_idle` is off: see
@@ -196,6 +201,7 @@ impl Pool {
             generation,
             stale_marks: Default::default(),
             keep: Arc::new(Keep {
+                last_stale: Default::default(),
                 probing: Default::default(),
                 manager,
                 min_idle: p.min_idle,
@@ -359,9 +365,27 @@ impl Pool {
     /// checkout instead of being used again, and new connections resolve the
     /// name afresh. Connections made from `generation` on are not affected, so
     /// several reports of one failover close each old connection once.
+    ///
+    /// At most once per [`STALE_EVERY`]: a name that keeps pointing at a
+    /// replica (or a fixed address whose node was demoted) must not turn
+    /// every refused write into a new connection.
     pub fn mark_stale(&self, generation: u64) {
         use std::sync::atomic::Ordering;
         let next = generation + 1;
+        if self.generation() >= next {
+            return;
+        }
+        {
+            let mut last = self
+                .keep
+                .last_stale
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < STALE_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
         if self.generation.fetch_max(next, Ordering::AcqRel) < next {
             self.stale_marks.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(

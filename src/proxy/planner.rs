@@ -117,8 +117,26 @@ pub fn plan(
             }
             _ => {}
         }
+        if runs_code(name) {
+            // A script or function may return an error with any code after
+            // its writes ran: never re-sent, whatever its reply says.
+            plan.resendable = false;
+        }
         plan.push_remote(remote, |up| scanner.write_frame(buf, f, up));
     }
+}
+
+/// EVAL, EVALSHA, FCALL and their read-only forms run user code.
+fn runs_code(name: &[u8]) -> bool {
+    const CODE: [&[u8]; 6] = [
+        b"EVAL",
+        b"EVALSHA",
+        b"EVAL_RO",
+        b"EVALSHA_RO",
+        b"FCALL",
+        b"FCALL_RO",
+    ];
+    CODE.iter().any(|c| c.eq_ignore_ascii_case(name))
 }
 
 /// A client that has not authenticated gets PONG for PING and NOAUTH for

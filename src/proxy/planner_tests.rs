@@ -273,3 +273,18 @@ fn resp3_tracking_streams_so_invalidations_can_arrive_any_time() {
     assert_eq!(shape(plan), ["R:Hello(Some(3))"]);
     assert_eq!(plan.stream_from, Some(22));
 }
+
+/// A batch Redis refuses whole after a failover may go once more, unless it
+/// runs user code, which may have written before returning any error.
+#[test]
+fn batches_running_scripts_are_never_resendable() {
+    let mut f = Fixture::new();
+    assert!(f.plan(&[&["SET", "k", "v"], &["INCR", "n"]]).resendable);
+    assert!(
+        !f.plan(&[&["SET", "k", "v"], &["EVAL", "return 1", "0"]])
+            .resendable
+    );
+    assert!(!f.plan(&[&["fcall", "f", "0"]]).resendable);
+    assert!(!f.plan(&[&["EVALSHA_RO", "abc", "0"]]).resendable);
+    assert!(f.plan(&[&["GET", "k"]]).resendable);
+}

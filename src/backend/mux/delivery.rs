@@ -88,6 +88,8 @@ pub struct Waiting {
     /// The client was cut off (or left): its replies are read and dropped.
     pub(super) discarding: bool,
     pub(super) refused: Refused,
+    /// When this batch's client first held the lane (see `run_lane`).
+    pub(super) holding_since: Option<tokio::time::Instant>,
 }
 
 impl Waiting {
@@ -156,12 +158,16 @@ pub struct Replies {
     pub(super) in_push: bool,
     /// The reply in progress was partly handed on or dropped already.
     pub(super) cut: bool,
+    /// Redis refused a command as not ready (`-LOADING`, `-MASTERDOWN`):
+    /// the lane takes no new batches and its connection is closed.
+    pub(super) retire: bool,
 }
 
 impl Replies {
     /// The first `n` bytes, handed on.
     pub(super) fn take(&mut self, n: usize) -> Bytes {
-        self.cut |= self.scanner.in_progress();
+        // Only bytes of the reply in progress (from `scanned` on) cut it.
+        self.cut |= self.scanner.in_progress() && n > self.scanned;
         let bytes = self.buf.split_to(n).freeze();
         self.scanner.consume(n);
         self.scanned = self.scanned.saturating_sub(n);
@@ -170,7 +176,8 @@ impl Replies {
 
     /// The first `n` bytes, dropped.
     pub(super) fn drop_front(&mut self, n: usize) {
-        self.cut |= self.scanner.in_progress();
+        // Only bytes of the reply in progress (from `scanned` on) cut it.
+        self.cut |= self.scanner.in_progress() && n > self.scanned;
         self.buf.advance(n);
         self.scanner.consume(n);
         self.scanned = self.scanned.saturating_sub(n);
@@ -217,7 +224,7 @@ pub fn dispatch(
             continue;
         }
         if front.skip > 0 {
-            prepare::check(&r.buf[..end])?;
+            prepare::check(&r.buf[start..end])?;
             front.skip -= 1;
             r.drop_front(end);
             continue;
@@ -228,8 +235,11 @@ pub fn dispatch(
             .then(|| Refusal::of(&r.buf[start..end.min(start + 16)]))
             .flatten();
         front.refused.tally(kind);
-        if kind.is_some() {
-            pool.mark_stale(lane.generation);
+        match kind {
+            Some(Refusal::ReadOnly) => pool.mark_stale(lane.generation),
+            // The same node, not ready: this lane retires, the pool stays.
+            Some(_) => r.retire = true,
+            None => {}
         }
         if front.replies == 0 {
             let piece = r.take(end);
