@@ -389,7 +389,11 @@ async fn a_slow_reader_holds_a_lane_no_longer_than_a_response_timeout_while_othe
     let redis = RedisServer::start().await;
     let value = vec![b's'; LEN];
     let mut direct = redis.blocking();
-    let _: () = redis::cmd("SET").arg("slow").arg(&value).query(&mut direct).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("slow")
+        .arg(&value)
+        .query(&mut direct)
+        .unwrap();
     drop(value);
     let poolside = common::start_poolside(&redis, poolside::config::PoolMode::Multiplexed, |c| {
         c.pool.response_timeout_ms = 1_000;
@@ -420,6 +424,9 @@ async fn a_slow_reader_holds_a_lane_no_longer_than_a_response_timeout_while_othe
     eprintln!("the slow reader got {got} of {LEN} bytes before it was cut off");
     assert!(got < LEN, "the slow reader was not cut off");
     let metrics = get(poolside.admin_addr, "/metrics").await.metrics();
-    assert_eq!(metrics.get("poolside_reply_buffer_overflows_total"), Some(1.0));
+    assert_eq!(
+        metrics.get("poolside_reply_buffer_overflows_total"),
+        Some(1.0)
+    );
     poolside.shutdown().await;
 }
