@@ -2,6 +2,7 @@
 //! connection manager, fast failure while Redis is down, and usage stats.
 
 mod conn;
+mod error;
 mod health;
 mod manager;
 mod stats;
@@ -15,6 +16,7 @@ use bb8::{PooledConnection, RunError};
 use tracing::debug;
 
 pub use conn::{ReplyHead, ReplyPart, Target, UpstreamConn, DB_UNKNOWN};
+pub use error::UpstreamError;
 pub use health::{check_once, spawn_health_checker, UpstreamHealth};
 pub use manager::{Backoff, UpstreamManager};
 pub use stats::{Snapshot, Stats};
@@ -28,51 +30,6 @@ pub const STALE_EVERY: Duration = Duration::from_secs(1);
 
 /// bb8's default reaper period, kept unless a limit is shorter.
 const REAPER_RATE: Duration = Duration::from_secs(30);
-
-/// Failures talking to Redis. Everything here is the upstream side's fault.
-/// The details are logged; clients get the [`Cause`].
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("cannot connect: {0}")]
-    Connect(std::io::Error),
-    #[error("authentication failed: {0}")]
-    Auth(String),
-    #[error("unexpected reply: {0}")]
-    Reply(String),
-    #[error("TLS handshake failed: {0}")]
-    Tls(String),
-    #[error("I/O error: {0}")]
-    Io(std::io::Error),
-    #[error("connection closed by Redis")]
-    Closed,
-    #[error("malformed reply: {}", .0.message())]
-    Protocol(crate::resp::ProtocolError),
-}
-
-impl UpstreamError {
-    /// Worth retrying a connect: the network, not the credentials.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect(_) | UpstreamError::Io(_) | UpstreamError::Closed
-        )
-    }
-
-    /// What a client is told about this failure.
-    pub fn cause(&self) -> Cause {
-        match self {
-            UpstreamError::Connect(e) | UpstreamError::Io(e) => match e.kind() {
-                std::io::ErrorKind::TimedOut => Cause::TimedOut,
-                kind => Cause::Io(kind),
-            },
-            UpstreamError::Auth(_) => Cause::Auth,
-            UpstreamError::Reply(_) => Cause::Refused,
-            UpstreamError::Tls(_) => Cause::Tls,
-            UpstreamError::Closed => Cause::Closed,
-            UpstreamError::Protocol(_) => Cause::Malformed,
-        }
-    }
-}
 
 /// The data path's handle on the pool. Cheap to clone.
 #[derive(Clone)]
