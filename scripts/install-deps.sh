@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what poolside's demo and tests need, only when it is missing:
-#   redis   -> redis-server, redis-cli (Debian: redis-server, redis-tools)
+#   redis   -> redis-server, redis-cli, redis-sentinel (Debian: redis-server,
+#              redis-tools, redis-sentinel; the Sentinel tests start Sentinels)
 #   promtool -> promtool, to check /metrics output (Debian: prometheus)
 #   deploy  -> what tests/deploy_*.rs check deploy/ with:
 #              kubectl (for `kubectl kustomize`; the machine image ships it,
@@ -44,6 +45,7 @@ for want in "${wanted[@]}"; do
     redis)
         command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
         command -v redis-cli >/dev/null 2>&1 || packages+=(redis-tools)
+        command -v redis-sentinel >/dev/null 2>&1 || packages+=(redis-sentinel)
         ;;
     promtool)
         command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
