@@ -258,9 +258,17 @@ impl Pool {
         let failover = primary.set(address);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.health.mark_up();
+        // Only now may held batches go: every connection they can get is
+        // the new primary's.
+        primary.release();
         self.keep.moved.notify_waiters();
         let pool = self.clone();
-        tokio::spawn(async move { pool.close_stale_idle().await });
+        tokio::spawn(async move {
+            pool.close_stale_idle().await;
+            // Readiness, latency and `min_idle` follow the new primary now,
+            // not a health interval later.
+            check_once(&pool).await;
+        });
         failover
     }
 
@@ -310,6 +318,14 @@ impl Pool {
         let Some(primary) = &self.keep.primary else {
             return self.take_once(counted).await;
         };
+        if !counted {
+            // The control plane does not wait out a failover (it holds the
+            // health round's lock meanwhile): it tries again later.
+            if primary.holds(self.health.is_down()) {
+                return Err(Error::NoPrimary { held_ms: 0 });
+            }
+            return self.take_once(false).await;
+        }
         let started = Instant::now();
         loop {
             self.ready(started).await?;
