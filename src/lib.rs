@@ -32,5 +32,6 @@ pub mod proxy;
 pub mod report;
 pub mod resp;
 pub mod secrets;
+pub mod sentinel;
 pub mod traffic;
 pub mod usage;
