@@ -5,7 +5,8 @@
 //! a test once per mode), clients (a raw RESP one in [`raw`], redis-rs ones here), the
 //! admin HTTP client ([`http::get`]), the Prometheus text parser
 //! ([`metrics::Metrics`]), certificates ([`tls::Certs`]), the admin tests'
-//! helpers ([`admin`]), a Sentinel topology ([`sentinel::SentinelSet`]) and
+//! helpers ([`admin`]), a Sentinel topology ([`sentinel::SentinelSet`]), write
+//! load that records what was acknowledged ([`writers::Writers`]) and
 //! condition waits.
 //!
 //! Tests never sleep to synchronise: they wait for a condition with a
@@ -21,6 +22,7 @@ pub mod raw;
 pub mod sentinel;
 pub mod server;
 pub mod tls;
+pub mod writers;
 
 use std::fmt::Debug;
 use std::future::Future;
