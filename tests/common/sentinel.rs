@@ -212,12 +212,17 @@ impl SentinelSet {
     /// `kill -9` of the primary (SIGKILL, reaped); returns its address.
     pub async fn kill_primary(&mut self) -> SocketAddr {
         let old = self.primary().await;
+        self.kill_node(old);
+        old
+    }
+
+    /// `kill -9` of the data node at `addr` (SIGKILL, reaped).
+    pub fn kill_node(&mut self, addr: SocketAddr) {
         self.nodes
             .iter_mut()
-            .find(|n| n.addr() == old)
-            .expect("the primary is one of the nodes")
+            .find(|n| n.addr() == addr)
+            .unwrap_or_else(|| panic!("no data node at {addr}"))
             .stop();
-        old
     }
 
     /// `kill -9` of Sentinel `i`.
