@@ -17,11 +17,12 @@
 //! plug in, without touching the session or the planner:
 //!
 //! - **Sentinel** changes where connections go, not how batches run: it is
-//!   an upstream *target* inside [`Pool`] (the address the manager connects
-//!   to, swapped on `+switch-master`, with a pool generation that closes older
-//!   connections at check-in). Both backends keep working unchanged; a
-//!   failover hold would wait in [`Exec::execute`] before the checkout or
-//!   the lane submit, where nothing has been written yet.
+//!   an upstream *target* inside [`Pool`] (`pool::Primary`, the address the
+//!   manager connects to, swapped on `+switch-master`, with a pool
+//!   generation that closes older connections at check-in). Both backends
+//!   run unchanged; the failover hold waits in `Pool::ready` before the
+//!   checkout or the lane submit, where nothing has been written yet, and
+//!   the backends check a connection's generation once more before writing.
 //! - **Cluster** is a third variant of `Mode`: one [`Pool`] per node, the
 //!   plan's remote steps grouped by slot owner (the planner writes one frame
 //!   per remote step into `Plan::upstream`; the cluster backend also needs

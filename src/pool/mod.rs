@@ -259,7 +259,29 @@ impl Pool {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.health.mark_up();
         self.keep.moved.notify_waiters();
+        let pool = self.clone();
+        tokio::spawn(async move { pool.close_stale_idle().await });
         failover
+    }
+
+    /// Closes the idle connections to a node that is no longer the primary
+    /// now rather than at their next checkout: each is taken and put back,
+    /// and the check-in closes it as stale. Bounded: it stops at the first
+    /// connection that does not come at once.
+    async fn close_stale_idle(&self) {
+        let idle = self.inner.state().idle_connections;
+        let mut taken = Vec::new();
+        for _ in 0..idle {
+            match tokio::time::timeout(Duration::from_millis(50), self.inner.get()).await {
+                Ok(Ok(conn)) => taken.push(conn),
+                _ => break,
+            }
+        }
+        let stale = taken.iter().filter(|c| self.is_stale(c)).count();
+        drop(taken);
+        if stale > 0 {
+            debug!(stale, "closed idle connections to the old primary");
+        }
     }
 
     /// Sentinel mode: the primary and hold state.
@@ -412,9 +434,14 @@ impl Pool {
                         "no pooled connection free for a probe",
                     )),
                 })?;
+                let stale = pool.is_stale(&conn);
                 let pinged = conn.ping().await;
                 if pinged.is_err() {
                     conn.mark_broken();
+                }
+                // The node a switch left says nothing about the new primary.
+                if stale {
+                    return Ok(());
                 }
                 pinged
             };
@@ -444,6 +471,13 @@ impl Pool {
     /// every refused write into a new connection.
     pub fn mark_stale(&self, generation: u64) {
         use std::sync::atomic::Ordering;
+        if let Some(primary) = &self.keep.primary {
+            if generation >= self.generation() {
+                // Sentinel mode: the node the Sentinels named refuses writes.
+                // Hold until they are asked again (now).
+                primary.suspect("the primary answered -READONLY (demoted?)".into());
+            }
+        }
         let next = generation + 1;
         if self.generation() >= next {
             return;

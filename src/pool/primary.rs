@@ -14,7 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 /// At most this many Sentinels are tracked (one bit each in the hold).
-pub const MAX_SENTINELS: usize = 64;
+pub const MAX_SENTINELS: usize = 63;
+
+/// The hold's last bit: the primary refused a write as a replica
+/// (`-READONLY`), so it may have been demoted behind the Sentinels' back.
+const SUSPECT: usize = 63;
 
 /// Where a Sentinel-managed pool connects, and whether it may.
 #[derive(Debug)]
@@ -24,6 +28,8 @@ pub struct Primary {
     hold: Mutex<Hold>,
     /// Signalled when the address changes or a hold ends.
     changed: Notify,
+    /// Signalled when the Sentinels should be asked now.
+    poke: Notify,
     hold_limit: Duration,
     failovers: AtomicU64,
     last_failover_unix_ms: AtomicU64,
@@ -65,6 +71,7 @@ impl Primary {
                 ..Hold::default()
             }),
             changed: Notify::new(),
+            poke: Notify::new(),
             hold_limit,
             failovers: AtomicU64::new(0),
             last_failover_unix_ms: AtomicU64::new(0),
@@ -113,7 +120,7 @@ impl Primary {
     /// Sentinel `index` reports the primary down or failing over (`Some`,
     /// with the event), or no longer does (`None`).
     pub fn report(&self, index: usize, down: Option<String>) {
-        let bit = 1u64 << (index % MAX_SENTINELS);
+        let bit = 1u64 << index.min(SUSPECT);
         let mut hold = self.hold.lock().unwrap_or_else(|e| e.into_inner());
         let before = hold.reports;
         match down {
@@ -130,6 +137,27 @@ impl Primary {
             drop(hold);
             self.changed.notify_waiters();
         }
+    }
+
+    /// The primary answered `-READONLY`: hold until the Sentinels are asked
+    /// (now) and either name another primary or `ROLE` confirms this one.
+    pub fn suspect(&self, why: String) {
+        self.report(SUSPECT, Some(why));
+        self.poke.notify_one();
+    }
+
+    pub fn is_suspect(&self) -> bool {
+        self.hold.lock().unwrap_or_else(|e| e.into_inner()).reports & (1 << SUSPECT) != 0
+    }
+
+    /// `ROLE` says the primary is one after all.
+    pub fn cleared(&self) {
+        self.report(SUSPECT, None);
+    }
+
+    /// Resolves when the Sentinels should be asked at once.
+    pub fn poked(&self) -> tokio::sync::futures::Notified<'_> {
+        self.poke.notified()
     }
 
     /// No primary could be found, and why (shown until one is). `true`

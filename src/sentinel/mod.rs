@@ -165,8 +165,11 @@ impl Sentinels {
         let mut tick = tokio::time::interval(self.inner.link.poll_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let primary = self.inner.primary.clone();
             tokio::select! {
                 _ = tick.tick() => {}
+                // A -READONLY from the primary: ask now.
+                _ = primary.poked() => {}
                 _ = shutdown.changed() => break,
             }
             self.poll().await;
@@ -264,6 +267,21 @@ impl Sentinels {
             }
             if current.is_some() {
                 break;
+            }
+        }
+        if let (true, Some(current)) = (
+            self.inner.primary.is_suspect(),
+            self.inner.primary.address(),
+        ) {
+            // Still the one named: poolside holds until ROLE says it is a primary.
+            match self.role_of(&current).await {
+                Ok(role) if role == "master" => self.inner.primary.cleared(),
+                Ok(role) => {
+                    debug!(primary = %current, role, "Sentinel: the named primary is not one (yet)")
+                }
+                Err(e) => {
+                    debug!(primary = %current, error = %e, "Sentinel: cannot ask the primary its ROLE")
+                }
             }
         }
         if self.inner.primary.address().is_none() {
