@@ -59,6 +59,20 @@ async fn wait_for_primary(poolside: &Running, primary: SocketAddr) -> Value {
     s["upstream"]["sentinel"].clone()
 }
 
+/// Whether `upstream.sentinel.sentinels` in `/pool/status` lists each of
+/// `addrs` as reachable or not, as `expected`.
+fn shows_reachable(status: &Value, addrs: &[SocketAddr], expected: [bool; 3]) -> bool {
+    let listed = status["upstream"]["sentinel"]["sentinels"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    addrs.iter().zip(expected).all(|(addr, up)| {
+        listed
+            .iter()
+            .any(|e| e["address"] == addr.to_string() && e["reachable"] == up)
+    })
+}
+
 /// poolside's connections on `node`, by their connection name.
 async fn poolside_connections(node: &RedisServer) -> usize {
     let mut client = node.direct_raw().await;
@@ -159,9 +173,12 @@ both_modes! {
             assert_eq!(entry.map(|e| &e["reachable"]), Some(&Value::Bool(true)), "{addr}: {s}");
         }
         let s = sentinel_status(&poolside).await;
-        assert_eq!((&s["failovers"], &s["held_batches"], &s["hold_expired"]), (&0.into(), &0.into(), &0.into()), "{s}");
+        for counter in ["failovers", "held_batches", "hold_expired"] {
+            assert_eq!(s[counter], 0, "{counter}: {s}");
+        }
         let m = get(poolside.admin_addr, "/metrics").await.metrics();
-        assert_eq!(m.value(&format!("poolside_sentinel_primary{{address=\"{primary}\"}}")), 1.0);
+        let series = format!("poolside_sentinel_primary{{address=\"{primary}\"}}");
+        assert_eq!(m.value(&series), 1.0);
         assert_eq!(m.value("poolside_sentinel_holding"), 0.0);
         assert_eq!(m.value("poolside_sentinel_failovers_total"), 0.0);
         assert_eq!(m.value("poolside_sentinel_held_batches_total"), 0.0);
@@ -311,8 +328,10 @@ both_modes! {
         common::ok::<()>(&mut again, &["SET", "p:after", "1"]).await;
         let mut multi = RawClient::connect(poolside.client_addr).await;
         multi.command(&["MULTI"]).await.expect_ok();
-        multi.command(&["SET", "p:multi", "2"]).await;
-        assert_eq!(multi.command(&["EXEC"]).await, Reply::Array(Some(vec![Reply::Simple("OK".into())])));
+        let queued = multi.command(&["SET", "p:multi", "2"]).await;
+        assert_eq!(queued, Reply::Simple("QUEUED".into()));
+        let executed = multi.command(&["EXEC"]).await;
+        assert_eq!(executed, Reply::Array(Some(vec![Reply::Simple("OK".into())])));
         let mut direct = set.node(new).direct_raw().await;
         assert_eq!(direct.command(&["GET", "p:after"]).await, Reply::bulk("1"));
         assert_eq!(direct.command(&["GET", "p:multi"]).await, Reply::bulk("2"));
@@ -329,29 +348,25 @@ both_modes! {
         set.stop_sentinel(0);
         let poolside = start(&set.url(), mode, HOLD_MS).await;
         wait_for_primary(&poolside, set.primary().await).await;
-        let reachable = |expected: [bool; 3]| {
+        let shows = |expected: [bool; 3]| {
             let addrs = addrs.clone();
-            move |s: &Value| {
-                let listed = s["upstream"]["sentinel"]["sentinels"].as_array().cloned().unwrap_or_default();
-                addrs.iter().zip(expected).all(|(addr, up)| {
-                    listed.iter().any(|e| e["address"] == addr.to_string() && e["reachable"] == up)
-                })
-            }
+            move |s: &Value| shows_reachable(s, &addrs, expected)
         };
 
         let writers = Writers::start(poolside.client_addr, WRITERS);
         writers.wait_for_acks(300, "writes flow").await;
-        wait_for_status(&poolside, "Sentinel 0 shows unreachable", reachable([false, true, true])).await;
+        wait_for_status(&poolside, "Sentinel 0 shows down", shows([false, true, true])).await;
         set.stop_sentinel(1);
-        wait_for_status(&poolside, "Sentinel 1 shows unreachable", reachable([false, false, true])).await;
+        wait_for_status(&poolside, "Sentinel 1 shows down", shows([false, false, true])).await;
         writers.wait_for_acks(300, "writes flow with one Sentinel left").await;
         set.start_sentinel(0).await;
-        wait_for_status(&poolside, "Sentinel 0 shows reachable again", reachable([true, false, true])).await;
+        wait_for_status(&poolside, "Sentinel 0 shows up again", shows([true, false, true])).await;
         writers.wait_for_acks(300, "writes flow with Sentinel 0 back").await;
         let load = writers.stop().await;
 
         let failures = load.failures();
-        assert!(failures.is_empty(), "{mode:?}: {} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+        let some = &failures[..failures.len().min(5)];
+        assert!(failures.is_empty(), "{mode:?}: {} failed: {some:?}", failures.len());
         let s = sentinel_status(&poolside).await;
         assert_eq!(s["state"], "ok", "{s}");
         assert_eq!(s["failovers"], 0, "{s}");
