@@ -209,10 +209,17 @@ impl Pool {
     /// In Sentinel mode, a checkout or lane submit first waits here while
     /// the primary cannot take the batch (none known, a Sentinel reports it
     /// down or failing over, or it does not answer), up to
-    /// `failover_hold_ms` from `started`; then `Error::NoPrimary`. Nothing
+    /// `failover_hold_ms`; then `Error::NoPrimary`. Nothing
     /// has been written yet, so the batch runs on whichever primary comes.
     /// Returns at once otherwise.
-    pub async fn ready(&self, started: Instant) -> Result<(), Error> {
+    pub async fn ready(&self) -> Result<(), Error> {
+        if self.keep.primary.is_none() {
+            return Ok(());
+        }
+        self.ready_since(Instant::now()).await
+    }
+
+    async fn ready_since(&self, started: Instant) -> Result<(), Error> {
         let Some(primary) = &self.keep.primary else {
             return Ok(());
         };
@@ -328,7 +335,7 @@ impl Pool {
         }
         let started = Instant::now();
         loop {
-            self.ready(started).await?;
+            self.ready_since(started).await?;
             match self.take_once(counted).await {
                 // The primary did not answer: hold (the next `ready` waits
                 // while the pool is marked down) rather than fail the batch.
