@@ -437,7 +437,7 @@ impl Sentinels {
             .map_err(|_| format!("no connection within {} ms", link.timeout.as_millis()))?
     }
 
-    /// Makes `candidate` the primary if `ROLE` on it says `master`. `true`
+    /// Makes `candidate` the primary if `ROLE` on it says `master`.
     /// `Ok` when it is the primary afterwards; why not, otherwise.
     async fn check_and_switch(&self, candidate: &str, epoch: u64, why: &str) -> Result<(), String> {
         let _one = self.inner.switching.lock().await;
