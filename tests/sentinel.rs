@@ -8,7 +8,9 @@
 //! demoted node, and show in `/pool/status` and `/metrics`. Pinned sessions
 //! on the old primary are closed. A Sentinel down changes nothing for
 //! clients; with no Sentinel at all poolside starts, not ready, and clients
-//! get `-ERR poolside: no primary` once the hold expires.
+//! get `-ERR poolside: no primary` once the hold expires. With
+//! `rediss+sentinel://` and everything TLS-only, poolside follows a failover
+//! the same way.
 
 mod common;
 
@@ -18,8 +20,9 @@ use std::time::{Duration, Instant};
 use common::admin::{status, wait_for_status};
 use common::raw::{RawClient, Reply};
 use common::sentinel::{role, sentinel_url, SentinelSet};
+use common::tls::Certs;
 use common::writers::{Load, Writers};
-use common::{both_modes, free_port, get, query, wait_until, RedisServer, WAIT};
+use common::{both_modes, free_port, get, query, wait_for, wait_until, RedisServer, WAIT};
 use poolside::app::Running;
 use poolside::config::{Config, PoolMode};
 use serde_json::Value;
@@ -36,10 +39,21 @@ const CLEAN_UP: Duration = Duration::from_secs(5);
 /// poolside in `mode` for the Sentinels in `url`, with a pool as large as
 /// the writers and `hold_ms` of failover hold.
 async fn start(url: &str, mode: PoolMode, hold_ms: u64) -> Running {
+    start_with(url, mode, hold_ms, |_| {}).await
+}
+
+/// [`start`], after `tweak` adjusts the config.
+async fn start_with(
+    url: &str,
+    mode: PoolMode,
+    hold_ms: u64,
+    tweak: impl FnOnce(&mut Config),
+) -> Running {
     let mut config = Config::for_tests(url);
     config.pool.mode = mode;
     config.pool.max_connections = WRITERS as u32;
     config.upstream.sentinel.failover_hold_ms = hold_ms;
+    tweak(&mut config);
     poolside::app::start(config).await.expect("poolside starts")
 }
 
@@ -61,33 +75,42 @@ async fn wait_for_primary(poolside: &Running, primary: SocketAddr) -> Value {
 
 /// Whether `upstream.sentinel.sentinels` in `/pool/status` lists each of
 /// `addrs` as reachable or not, as `expected`.
-fn shows_reachable(status: &Value, addrs: &[SocketAddr], expected: [bool; 3]) -> bool {
+fn shows_reachable(status: &Value, addrs: &[SocketAddr], expected: &[bool]) -> bool {
     let listed = status["upstream"]["sentinel"]["sentinels"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    addrs.iter().zip(expected).all(|(addr, up)| {
+    addrs.iter().zip(expected).all(|(addr, &up)| {
         listed
             .iter()
             .any(|e| e["address"] == addr.to_string() && e["reachable"] == up)
     })
 }
 
-/// poolside's connections on `node`, by their connection name.
-async fn poolside_connections(node: &RedisServer) -> usize {
+/// poolside's connections on `node` (`CLIENT LIST` lines), by their
+/// connection name.
+async fn poolside_client_list(node: &RedisServer) -> Vec<String> {
     let mut client = node.direct_raw().await;
     common::client_list_on(&mut client)
         .await
-        .iter()
+        .into_iter()
         .filter(|l| l.contains(" name=poolside:"))
-        .count()
+        .collect()
+}
+
+/// How many connections poolside has on `node`.
+async fn poolside_connections(node: &RedisServer) -> usize {
+    poolside_client_list(node).await.len()
 }
 
 /// Waits, at most [`CLEAN_UP`], until poolside has no connection on `node`.
 async fn wait_until_gone_from(node: &RedisServer) {
     let what = format!("no poolside connection is left on {}", node.addr());
-    wait_until(CLEAN_UP, &what, || async {
-        poolside_connections(node).await == 0
+    wait_for(CLEAN_UP, &what, || async {
+        match poolside_client_list(node).await {
+            left if left.is_empty() => Ok(()),
+            left => Err(left),
+        }
     })
     .await;
 }
@@ -350,7 +373,7 @@ both_modes! {
         wait_for_primary(&poolside, set.primary().await).await;
         let shows = |expected: [bool; 3]| {
             let addrs = addrs.clone();
-            move |s: &Value| shows_reachable(s, &addrs, expected)
+            move |s: &Value| shows_reachable(s, &addrs, &expected)
         };
 
         let writers = Writers::start(poolside.client_addr, WRITERS);
@@ -447,4 +470,65 @@ async fn the_topology_survives_a_killed_primary() {
         started.elapsed()
     );
     assert_eq!(role(old).await, None);
+}
+
+/// `rediss+sentinel://` with only TLS anywhere: a TLS-only primary, replica
+/// and two Sentinels (talking TLS to the data nodes and each other), and
+/// poolside given one Sentinel and the CA. It finds the primary, learns the
+/// other Sentinel, and follows a `SENTINEL FAILOVER` in both pool modes
+/// (two poolsides on one topology).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_sentinel_follows_a_failover_over_tls() {
+    let certs = Certs::generate();
+    let set = SentinelSet::start_tls(&certs).await;
+    let [first, learned] = set.sentinel_addrs()[..] else {
+        panic!("two Sentinels");
+    };
+    let old = set.primary().await;
+    let url = format!(
+        "rediss+sentinel://{first}/{}",
+        common::sentinel::MASTER_NAME
+    );
+    let mut poolsides = Vec::new();
+    for mode in [PoolMode::Transaction, PoolMode::Multiplexed] {
+        let poolside = start_with(&url, mode, HOLD_MS, |c| {
+            c.tls.ca_file = Some(certs.ca.clone());
+        })
+        .await;
+        wait_for_primary(&poolside, old).await;
+        let what = format!("{mode:?}: the learned Sentinel {learned} answers over TLS");
+        wait_for_status(&poolside, &what, |s| {
+            shows_reachable(s, &[first, learned], &[true, true])
+        })
+        .await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        let key = format!("tls:{mode:?}");
+        client.command(&["SET", &key, "before"]).await.expect_ok();
+        let mut direct = set.node(old).direct_raw().await;
+        assert_eq!(
+            direct.command(&["GET", &key]).await,
+            Reply::bulk("before"),
+            "{mode:?}"
+        );
+        poolsides.push((mode, poolside, client, key));
+    }
+
+    set.failover().await;
+    let new = set.wait_for_new_primary(old).await;
+    assert_eq!(set.role(new).await.as_deref(), Some("master"));
+    for (mode, poolside, client, key) in &mut poolsides {
+        let s = wait_for_primary(poolside, new).await;
+        assert_eq!(s["failovers"], 1, "{mode:?}: {s}");
+        client.command(&["SET", key, "after"]).await.expect_ok();
+        let mut direct = set.node(new).direct_raw().await;
+        assert_eq!(
+            direct.command(&["GET", key]).await,
+            Reply::bulk("after"),
+            "{mode:?}"
+        );
+    }
+    wait_until_gone_from(set.node(old)).await;
+    for (_, poolside, _, _) in poolsides {
+        poolside.shutdown().await;
+    }
 }
