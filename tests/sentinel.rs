@@ -10,7 +10,8 @@
 //! clients; with no Sentinel at all poolside starts, not ready, and clients
 //! get `-ERR poolside: no primary` once the hold expires. With
 //! `rediss+sentinel://` and everything TLS-only, poolside follows a failover
-//! the same way.
+//! the same way. A frozen primary (`kill -STOP`) is replaced as a killed one
+//! is, and once it thaws, still a master, poolside leaves it alone.
 
 mod common;
 
@@ -35,6 +36,9 @@ const HOLD_MS: u64 = 8_000;
 /// How long poolside may take to drop its connections to a demoted node or
 /// close a pinned session once it shows the new primary.
 const CLEAN_UP: Duration = Duration::from_secs(5);
+/// `pool.response_timeout_ms` in the frozen-primary test: well under the
+/// Sentinels' `down-after-milliseconds`.
+const FROZEN_TIMEOUT_MS: u64 = 500;
 
 /// poolside in `mode` for the Sentinels in `url`, with a pool as large as
 /// the writers and `hold_ms` of failover hold.
@@ -470,6 +474,95 @@ async fn the_topology_survives_a_killed_primary() {
         started.elapsed()
     );
     assert_eq!(role(old).await, None);
+}
+
+both_modes! {
+    /// The primary freezes (`kill -STOP`: a partition, a stuck fork) under
+    /// load, with a short response timeout. Requests written to it before
+    /// poolside can know (sent before the first response timeout) fail with
+    /// `upstream timed out`, at most one per client; later ones wait and
+    /// succeed once the Sentinels promote a replica. Soon after the switch
+    /// (within a connect timeout) the old primary thaws (`kill -CONT`) and
+    /// is a master again until the Sentinels demote it (8 s later at the
+    /// earliest): none of the writes sent after the switch lands there, none
+    /// acknowledged is missing on the new primary, and poolside's
+    /// connections to the old node go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frozen_primary_is_replaced_and_left_alone_when_it_thaws(mode: PoolMode) {
+        let set = SentinelSet::start().await;
+        let old = set.primary().await;
+        let poolside = start_with(&set.url(), mode, HOLD_MS, |c| {
+            c.pool.response_timeout_ms = FROZEN_TIMEOUT_MS;
+        })
+        .await;
+        wait_for_primary(&poolside, old).await;
+
+        let writers = Writers::start(poolside.client_addr, WRITERS);
+        writers.wait_for_acks(500, "writes flow to the first primary").await;
+        set.node(old).signal("STOP");
+        // `kill` has returned: the signal was delivered.
+        let frozen_at = Instant::now();
+        let new = set.wait_for_new_primary(old).await;
+        wait_for_primary(&poolside, new).await;
+        let switch_seen = Instant::now();
+        writers.wait_for_acks(500, "writes flow to the new primary").await;
+        set.node(old).signal("CONT");
+        let back_as = role(old).await;
+        writers.wait_for_acks(500, "writes flow with the old primary back as a master").await;
+        let load = writers.stop().await;
+        // Before the Sentinels demote it and it syncs from the new primary.
+        let on_old = load.found_on(set.node(old), switch_seen).await;
+        let still = role(old).await;
+
+        let first = load
+            .first_ack_of_request_sent_after(frozen_at)
+            .expect("a request sent after the freeze succeeded");
+        let failures = load.failures();
+        let last_failed_sent = failures.iter().map(|f| f.sent).max();
+        eprintln!(
+            "{mode:?}: kill -STOP of {old}: recovered in {:?} (the first write acknowledged \
+             by the new primary {new}); poolside showed it after {:?}; {} requests failed, \
+             the last one sent {:?} after the freeze; after CONT the old node was {back_as:?}",
+            first - frozen_at,
+            switch_seen - frozen_at,
+            failures.len(),
+            last_failed_sent.map(|t| t.saturating_duration_since(frozen_at)),
+        );
+        assert_eq!(back_as.as_deref(), Some("master"), "the old node thawed as a master");
+        assert_eq!(still.as_deref(), Some("master"), "demoted before it was read");
+        assert!(
+            on_old.is_empty(),
+            "{mode:?}: {} writes sent after the switch landed on the old primary: {:?}",
+            on_old.len(),
+            &on_old[..on_old.len().min(20)]
+        );
+        assert_nothing_lost(&load, set.node(new), Some(set.node(old)), &format!("{mode:?}")).await;
+        let timed_out = format!("ERR poolside: upstream timed out after {FROZEN_TIMEOUT_MS} ms");
+        let knows = frozen_at + Duration::from_millis(FROZEN_TIMEOUT_MS);
+        assert!(!failures.is_empty(), "nothing was in flight at the freeze");
+        assert!(failures.len() <= WRITERS, "{failures:?}");
+        for failure in &failures {
+            assert_eq!(failure.what, timed_out, "{failure:?}");
+            assert!(
+                failure.sent < knows,
+                "sent {:?} after the freeze, not held: {failure:?}",
+                failure.sent - frozen_at
+            );
+        }
+        assert!(
+            load.acked_across(frozen_at, first) > 0,
+            "no request sent during the freeze waited and succeeded"
+        );
+
+        let s = sentinel_status(&poolside).await;
+        eprintln!("{mode:?}: upstream.sentinel after the failover: {s}");
+        assert_eq!(s["failovers"], 1, "{s}");
+        assert!(s["held_batches"].as_u64() > Some(0), "{s}");
+        assert_eq!(s["hold_expired"], 0, "{s}");
+        assert_failover_metrics(&poolside, new, old).await;
+        wait_until_gone_from(set.node(old)).await;
+        poolside.shutdown().await;
+    }
 }
 
 /// `rediss+sentinel://` with only TLS anywhere: a TLS-only primary, replica
