@@ -23,7 +23,7 @@ use common::raw::{RawClient, Reply};
 use common::sentinel::{role, sentinel_url, SentinelSet};
 use common::tls::Certs;
 use common::writers::{Load, Writers};
-use common::{both_modes, free_port, get, query, wait_for, wait_until, RedisServer, WAIT};
+use common::{both_modes, get, query, wait_for, wait_until, RedisServer, WAIT};
 use poolside::app::Running;
 use poolside::config::{Config, PoolMode};
 use serde_json::Value;
@@ -408,7 +408,13 @@ both_modes! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_no_sentinel_poolside_starts_without_a_primary(mode: PoolMode) {
         const SHORT_HOLD_MS: u64 = 500;
-        let ports = [free_port(), free_port(), free_port()];
+        // Held until the Sentinels start on them, so no other test's server
+        // takes one meanwhile: they accept (into the backlog) and never answer.
+        let reserved: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+            .collect();
+        let port = |i: usize| reserved[i].local_addr().expect("bound").port();
+        let ports = [port(0), port(1), port(2)];
         let addrs = ports.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
         let poolside = start(&sentinel_url(&addrs), mode, SHORT_HOLD_MS).await;
         let s = wait_for_status(&poolside, "state no_primary", |s| {
@@ -433,6 +439,7 @@ both_modes! {
         let m = get(poolside.admin_addr, "/metrics").await.metrics();
         assert!(m.value("poolside_sentinel_hold_expired_total") >= 1.0);
 
+        drop(reserved);
         let set = SentinelSet::start_on(ports).await;
         let primary = set.primary().await;
         wait_for_primary(&poolside, primary).await;
@@ -557,7 +564,9 @@ both_modes! {
         let s = sentinel_status(&poolside).await;
         eprintln!("{mode:?}: upstream.sentinel after the failover: {s}");
         assert_eq!(s["failovers"], 1, "{s}");
-        assert!(s["held_batches"].as_u64() > Some(0), "{s}");
+        // Not `held_batches > 0`: a request sent before poolside knew the
+        // primary frozen waits in its connect instead (given up at the
+        // switch, then made to the new primary), which is no hold.
         assert_eq!(s["hold_expired"], 0, "{s}");
         assert_failover_metrics(&poolside, new, old).await;
         wait_until_gone_from(set.node(old)).await;

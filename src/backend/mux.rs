@@ -131,7 +131,7 @@ impl Multiplexer {
 
     async fn open_lane(&self) -> Result<Arc<Lane>, Error> {
         // One opener at a time; the others find its lane when they get the lock.
-        let _guard = self.opening.lock().await;
+        let _guard = self.pool.waiting(self.opening.lock()).await;
         if let Some(lane) = self.pick() {
             return Ok(lane);
         }

@@ -251,6 +251,28 @@ impl Pool {
         }
     }
 
+    /// Awaits `f` (a batch waiting behind another that opens a connection);
+    /// in Sentinel mode the batch counts as held if the hold is on while it
+    /// waits, as it does when it waits in [`ready`](Self::ready) itself.
+    pub async fn waiting<F: std::future::Future>(&self, f: F) -> F::Output {
+        let Some(primary) = &self.keep.primary else {
+            return f.await;
+        };
+        tokio::pin!(f);
+        let mut counted = false;
+        loop {
+            tokio::select! {
+                out = &mut f => return out,
+                _ = tokio::time::sleep(HOLD_RECHECK), if !counted => {
+                    if primary.holds(self.health.is_down()) {
+                        counted = true;
+                        primary.held();
+                    }
+                }
+            }
+        }
+    }
+
     /// Sentinel mode: `address` is the primary now. New connections go
     /// there; every older one is stale (closed at check-in, skipped at
     /// checkout, its lane takes nothing new) and pinned sessions on it are
@@ -445,6 +467,11 @@ impl Pool {
     /// it answering again.
     pub fn probe_now(&self) {
         use std::sync::atomic::Ordering;
+        if let Some(primary) = &self.keep.primary {
+            // Sentinel mode: hold new batches until the primary answers
+            // ROLE again or the Sentinels name another.
+            primary.suspect("a batch got no reply within the response timeout".into());
+        }
         if self.keep.probing.swap(true, Ordering::AcqRel) {
             return;
         }

@@ -145,8 +145,9 @@ impl Primary {
         }
     }
 
-    /// The primary answered `-READONLY`: hold until the Sentinels are asked
-    /// (now) and either name another primary or `ROLE` confirms this one.
+    /// The primary answered `-READONLY`, or a batch timed out on it: hold
+    /// until the Sentinels are asked (now) and either name another primary
+    /// or `ROLE` confirms this one.
     pub fn suspect(&self, why: String) {
         self.report(SUSPECT, Some(why));
         self.poke.notify_one();
