@@ -13,10 +13,13 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::admin::{self, AdminState};
-use crate::config::{url, Config};
-use crate::pool::{check_once, spawn_health_checker, Pool, Snapshot, Target, TlsTarget};
+use crate::config::{url, Config, SecretCell};
+use crate::pool::{
+    check_once, spawn_health_checker, Address, Pool, Primary, Snapshot, Target, TlsTarget,
+};
 use crate::proxy::{serve, Shared};
 use crate::secrets::{self, SecretFiles};
+use crate::sentinel::{SentinelLink, Sentinels};
 use crate::traffic::Traffic;
 
 /// A running poolside: what tests and `main` hold on to.
@@ -48,8 +51,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .then(|| TlsTarget::build(&config.tls, &parsed.host))
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    let sentinel = config
+        .upstream
+        .sentinel_setup(&parsed)
+        .map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
+    let address = match &sentinel {
+        Some(setup) => Address::Sentinel(Arc::new(Primary::new(
+            setup.master_name.clone(),
+            Duration::from_millis(config.upstream.sentinel.failover_hold_ms),
+        ))),
+        None => Address::Fixed(parsed.address()),
+    };
     let target = Target {
-        address: parsed.address(),
+        address,
         username: config.upstream.username.clone().or(parsed.username.clone()),
         password: password.clone(),
         tls,
@@ -63,11 +77,38 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )),
     };
     let pool = Pool::new(&config, target.clone());
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let sentinels = match sentinel {
+        Some(setup) => {
+            let s = &config.upstream.sentinel;
+            let password = match &s.password_file {
+                Some(path) => Some(
+                    crate::config::read_secret_file(path)
+                        .map_err(|e| anyhow::anyhow!("upstream.sentinel.password_file: {e}"))?,
+                ),
+                None => s.password.clone(),
+            };
+            let link = SentinelLink {
+                master_name: setup.master_name,
+                addresses: setup.addresses,
+                username: s.username.clone(),
+                password: SecretCell::new(password),
+                tls: target.tls.clone(),
+                timeout: Duration::from_millis(config.upstream.connect_timeout_ms.min(1_000)),
+                poll_every: Duration::from_millis(s.poll_interval_ms),
+            };
+            let (sentinels, task) =
+                Sentinels::spawn(link, pool.clone(), target.clone(), rx.clone());
+            tasks.push(task);
+            Some(sentinels)
+        }
+        None => None,
+    };
     let traffic = Arc::new(Traffic::default());
     let shared = Arc::new(Shared::new(&config, pool.clone(), traffic.clone(), &target));
     let secrets = SecretFiles::load(&config, password, shared.credentials.clone())
         .map_err(anyhow::Error::msg)?;
-    let (shutdown, rx) = watch::channel(false);
     let drain = Duration::from_millis(config.drain_timeout_ms);
 
     let listener = TcpListener::bind(&config.listen)
@@ -79,12 +120,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let mut tasks = vec![tokio::spawn(serve(
+    tasks.push(tokio::spawn(serve(
         listener,
         shared.clone(),
         rx.clone(),
         drain,
-    ))];
+    )));
     if let Some(path) = &config.unix_socket {
         // A socket file left by an earlier run would make bind fail.
         let _ = std::fs::remove_file(path);
@@ -99,6 +140,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         pool.clone(),
         traffic.clone(),
         &target,
+        sentinels,
     )?);
     admin_state.listening.store(true, Ordering::Release);
     tasks.extend(admin_state.spawn_background(rx.clone()));
@@ -107,9 +149,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_state,
         rx.clone(),
     )));
-    // Learn at once whether Redis answers, rather than at the first client.
-    let probe = pool.clone();
-    tokio::spawn(async move { check_once(&probe).await });
+    // Learn at once whether Redis answers, rather than at the first client
+    // (in Sentinel mode the discovery does: ROLE on the node named).
+    if pool.primary().is_none() {
+        let probe = pool.clone();
+        tokio::spawn(async move { check_once(&probe).await });
+    }
 
     info!(
         listen = %client_addr,

@@ -210,6 +210,113 @@ pub struct UpstreamConfig {
     pub password_file: Option<PathBuf>,
     /// One TCP connect + AUTH attempt. Default 1000 ms.
     pub connect_timeout_ms: u64,
+    /// Where the primary is when Sentinel names it (`redis+sentinel://` URLs).
+    #[serde(default)]
+    pub sentinel: SentinelConfig,
+}
+
+/// `[upstream.sentinel]`: the Sentinels that name the primary. Used when
+/// `upstream.url` is `redis+sentinel://` / `rediss+sentinel://`, or when
+/// `addresses` is set; `master_name` and `addresses` default to the URL's.
+/// The URL's credentials are the data nodes'; these are the Sentinels' own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelConfig {
+    /// The name the Sentinels monitor the primary under (`sentinel monitor NAME ...`).
+    pub master_name: Option<String>,
+    /// `host:port` of each Sentinel poolside asks first; more are learned
+    /// from them (`SENTINEL sentinels`).
+    pub addresses: Vec<String>,
+    /// For Sentinels started with `requirepass` / ACL users.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// File holding the Sentinels' password (wins over `password`).
+    pub password_file: Option<PathBuf>,
+    /// How long a batch not yet written may wait for a primary while a
+    /// failover runs (the primary unreachable, or a Sentinel reporting it
+    /// down or failing over); then the client gets `-ERR poolside: no
+    /// primary ...`. 0 turns the hold off. Default 10000 ms.
+    pub failover_hold_ms: u64,
+    /// How often every Sentinel is asked for the primary and its state,
+    /// behind the event subscriptions. Default 1000 ms.
+    pub poll_interval_ms: u64,
+}
+
+/// Sentinel mode as configured: `[upstream.sentinel]` keys, else the URL's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSetup {
+    pub master_name: String,
+    /// `host:port` each.
+    pub addresses: Vec<String>,
+}
+
+impl UpstreamConfig {
+    /// `Ok(None)` for a plain `redis://` upstream; the reason (and the key it
+    /// concerns) when Sentinel mode is asked for but incomplete.
+    pub fn sentinel_setup(
+        &self,
+        url: &url::UpstreamUrl,
+    ) -> Result<Option<SentinelSetup>, (&'static str, String)> {
+        let s = &self.sentinel;
+        if url.sentinel.is_none() && s.addresses.is_empty() {
+            return Ok(None);
+        }
+        let from_url = url.sentinel.as_ref();
+        let addresses = if s.addresses.is_empty() {
+            from_url.map(|u| u.addresses.clone()).unwrap_or_default()
+        } else {
+            let mut checked = Vec::new();
+            for a in &s.addresses {
+                match url::split_host_port_or(a, url::SENTINEL_PORT) {
+                    Ok((host, port)) if !host.is_empty() && !host.contains(['/', '@', ',']) => {
+                        checked.push(url::join_host_port(&host, port))
+                    }
+                    _ => {
+                        return Err((
+                            "upstream.sentinel.addresses",
+                            format!("'{a}' is not a host:port address"),
+                        ))
+                    }
+                }
+            }
+            checked
+        };
+        let master_name = s
+            .master_name
+            .clone()
+            .or_else(|| from_url.map(|u| u.master_name.clone()))
+            .filter(|m| !m.is_empty())
+            .ok_or((
+                "upstream.sentinel.master_name",
+                "Sentinel mode needs the master's name (upstream.sentinel.master_name, \
+                 or redis+sentinel://HOST:PORT/MASTER_NAME)"
+                    .to_string(),
+            ))?;
+        if addresses.is_empty() {
+            return Err((
+                "upstream.sentinel.addresses",
+                "Sentinel mode needs at least one Sentinel address".into(),
+            ));
+        }
+        Ok(Some(SentinelSetup {
+            master_name,
+            addresses,
+        }))
+    }
+}
+
+impl Default for SentinelConfig {
+    fn default() -> SentinelConfig {
+        SentinelConfig {
+            master_name: None,
+            addresses: Vec::new(),
+            username: None,
+            password: None,
+            password_file: None,
+            failover_hold_ms: 10_000,
+            poll_interval_ms: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

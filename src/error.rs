@@ -46,6 +46,8 @@ pub enum Cause {
     Malformed,
     /// A reply poolside needed (SELECT, HELLO) was an error.
     Refused,
+    /// Sentinel mode: no Sentinel has named a primary yet.
+    NoPrimary,
     /// Not yet known: no connect was tried.
     Unknown,
 }
@@ -69,6 +71,7 @@ impl fmt::Display for Cause {
             Cause::Tls => f.write_str("TLS handshake failed"),
             Cause::Malformed => f.write_str("malformed reply"),
             Cause::Refused => f.write_str("unexpected error reply"),
+            Cause::NoPrimary => f.write_str("no primary known (no Sentinel named one)"),
             Cause::Unknown => f.write_str("Redis is not reachable"),
         }
     }
@@ -133,6 +136,16 @@ pub enum Error {
     /// unread for too long (multiplexed mode): like Redis'
     /// `client-output-buffer-limit`, it is disconnected.
     ReplyOverflow { limit: usize },
+    /// Sentinel mode: no usable primary came within
+    /// `upstream.sentinel.failover_hold_ms`; nothing was sent.
+    NoPrimary { held_ms: u64 },
+    /// Sentinel mode: the client's pinned connection (MULTI, WATCH, a
+    /// subscription, a blocking command) is on a node that is no longer the
+    /// primary: the client is closed and reconnects to the new one.
+    PrimaryMoved,
+    /// A lane closed before it wrote the batch (its node moved or failed):
+    /// nothing was sent, so the batch is submitted again.
+    NotSent,
 }
 
 impl Error {
@@ -142,14 +155,20 @@ impl Error {
             Error::UpstreamDown(_)
             | Error::ConnectionLost(_)
             | Error::TimedOut { .. }
-            | Error::PrepareFailed => Side::Upstream,
+            | Error::PrepareFailed
+            | Error::NoPrimary { .. }
+            | Error::PrimaryMoved
+            | Error::NotSent => Side::Upstream,
             Error::ClientGone | Error::ReplyOverflow { .. } => Side::Client,
         }
     }
 
     /// The client cannot be answered in-band any more: it is closed.
     pub fn closes_client(self) -> bool {
-        matches!(self, Error::ClientGone | Error::ReplyOverflow { .. })
+        matches!(
+            self,
+            Error::ClientGone | Error::ReplyOverflow { .. } | Error::PrimaryMoved
+        )
     }
 
     /// Appends the `-ERR poolside: ...` reply a client gets for this failure.
@@ -200,6 +219,15 @@ impl fmt::Display for Error {
                 f,
                 "unread replies exceeded limits.max_reply_buffer_bytes ({limit})"
             ),
+            Error::NoPrimary { held_ms } => write!(
+                f,
+                "no primary: none reachable after waiting {held_ms} ms for the failover \
+                 (upstream.sentinel.failover_hold_ms)"
+            ),
+            Error::PrimaryMoved => {
+                f.write_str("the primary moved (Sentinel failover): reconnect")
+            }
+            Error::NotSent => f.write_str("upstream connection closed before the batch was sent"),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! 1. `config`: imports nothing from the crate;
 //! 2. `resp`, `command`, `histogram`, `clock`, `error` (no crate imports
 //!    either), and `logging` (config only);
-//! 3. `pool`: config, resp, error, histogram;
+//! 3. `pool`: config, resp, error, histogram; `sentinel` (pool, config,
+//!    resp): keeps a Sentinel pool's primary current;
 //! 4. `traffic` (command, error, histogram): client-side counters;
 //! 5. `backend` (pool, resp, error, traffic): runs planned batches;
 //! 6. `proxy` (backend, pool, config, resp, command, error, traffic):
@@ -14,8 +15,9 @@
 //!    `report` (config);
 //! 8. `alerts`: config, clock, usage (usage never calls alerts: the sampler
 //!    takes a callback);
-//! 9. `admin`: alerts, usage, pool, traffic, error, config, clock, histogram;
-//! 10. `app`: admin, proxy, pool, traffic, secrets, config. `main.rs` sits on top.
+//! 9. `admin`: alerts, usage, pool, sentinel, traffic, error, config, clock,
+//!    histogram;
+//! 10. `app`: admin, proxy, pool, sentinel, traffic, secrets, config. `main.rs` sits on top.
 
 pub mod admin;
 pub mod alerts;
@@ -32,5 +34,6 @@ pub mod proxy;
 pub mod report;
 pub mod resp;
 pub mod secrets;
+pub mod sentinel;
 pub mod traffic;
 pub mod usage;

@@ -15,6 +15,7 @@ use crate::alerts::Alerts;
 use crate::error::{Refusal, Side};
 use crate::histogram::Counts;
 use crate::pool::Pool;
+use crate::sentinel::Sentinels;
 use crate::traffic::Traffic;
 
 /// One metric family: its name, help and (at most one) label.
@@ -164,7 +165,43 @@ const RESENT: Def = Def(
     None,
 );
 
-const ALL: [&Def; 28] = [
+const SENTINEL_FAILOVERS: Def = Def(
+    "poolside_sentinel_failovers_total",
+    "Times the Sentinels moved the primary and poolside followed.",
+    None,
+);
+const SENTINEL_LAST_FAILOVER: Def = Def(
+    "poolside_sentinel_last_failover_timestamp_seconds",
+    "Unix time poolside last followed a failover (0: never).",
+    None,
+);
+const SENTINEL_PRIMARY: Def = Def(
+    "poolside_sentinel_primary",
+    "1 for the primary poolside connects to now (none while no primary is known).",
+    Some("address"),
+);
+const SENTINEL_HOLDING: Def = Def(
+    "poolside_sentinel_holding",
+    "1 while batches wait for a primary (unreachable, reported down or failing over).",
+    None,
+);
+const SENTINEL_HELD: Def = Def(
+    "poolside_sentinel_held_batches_total",
+    "Batches that waited for a primary before they were written.",
+    None,
+);
+const SENTINEL_EXPIRED: Def = Def(
+    "poolside_sentinel_hold_expired_total",
+    "Held batches that got -ERR poolside: no primary after upstream.sentinel.failover_hold_ms.",
+    None,
+);
+const SENTINEL_REACHABLE: Def = Def(
+    "poolside_sentinel_reachable",
+    "1 for each Sentinel that answered the last poll, 0 for one that did not.",
+    Some("sentinel"),
+);
+
+const ALL: [&Def; 35] = [
     &MAX,
     &IN_USE,
     &IDLE,
@@ -193,6 +230,13 @@ const ALL: [&Def; 28] = [
     &FLEET_CONNECTIONS,
     &FLEET_OTHERS,
     &FLEET_FIT,
+    &SENTINEL_FAILOVERS,
+    &SENTINEL_LAST_FAILOVER,
+    &SENTINEL_PRIMARY,
+    &SENTINEL_HOLDING,
+    &SENTINEL_HELD,
+    &SENTINEL_EXPIRED,
+    &SENTINEL_REACHABLE,
 ];
 
 /// The registry of one poolside instance.
@@ -206,6 +250,7 @@ impl Metrics {
         traffic: Arc<Traffic>,
         alerts: Arc<Alerts>,
         control: Arc<ControlPlane>,
+        sentinels: Option<Sentinels>,
     ) -> prometheus::Result<Metrics> {
         let descs = ALL
             .iter()
@@ -220,6 +265,7 @@ impl Metrics {
             traffic,
             alerts,
             control,
+            sentinels,
             descs,
         }))?;
         Ok(Metrics { registry })
@@ -239,6 +285,7 @@ struct PoolCollector {
     traffic: Arc<Traffic>,
     alerts: Arc<Alerts>,
     control: Arc<ControlPlane>,
+    sentinels: Option<Sentinels>,
     descs: Vec<Desc>,
 }
 
@@ -295,11 +342,39 @@ impl Collector for PoolCollector {
             counter(&RESENT, [("", t.resent_total())]),
         ];
         self.collect_fleet(s.max_connections, &mut families);
+        self.collect_sentinel(&mut families);
         families
     }
 }
 
 impl PoolCollector {
+    /// Sentinel mode only.
+    fn collect_sentinel(&self, families: &mut Vec<MetricFamily>) {
+        let (Some(sentinels), Some(primary)) = (&self.sentinels, self.pool.primary()) else {
+            return;
+        };
+        let view = primary.view();
+        let holding = primary.holds(self.pool.health.is_down());
+        families.push(counter(&SENTINEL_FAILOVERS, [("", view.failovers)]));
+        let last = view.last_failover_unix_ms.unwrap_or(0) as f64 / 1_000.0;
+        families.push(gauge(&SENTINEL_LAST_FAILOVER, last));
+        let address = view.address.as_deref().map(str::to_string);
+        families.push(gauges(
+            &SENTINEL_PRIMARY,
+            address.iter().map(|a| (a.as_str(), 1.0)),
+        ));
+        families.push(gauge(&SENTINEL_HOLDING, if holding { 1.0 } else { 0.0 }));
+        families.push(counter(&SENTINEL_HELD, [("", view.held_batches)]));
+        families.push(counter(&SENTINEL_EXPIRED, [("", view.hold_expired)]));
+        let states = sentinels.states();
+        families.push(gauges(
+            &SENTINEL_REACHABLE,
+            states
+                .iter()
+                .map(|s| (s.address.as_str(), if s.reachable { 1.0 } else { 0.0 })),
+        ));
+    }
+
     /// The fleet's gauges, only while Redis shows `CLIENT LIST`: a refused
     /// list is no fleet of zero.
     fn collect_fleet(&self, max_connections: u32, families: &mut Vec<MetricFamily>) {
@@ -331,6 +406,25 @@ fn gauge(def: &Def, value: f64) -> MetricFamily {
     let mut g = proto::Gauge::default();
     g.set_value(value);
     family(def, MetricType::GAUGE, vec![proto::Metric::from_gauge(g)])
+}
+
+/// A labelled gauge: one series per `(label value, value)`.
+fn gauges<'a>(def: &Def, values: impl IntoIterator<Item = (&'a str, f64)>) -> MetricFamily {
+    let metrics = values
+        .into_iter()
+        .map(|(label, v)| {
+            let mut g = proto::Gauge::default();
+            g.set_value(v);
+            let mut m = proto::Metric::default();
+            m.set_gauge(g);
+            let mut pair = proto::LabelPair::default();
+            pair.set_name(def.2.unwrap_or("label").into());
+            pair.set_value(label.into());
+            m.set_label(vec![pair]);
+            m
+        })
+        .collect();
+    family(def, MetricType::GAUGE, metrics)
 }
 
 /// A counter; with a label, one series per `(label value, count)`.

@@ -37,7 +37,8 @@ pub use status::PoolStatus;
 
 use crate::alerts::Alerts;
 use crate::config::{Config, Profile};
-use crate::pool::{Pool, Target};
+use crate::pool::{Address, Pool, Target};
+use crate::sentinel::Sentinels;
 use crate::traffic::Traffic;
 use crate::usage::{self, Usage};
 
@@ -47,8 +48,10 @@ pub struct AdminState {
     /// Client-side counters: clients, commands, failures by side.
     pub traffic: Arc<Traffic>,
     pub profile: Profile,
-    /// `host:port` of Redis, without credentials.
-    pub upstream_address: String,
+    /// Where Redis is (`host:port`, or the primary a Sentinel names), without credentials.
+    pub upstream: Address,
+    /// Sentinel mode: the Sentinels poolside follows.
+    pub sentinels: Option<Sentinels>,
     pub min_idle: u32,
     /// Set by the app once the client listener accepts.
     pub listening: AtomicBool,
@@ -69,6 +72,7 @@ impl AdminState {
         pool: Pool,
         traffic: Arc<Traffic>,
         target: &Target,
+        sentinels: Option<Sentinels>,
     ) -> anyhow::Result<AdminState> {
         let a = &config.alerts;
         let alerts = Arc::new(Alerts::new(a, config.profile.name()));
@@ -80,11 +84,13 @@ impl AdminState {
                 traffic.clone(),
                 alerts.clone(),
                 control.clone(),
+                sentinels.clone(),
             )?,
             pool,
             traffic,
             profile: config.profile,
-            upstream_address: target.address.clone(),
+            upstream: target.address.clone(),
+            sentinels,
             min_idle: config.pool.min_idle,
             listening: AtomicBool::new(false),
             alerts,

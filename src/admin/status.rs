@@ -87,6 +87,81 @@ pub struct Upstream {
     pub refusals: Refusals,
     /// Batches refused as a whole and sent once more on a fresh connection.
     pub resent_batches: u64,
+    /// Sentinel mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelStatus>,
+}
+
+/// `upstream.sentinel` in `/pool/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SentinelStatus {
+    pub master_name: String,
+    /// `host:port` of the primary connections go to; `null` while none is known.
+    pub primary: Option<String>,
+    /// `ok`, `holding` (batches wait: the primary is unreachable, reported
+    /// down or failing over) or `no_primary`.
+    pub state: &'static str,
+    /// Why it holds, or why no primary is known.
+    pub reason: Option<String>,
+    pub holding_for_ms: Option<u64>,
+    pub failovers: u64,
+    pub last_failover_unix_ms: Option<u64>,
+    pub last_failover: Option<String>,
+    /// Batches that waited for a primary, and those that waited in vain.
+    pub held_batches: u64,
+    pub hold_expired: u64,
+    pub failover_hold_ms: u64,
+    pub sentinels: Vec<SentinelEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SentinelEntry {
+    pub address: String,
+    pub reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn sentinel_status(state: &AdminState) -> Option<SentinelStatus> {
+    let sentinels = state.sentinels.as_ref()?;
+    let primary = state.pool.primary()?;
+    let view = primary.view();
+    let unreachable = state.pool.health.is_down();
+    let (status, reason) = match (&view.address, primary.holds(unreachable)) {
+        (None, _) => ("no_primary", view.reason.clone()),
+        (Some(_), true) => (
+            "holding",
+            view.reason.clone().or_else(|| {
+                Some(format!(
+                    "the primary does not answer: {}",
+                    state.pool.health.cause()
+                ))
+            }),
+        ),
+        (Some(_), false) => ("ok", None),
+    };
+    Some(SentinelStatus {
+        master_name: sentinels.master_name().to_string(),
+        primary: view.address.as_deref().map(str::to_string),
+        state: status,
+        reason,
+        holding_for_ms: view.holding_for.map(|d| d.as_millis() as u64),
+        failovers: view.failovers,
+        last_failover_unix_ms: view.last_failover_unix_ms,
+        last_failover: view.last_failover_unix_ms.map(clock::rfc3339),
+        held_batches: view.held_batches,
+        hold_expired: view.hold_expired,
+        failover_hold_ms: primary.hold_limit().as_millis() as u64,
+        sentinels: sentinels
+            .states()
+            .into_iter()
+            .map(|s| SentinelEntry {
+                address: s.address,
+                reachable: s.reachable,
+                error: s.error,
+            })
+            .collect(),
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,13 +189,14 @@ pub fn pool_status(state: &AdminState) -> PoolStatus {
         s.max_connections,
         thresholds.target_percent(),
     );
+    let address = state.upstream.describe();
     let (recommendations, sizing) = recommend(&Inputs {
         max: s.max_connections,
         min_idle: state.min_idle,
         in_use: s.in_use,
         thresholds,
         window: &window,
-        upstream_address: &state.upstream_address,
+        upstream_address: &address,
         reachable,
         server: &server,
         fleet: &fleet,
@@ -187,7 +263,7 @@ fn upstream(state: &AdminState, reachable: bool, server: ServerInfo) -> Upstream
     let last_check = health.last_check_unix_ms.load(Ordering::Relaxed);
     let latency_us = health.last_latency_us.load(Ordering::Relaxed);
     Upstream {
-        address: state.upstream_address.clone(),
+        address: state.upstream.describe(),
         reachable,
         last_health_check: (last_check > 0).then(|| clock::rfc3339(last_check)),
         latency_ms: (last_check > 0).then(|| round(latency_us as f64 / 1_000.0, 3)),
@@ -203,6 +279,7 @@ fn upstream(state: &AdminState, reachable: bool, server: ServerInfo) -> Upstream
             masterdown: state.traffic.refusals_total(Refusal::MasterDown),
         },
         resent_batches: state.traffic.resent_total(),
+        sentinel: sentinel_status(state),
     }
 }
 

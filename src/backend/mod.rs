@@ -17,11 +17,12 @@
 //! plug in, without touching the session or the planner:
 //!
 //! - **Sentinel** changes where connections go, not how batches run: it is
-//!   an upstream *target* inside [`Pool`] (the address the manager connects
-//!   to, swapped on `+switch-master`, with a pool generation that closes older
-//!   connections at check-in). Both backends keep working unchanged; a
-//!   failover hold would wait in [`Exec::execute`] before the checkout or
-//!   the lane submit, where nothing has been written yet.
+//!   an upstream *target* inside [`Pool`] (`pool::Primary`, the address the
+//!   manager connects to, swapped on `+switch-master`, with a pool
+//!   generation that closes older connections at check-in). Both backends
+//!   run unchanged; the failover hold waits in `Pool::ready` before the
+//!   checkout or the lane submit, where nothing has been written yet, and
+//!   the backends check a connection's generation once more before writing.
 //! - **Cluster** is a third variant of `Mode`: one [`Pool`] per node, the
 //!   plan's remote steps grouped by slot owner (the planner writes one frame
 //!   per remote step into `Plan::upstream`; the cluster backend also needs
@@ -179,6 +180,17 @@ impl Backend {
         }
     }
 
+    /// Resolves when the primary moved away from connections of
+    /// `generation` (Sentinel mode); never otherwise.
+    pub async fn moved_from(&self, generation: u64) {
+        self.pool.moved_from(generation).await
+    }
+
+    /// The pool's generation now: connections made from now on belong to it.
+    pub fn generation(&self) -> u64 {
+        self.pool.generation()
+    }
+
     /// The upstream's own words for `error`, when it is a configuration
     /// problem the operator must see (read only on that rare path).
     pub fn detail(&self, error: Error) -> Option<Arc<str>> {
@@ -238,15 +250,29 @@ impl Exec {
         let mut resent = false;
         loop {
             let was_pinned = self.pinned.is_some();
+            let pool = &self.backend.pool;
             let mut conn = match self.pinned.take() {
+                Some(mut conn) if pool.primary().is_some() && pool.is_stale(&conn) => {
+                    // Its MULTI / WATCH / tracking lives on a node that is
+                    // no longer the primary: the client must start again there.
+                    conn.mark_broken();
+                    *client.pin = Pin::default();
+                    return Err(Failed {
+                        error: Error::PrimaryMoved,
+                        answered: 0,
+                    });
+                }
                 Some(conn) => conn,
-                None => self
-                    .backend
-                    .pool
+                None => pool
                     .check_out()
                     .await
                     .map_err(|error| Failed { error, answered: 0 })?,
             };
+            if !was_pinned && pool.primary().is_some() && pool.is_stale(&conn) {
+                // The primary moved between checkout and write: nothing sent.
+                conn.mark_broken();
+                continue;
+            }
             let started = Instant::now();
             let limit = self.backend.reply_limit(plan.wait);
             let view = &mut client;
@@ -295,6 +321,20 @@ impl Exec {
             }
             return Ok(None);
         }
+    }
+
+    /// Resolves when the connection this client pinned (MULTI, WATCH,
+    /// tracking) is on a node the Sentinels no longer name primary; never
+    /// while nothing is pinned, or outside Sentinel mode.
+    pub async fn pin_moved(&self) {
+        match &self.pinned {
+            Some(conn) => self.backend.pool.moved_from(conn.generation).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.is_some()
     }
 
     /// RESET, or the client is gone: a pinned connection carries state (a

@@ -86,6 +86,8 @@ impl Multiplexer {
 
     /// Queues a batch on the least busy lane, opening a lane when all are saturated.
     pub async fn submit(&self, mut req: MuxRequest) -> Result<(), Error> {
+        // Sentinel mode: no lane takes a batch while a failover holds.
+        self.pool.ready(std::time::Instant::now()).await?;
         loop {
             let lane = match self.pick() {
                 Some(lane) => lane,
@@ -162,9 +164,10 @@ impl Multiplexer {
 
     fn any_lane(&self) -> Option<Arc<Lane>> {
         let lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.pool.generation();
         lanes
             .iter()
-            .filter(|l| !l.closed.load(Ordering::Acquire))
+            .filter(|l| !l.closed.load(Ordering::Acquire) && l.generation >= current)
             .min_by_key(|l| l.in_flight.load(Ordering::Acquire))
             .cloned()
     }
@@ -294,6 +297,17 @@ async fn run_lane(
             }
             req = rx.recv(), if !rx_done => {
                 let Some(req) = req else { rx_done = true; continue };
+                if limits.pool.is_stale(&conn) {
+                    // The primary moved since these were queued: none is
+                    // written here, each goes to a lane on the new primary.
+                    lane.closed.store(true, Ordering::Release);
+                    rx.close();
+                    bounce(req, &lane);
+                    while let Ok(more) = rx.try_recv() {
+                        bounce(more, &lane);
+                    }
+                    continue;
+                }
                 wbuf.clear();
                 let now = tokio::time::Instant::now();
                 queue(&mut wbuf, &mut waiting, &mut written, req, now);
@@ -347,11 +361,18 @@ async fn run_lane(
             for w in waiting.drain(..).filter(|w| !w.discarding) {
                 let _ = w.reply_to.send(Err(error));
             }
+            // Queued but never written: they may go again, elsewhere.
             while let Ok(req) = rx.try_recv() {
-                let _ = req.reply_to.send(Err(error));
+                bounce(req, &lane);
             }
         }
     }
+}
+
+/// A batch the lane will not write: its client submits it again.
+fn bounce(req: MuxRequest, lane: &Lane) {
+    lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+    let _ = req.reply_to.send(Err(Error::NotSent));
 }
 
 fn queue(

@@ -11,6 +11,9 @@ use super::{Backend, Failed, Multiplexer, Out, Plan, Wants, SPILL_BYTES};
 use crate::error::{Error, Refusal};
 use crate::pool::Upstream;
 
+/// How often one batch is submitted again after lanes closed before writing it.
+const MAX_BOUNCES: u32 = 3;
+
 /// A client's end of the lanes: its reply channel and backlog.
 pub(super) struct Inbox {
     tx: UnboundedSender<BatchReply>,
@@ -44,6 +47,9 @@ pub(super) async fn execute_shared(
     let failed = |error| Failed { error, answered: 0 };
     let mark = out.buf.len();
     let mut resent = false;
+    // Lanes that closed before writing the batch (their node moved or
+    // failed): nothing was sent, so it is submitted again, a few times.
+    let mut bounced = 0;
     loop {
         let req = MuxRequest {
             bytes: bytes.clone(),
@@ -57,6 +63,7 @@ pub(super) async fn execute_shared(
         let refused = loop {
             let piece = match inbox.rx.recv().await.unwrap_or(Err(Error::Internal)) {
                 Ok(piece) => piece,
+                Err(Error::NotSent) if bounced < MAX_BOUNCES => break None,
                 Err(error) => {
                     // Nothing of the batch reached the client: every reply is
                     // answered with the error instead.
@@ -67,7 +74,7 @@ pub(super) async fn execute_shared(
             inbox.backlog.taken(piece.bytes.len());
             out.buf.extend_from_slice(&piece.bytes);
             if piece.last {
-                break piece.refused;
+                break Some(piece.refused);
             }
             if out.buf.len() >= SPILL_BYTES && out.can_spill() {
                 let overflowed = inbox.backlog.overflowed.notified();
@@ -79,6 +86,11 @@ pub(super) async fn execute_shared(
                     }
                 }
             }
+        };
+        let Some(refused) = refused else {
+            bounced += 1;
+            out.buf.truncate(mark);
+            continue;
         };
         out.reply_done();
         backend.traffic.round_trip_done(started.elapsed());

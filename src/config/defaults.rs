@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{
     AlertsConfig, Config, FleetConfig, LimitsConfig, LogFormat, PolicyConfig, PoolConfig, PoolMode,
-    Profile, TlsConfig, UpstreamConfig,
+    Profile, SentinelConfig, TlsConfig, UpstreamConfig,
 };
 
 impl Config {
@@ -35,6 +35,7 @@ impl Config {
                 password: None,
                 password_file: None,
                 connect_timeout_ms: 1_000,
+                sentinel: SentinelConfig::default(),
             },
             pool: PoolConfig {
                 mode: PoolMode::Transaction,

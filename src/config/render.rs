@@ -49,13 +49,31 @@ pub fn render_effective(config: &Config, figment: &Figment) -> String {
         }
     }
     for (name, table) in sections {
-        let _ = writeln!(out, "\n[{name}]");
-        for (key, value) in table {
-            let path = format!("{name}.{key}");
-            write_value(&mut out, figment, &defaults, key, &path, value);
-        }
+        write_table(&mut out, figment, &defaults, name, table);
     }
     out
+}
+
+/// `[name]` and its keys, then its sub-tables (`[upstream.sentinel]`).
+fn write_table(
+    out: &mut String,
+    figment: &Figment,
+    defaults: &str,
+    name: &str,
+    table: &serde_json::Map<String, Json>,
+) {
+    let _ = writeln!(out, "\n[{name}]");
+    let mut nested = Vec::new();
+    for (key, value) in table {
+        let path = format!("{name}.{key}");
+        match value {
+            Json::Object(sub) => nested.push((path, sub)),
+            _ => write_value(out, figment, defaults, key, &path, value),
+        }
+    }
+    for (path, sub) in nested {
+        write_table(out, figment, defaults, &path, sub);
+    }
 }
 
 fn write_value(

@@ -128,6 +128,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("password", &self.password)
             .field("password_file", &self.password_file)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("sentinel", &self.sentinel)
             .finish()
     }
 }

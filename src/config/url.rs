@@ -13,27 +13,50 @@ pub struct UpstreamUrl {
     pub db: u32,
     /// `rediss://`: connect with TLS.
     pub tls: bool,
+    /// `redis+sentinel://`: `host`/`port` are the first Sentinel's, and the
+    /// primary is the one these Sentinels name.
+    pub sentinel: Option<SentinelUrl>,
+}
+
+/// The Sentinel part of `redis+sentinel://h1:p1,h2:p2/MASTER[/DB]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    /// `host:port` of each Sentinel (port 26379 when not given).
+    pub addresses: Vec<String>,
+    pub master_name: String,
+}
+
+/// Sentinel's own port, when a `redis+sentinel://` host has none.
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// `host:port` as `TcpStream::connect` takes it (IPv6 in brackets).
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 impl UpstreamUrl {
     /// `host:port` as `TcpStream::connect` takes it.
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        join_host_port(&self.host, self.port)
     }
 }
 
-/// Parses `redis[s]://[user[:password]@]host[:port][/db]`.
+/// Parses `redis[s]://[user[:password]@]host[:port][/db]` and
+/// `redis[s]+sentinel://[user[:password]@]host[:port][,host[:port]...]/MASTER[/db]`.
 pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
-    let (rest, tls) = match url.split_once("://") {
-        Some(("redis", rest)) => (rest, false),
-        Some(("rediss", rest)) => (rest, true),
+    let (rest, tls, sentinel) = match url.split_once("://") {
+        Some(("redis", rest)) => (rest, false, false),
+        Some(("rediss", rest)) => (rest, true, false),
+        Some(("redis+sentinel", rest)) => (rest, false, true),
+        Some(("rediss+sentinel", rest)) => (rest, true, true),
         Some((scheme, _)) => {
             return Err(format!(
-                "unsupported scheme '{scheme}', expected redis:// or rediss://"
+                "unsupported scheme '{scheme}', expected redis://, rediss://, \
+                 redis+sentinel:// or rediss+sentinel://"
             ))
         }
         None => return Err("expected a URL of the form redis://host:port".into()),
@@ -51,11 +74,39 @@ pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
             None => (non_empty(u)?, None),
         },
     };
-    let (host, port) = split_host_port(hostport)?;
+    let path = path.split('?').next().unwrap_or("");
+    let (sentinel, path) = if sentinel {
+        let (master, db) = path.split_once('/').unwrap_or((path, ""));
+        if master.is_empty() {
+            return Err("a redis+sentinel:// URL names its master: \
+                 redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]"
+                .into());
+        }
+        let mut addresses = Vec::new();
+        for one in hostport.split(',') {
+            let (host, port) = split_host_port_or(one, SENTINEL_PORT)?;
+            if host.is_empty() {
+                return Err(format!("Sentinel address '{one}' has no host"));
+            }
+            addresses.push(join_host_port(&host, port));
+        }
+        let sentinel = SentinelUrl {
+            addresses,
+            master_name: master.to_string(),
+        };
+        (Some(sentinel), db)
+    } else {
+        (None, path)
+    };
+    let (first, default_port) = match &sentinel {
+        Some(_) => (hostport.split(',').next().unwrap_or(""), SENTINEL_PORT),
+        None => (hostport, 6379),
+    };
+    let (host, port) = split_host_port_or(first, default_port)?;
     if host.is_empty() {
         return Err("the URL has no host".into());
     }
-    let db_part = path.split('?').next().unwrap_or("");
+    let db_part = path;
     let db = if db_part.is_empty() {
         0
     } else {
@@ -70,6 +121,7 @@ pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
         password,
         db,
         tls,
+        sentinel,
     })
 }
 
@@ -103,7 +155,8 @@ fn non_empty(s: &str) -> Result<Option<String>, String> {
         .map_err(|_| "the user or password is not UTF-8 after percent-decoding".into())
 }
 
-fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
+/// `host[:port]` (IPv6 in brackets), `default_port` when none is given.
+pub fn split_host_port_or(hostport: &str, default_port: u16) -> Result<(String, u16), String> {
     let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
         let (h, after) = rest
             .split_once(']')
@@ -116,7 +169,7 @@ fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
         }
     };
     let port = match port {
-        None | Some("") => 6379,
+        None | Some("") => default_port,
         Some(p) => p
             .parse::<u16>()
             .ok()
@@ -200,6 +253,34 @@ mod tests {
         assert!(parse("redis://host:99999").unwrap_err().contains("port"));
         assert!(parse("redis://host/abc").unwrap_err().contains("database"));
         assert!(parse("localhost:6379").is_err());
+    }
+
+    #[test]
+    fn sentinel_urls_list_sentinels_and_name_the_master() {
+        let u = parse("redis+sentinel://app:pw@10.0.0.1:26380,s2,[::1]:7/mymaster/3").unwrap();
+        let s = u.sentinel.clone().unwrap();
+        assert_eq!(s.addresses, ["10.0.0.1:26380", "s2:26379", "[::1]:7"]);
+        assert_eq!(s.master_name, "mymaster");
+        assert_eq!((u.db, u.tls), (3, false));
+        assert_eq!(u.username.as_deref(), Some("app"));
+        assert_eq!(u.password.as_deref(), Some("pw"));
+        assert_eq!(u.address(), "10.0.0.1:26380");
+        let u = parse("rediss+sentinel://h/m").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.sentinel.unwrap().addresses, ["h:26379"]);
+        assert!(parse("redis+sentinel://h:1")
+            .unwrap_err()
+            .contains("MASTER_NAME"));
+        assert!(parse("redis+sentinel://h:1,/m")
+            .unwrap_err()
+            .contains("no host"));
+        assert!(parse("redis+sentinel://h:x/m")
+            .unwrap_err()
+            .contains("port"));
+        assert!(parse("redis+sentinel://h/m/x")
+            .unwrap_err()
+            .contains("database"));
+        assert_eq!(parse("redis://h").unwrap().sentinel, None);
     }
 
     #[test]

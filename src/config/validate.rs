@@ -66,8 +66,26 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             return fail(key, addr.clone(), "expected an IP:port address".into());
         }
     }
-    if let Err(reason) = url::parse(&config.upstream.url) {
-        return fail("upstream.url", url::redact(&config.upstream.url), reason);
+    let parsed = match url::parse(&config.upstream.url) {
+        Ok(parsed) => parsed,
+        Err(reason) => return fail("upstream.url", url::redact(&config.upstream.url), reason),
+    };
+    if let Err((key, reason)) = config.upstream.sentinel_setup(&parsed) {
+        let shown = match key {
+            "upstream.sentinel.addresses" => format!("{:?}", config.upstream.sentinel.addresses),
+            _ => format!("{:?}", config.upstream.sentinel.master_name),
+        };
+        return fail(key, shown, reason);
+    }
+    if parsed.sentinel.is_some() || !config.upstream.sentinel.addresses.is_empty() {
+        let poll = config.upstream.sentinel.poll_interval_ms;
+        if !(100..=60_000).contains(&poll) {
+            return fail(
+                "upstream.sentinel.poll_interval_ms",
+                poll.to_string(),
+                "must be between 100 and 60000".into(),
+            );
+        }
     }
     let pool = &config.pool;
     let checks: [(&str, u64, bool, String); 9] = [

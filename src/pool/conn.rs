@@ -1,6 +1,7 @@
 //! A raw RESP connection to Redis that poolside owns.
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -8,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::primary::Primary;
 use super::tls::{TlsTarget, UpstreamStream};
 use super::UpstreamError;
 use crate::config::SecretCell;
@@ -16,10 +18,40 @@ use crate::resp::{write_command, ReplyScanner};
 /// Database index meaning "unknown": the next batch always SELECTs first.
 pub const DB_UNKNOWN: u32 = u32::MAX;
 
+/// Where connections go.
+#[derive(Debug, Clone)]
+pub enum Address {
+    /// `host:port` from `upstream.url`, resolved at every connect.
+    Fixed(String),
+    /// The primary the Sentinels name (none until one is known).
+    Sentinel(Arc<Primary>),
+}
+
+impl Address {
+    /// The address a connect made now goes to.
+    pub fn current(&self) -> Option<Arc<str>> {
+        match self {
+            Address::Fixed(a) => Some(a.as_str().into()),
+            Address::Sentinel(p) => p.address(),
+        }
+    }
+
+    /// What `/pool/status` shows.
+    pub fn describe(&self) -> String {
+        match self {
+            Address::Fixed(a) => a.clone(),
+            Address::Sentinel(p) => match p.address() {
+                Some(a) => a.to_string(),
+                None => format!("(no primary known for '{}')", p.master_name),
+            },
+        }
+    }
+}
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub address: String,
+    pub address: Address,
     pub username: Option<String>,
     /// Read at every connect: SIGHUP may have rotated it.
     pub password: SecretCell,
@@ -72,38 +104,24 @@ pub struct UpstreamConn {
     verified_at: Instant,
 }
 
+/// The host part of `host:port` (IPv6 without its brackets).
+pub fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 impl UpstreamConn {
     /// TCP connect with NODELAY, then AUTH, CLIENT SETNAME and SELECT as the
     /// target says.
     pub async fn connect(target: &Target) -> Result<UpstreamConn, UpstreamError> {
+        let address = target.address.current().ok_or(UpstreamError::NoPrimary)?;
         let connecting = async {
-            let tcp = TcpStream::connect(&target.address)
-                .await
-                .map_err(UpstreamError::Connect)?;
-            tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
-            if let Some(idle) = target.keepalive {
-                let keepalive = socket2::TcpKeepalive::new().with_time(idle);
-                socket2::SockRef::from(&tcp)
-                    .set_tcp_keepalive(&keepalive)
-                    .map_err(UpstreamError::Connect)?;
-            }
-            let stream = match &target.tls {
-                Some(tls) => tls.handshake(tcp).await?,
-                None => UpstreamStream::Tcp(tcp),
+            let tls = match (&target.tls, &target.address) {
+                // A Sentinel names nodes by IP (or announced name): verify that.
+                (Some(tls), Address::Sentinel(_)) => Some(tls.for_host(host_of(&address))?),
+                (tls, _) => tls.clone(),
             };
-            let mut conn = UpstreamConn {
-                stream,
-                rbuf: BytesMut::with_capacity(16 * 1024),
-                scanner: ReplyScanner::default(),
-                db: 0,
-                proto: 2,
-                broken: false,
-                in_push: false,
-                dirty: false,
-                created: Instant::now(),
-                generation: 0,
-                verified_at: Instant::now(),
-            };
+            let mut conn = UpstreamConn::open(&address, tls.as_ref(), target.keepalive).await?;
             if let Some(password) = &target.password.get() {
                 let reply = match &target.username {
                     Some(user) => {
@@ -130,6 +148,43 @@ impl UpstreamConn {
                 format!("connect timed out after {:?}", target.connect_timeout),
             ))),
         }
+    }
+
+    /// TCP connect with NODELAY (and TLS), nothing sent yet: for
+    /// [`connect`](Self::connect), and for the Sentinel watcher's own
+    /// connections (which are not the pool's). No timeout of its own.
+    pub async fn open(
+        address: &str,
+        tls: Option<&TlsTarget>,
+        keepalive: Option<Duration>,
+    ) -> Result<UpstreamConn, UpstreamError> {
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        if let Some(idle) = keepalive {
+            let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+            socket2::SockRef::from(&tcp)
+                .set_tcp_keepalive(&keepalive)
+                .map_err(UpstreamError::Connect)?;
+        }
+        let stream = match tls {
+            Some(tls) => tls.handshake(tcp).await?,
+            None => UpstreamStream::Tcp(tcp),
+        };
+        Ok(UpstreamConn {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            scanner: ReplyScanner::default(),
+            db: 0,
+            proto: 2,
+            broken: false,
+            in_push: false,
+            dirty: false,
+            created: Instant::now(),
+            generation: 0,
+            verified_at: Instant::now(),
+        })
     }
 
     /// SETNAME and SELECT in one round trip. A refused name (an ACL without

@@ -18,6 +18,8 @@ pub enum UpstreamError {
     Io(std::io::Error),
     #[error("connection closed by Redis")]
     Closed,
+    #[error("no primary known: the Sentinels named none yet")]
+    NoPrimary,
     #[error("malformed reply: {}", .0.message())]
     Protocol(crate::resp::ProtocolError),
 }
@@ -42,6 +44,7 @@ impl UpstreamError {
             UpstreamError::Reply(_) => Cause::Refused,
             UpstreamError::Tls(_) => Cause::Tls,
             UpstreamError::Closed => Cause::Closed,
+            UpstreamError::NoPrimary => Cause::NoPrimary,
             UpstreamError::Protocol(_) => Cause::Malformed,
         }
     }

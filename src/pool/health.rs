@@ -141,6 +141,7 @@ fn encode(cause: Cause) -> u8 {
         Cause::Tls => 4,
         Cause::Malformed => 5,
         Cause::Refused => 6,
+        Cause::NoPrimary => 7,
         Cause::Io(kind) => 16 + KINDS.iter().position(|k| *k == kind).unwrap_or(6) as u8,
     }
 }
@@ -153,6 +154,7 @@ fn decode(code: u8) -> Cause {
         4 => Cause::Tls,
         5 => Cause::Malformed,
         6 => Cause::Refused,
+        7 => Cause::NoPrimary,
         16.. => Cause::Io(KINDS[usize::from(code - 16).min(KINDS.len() - 1)]),
         _ => Cause::Unknown,
     }

@@ -80,6 +80,10 @@ impl UpstreamManager {
         }
     }
 
+    pub(super) fn target(&self) -> &Target {
+        &self.target
+    }
+
     pub(super) fn generation(&self) -> &Arc<AtomicU64> {
         &self.generation
     }

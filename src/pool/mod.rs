@@ -5,6 +5,7 @@ mod conn;
 mod error;
 mod health;
 mod manager;
+mod primary;
 mod stats;
 mod tls;
 
@@ -15,10 +16,11 @@ use std::time::{Duration, Instant};
 use bb8::{PooledConnection, RunError};
 use tracing::debug;
 
-pub use conn::{ReplyHead, ReplyPart, Target, UpstreamConn, DB_UNKNOWN};
+pub use conn::{host_of, Address, ReplyHead, ReplyPart, Target, UpstreamConn, DB_UNKNOWN};
 pub use error::UpstreamError;
 pub use health::{check_once, spawn_health_checker, UpstreamHealth};
 pub use manager::{Backoff, UpstreamManager};
+pub use primary::{Primary, PrimaryView, MAX_SENTINELS};
 pub use stats::{Snapshot, Stats};
 pub use tls::{TlsTarget, UpstreamStream};
 
@@ -27,6 +29,11 @@ use crate::error::{Cause, Error};
 
 /// The pool is marked stale at most this often (see [`Pool::mark_stale`]).
 pub const STALE_EVERY: Duration = Duration::from_secs(1);
+
+/// A batch held for a failover looks at the state again at least this often
+/// (besides being woken by every change): the pool's health has no signal
+/// of its own when Redis answers again.
+const HOLD_RECHECK: Duration = Duration::from_millis(50);
 
 /// bb8's default reaper period, kept unless a limit is shorter.
 const REAPER_RATE: Duration = Duration::from_secs(30);
@@ -69,6 +76,11 @@ struct Keep {
     /// [`Pool::borrow`] while it checks out: the control plane never finds
     /// them all taken and makes the pool open one more.
     round: tokio::sync::Mutex<()>,
+    /// Signalled when the primary moved (a Sentinel switch): pinned
+    /// sessions on the old one close.
+    moved: tokio::sync::Notify,
+    /// Sentinel mode: the primary connections go to, and the failover hold.
+    primary: Option<Arc<Primary>>,
 }
 
 /// A connection checked out for a client. Counts as in use until dropped;
@@ -146,6 +158,10 @@ impl Pool {
             .queue_strategy(bb8::QueueStrategy::Lifo)
             .build_unchecked(manager.clone());
         let response_timeout = Duration::from_millis(p.response_timeout_ms);
+        let primary = match &manager.target().address {
+            Address::Sentinel(primary) => Some(primary.clone()),
+            Address::Fixed(_) => None,
+        };
         Pool {
             inner,
             health,
@@ -168,6 +184,8 @@ impl Pool {
                     .unwrap_or(health::PING_TIMEOUT),
                 max_lifetime,
                 round: Default::default(),
+                moved: Default::default(),
+                primary,
             }),
         }
     }
@@ -188,7 +206,127 @@ impl Pool {
         self.take(false).await
     }
 
+    /// In Sentinel mode, a checkout or lane submit first waits here while
+    /// the primary cannot take the batch (none known, a Sentinel reports it
+    /// down or failing over, or it does not answer), up to
+    /// `failover_hold_ms` from `started`; then `Error::NoPrimary`. Nothing
+    /// has been written yet, so the batch runs on whichever primary comes.
+    /// Returns at once otherwise.
+    pub async fn ready(&self, started: Instant) -> Result<(), Error> {
+        let Some(primary) = &self.keep.primary else {
+            return Ok(());
+        };
+        let mut counted = false;
+        loop {
+            let changed = primary.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !primary.holds(self.health.is_down()) {
+                return Ok(());
+            }
+            let limit = primary.hold_limit();
+            let waited = started.elapsed();
+            if waited >= limit {
+                primary.expired();
+                return Err(Error::NoPrimary {
+                    held_ms: limit.as_millis() as u64,
+                });
+            }
+            if !counted {
+                counted = true;
+                primary.held();
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep((limit - waited).min(HOLD_RECHECK)) => {}
+            }
+        }
+    }
+
+    /// Sentinel mode: `address` is the primary now. New connections go
+    /// there; every older one is stale (closed at check-in, skipped at
+    /// checkout, its lane takes nothing new) and pinned sessions on it are
+    /// told to close. The pool's health starts afresh: it was the old node's.
+    /// `true` when this moved the primary (a failover), not its first discovery.
+    pub fn switch_primary(&self, address: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        let Some(primary) = &self.keep.primary else {
+            return false;
+        };
+        // The address first, then the generation: a connect that reads the
+        // new generation (Acquire) reads the new address.
+        let failover = primary.set(address);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.health.mark_up();
+        self.keep.moved.notify_waiters();
+        let pool = self.clone();
+        tokio::spawn(async move { pool.close_stale_idle().await });
+        failover
+    }
+
+    /// Closes the idle connections to a node that is no longer the primary
+    /// now rather than at their next checkout: each is taken and put back,
+    /// and the check-in closes it as stale. Bounded: it stops at the first
+    /// connection that does not come at once.
+    async fn close_stale_idle(&self) {
+        let idle = self.inner.state().idle_connections;
+        let mut taken = Vec::new();
+        for _ in 0..idle {
+            match tokio::time::timeout(Duration::from_millis(50), self.inner.get()).await {
+                Ok(Ok(conn)) => taken.push(conn),
+                _ => break,
+            }
+        }
+        let stale = taken.iter().filter(|c| self.is_stale(c)).count();
+        drop(taken);
+        if stale > 0 {
+            debug!(stale, "closed idle connections to the old primary");
+        }
+    }
+
+    /// Sentinel mode: the primary and hold state.
+    pub fn primary(&self) -> Option<&Arc<Primary>> {
+        self.keep.primary.as_ref()
+    }
+
+    /// Resolves once the primary moved away from connections of
+    /// `generation` (a Sentinel switch); never in fixed-address mode.
+    pub async fn moved_from(&self, generation: u64) {
+        if self.keep.primary.is_none() {
+            return std::future::pending().await;
+        }
+        loop {
+            let moved = self.keep.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.generation() > generation {
+                return;
+            }
+            moved.await;
+        }
+    }
+
     async fn take(&self, counted: bool) -> Result<Upstream, Error> {
+        let Some(primary) = &self.keep.primary else {
+            return self.take_once(counted).await;
+        };
+        let started = Instant::now();
+        loop {
+            self.ready(started).await?;
+            match self.take_once(counted).await {
+                // The primary did not answer: hold (the next `ready` waits
+                // while the pool is marked down) rather than fail the batch.
+                Err(Error::UpstreamDown(cause))
+                    if !cause.needs_detail() && started.elapsed() < primary.hold_limit() =>
+                {
+                    tokio::task::yield_now().await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn take_once(&self, counted: bool) -> Result<Upstream, Error> {
         let started = Instant::now();
         // Idle connections found closed (Redis restarted) are discarded and the
         // next one tried; nothing was sent on them, so this is no retry.
@@ -328,6 +466,13 @@ impl Pool {
     /// every refused write into a new connection.
     pub fn mark_stale(&self, generation: u64) {
         use std::sync::atomic::Ordering;
+        if let Some(primary) = &self.keep.primary {
+            if generation >= self.generation() {
+                // Sentinel mode: the node the Sentinels named refuses writes.
+                // Hold until they are asked again (now).
+                primary.suspect("the primary answered -READONLY (demoted?)".into());
+            }
+        }
         let next = generation + 1;
         if self.generation() >= next {
             return;

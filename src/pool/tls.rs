@@ -26,6 +26,8 @@ use crate::config::TlsConfig;
 pub struct TlsTarget {
     connector: TlsConnector,
     server_name: ServerName<'static>,
+    /// `tls.server_name` was set: every node is verified against it.
+    fixed_name: bool,
 }
 
 impl fmt::Debug for TlsTarget {
@@ -73,6 +75,23 @@ impl TlsTarget {
         Ok(TlsTarget {
             connector: TlsConnector::from(Arc::new(client)),
             server_name,
+            fixed_name: config.server_name.is_some(),
+        })
+    }
+
+    /// The same settings for another node (a primary a Sentinel named, a
+    /// Sentinel): verified against `host`, unless `tls.server_name` is set.
+    pub fn for_host(&self, host: &str) -> Result<TlsTarget, UpstreamError> {
+        let server_name = if self.fixed_name {
+            self.server_name.clone()
+        } else {
+            ServerName::try_from(host.to_string())
+                .map_err(|e| UpstreamError::Tls(format!("server name '{host}': {e}")))?
+        };
+        Ok(TlsTarget {
+            connector: self.connector.clone(),
+            server_name,
+            fixed_name: self.fixed_name,
         })
     }
 

@@ -51,6 +51,9 @@ enum End {
     StreamEnded,
     /// Its replies could not be delivered in-band (see `Flow::Abort`).
     Aborted,
+    /// Sentinel mode: what it pinned (MULTI, WATCH, a subscription, a
+    /// blocking command) is on a node that is no longer the primary.
+    PrimaryMoved,
 }
 
 pub struct Session<S> {
@@ -260,6 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(why)
             }
             _ = self.shutdown.changed() => Err(End::Shutdown),
+            _ = self.exec.pin_moved(), if self.exec.is_pinned() => Err(End::PrimaryMoved),
         }
     }
 
@@ -270,6 +274,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn run_watching_client(&mut self) -> Option<Flow> {
         let mut early = BytesMut::new();
         let limit = self.shared.limits.max_frame_bytes;
+        // A blocking command waits on the primary of now; when the Sentinels
+        // move it, the client is closed (it reconnects to the new one).
+        let generation = self.shared.backend.generation();
+        let backend = self.shared.backend.clone();
+        let id = self.client_state.id;
         let flow = {
             // The client is read meanwhile, so its replies are only buffered.
             let run = execute(
@@ -287,6 +296,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         if matches!(read, Ok(0) | Err(_)) {
                             return None;
                         }
+                    }
+                    _ = backend.moved_from(generation) => {
+                        warn!(client = id, "closing the client: the primary moved while its blocking command waited");
+                        return Some(Flow::Abort);
                     }
                 }
             }
@@ -322,10 +335,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// connection is then closed, not pooled: it carried a subscription.
     async fn stream(&mut self, from: usize, mut conn: Upstream) -> Result<BytesMut, End> {
         let pending = self.rbuf.split_off(from);
+        let generation = conn.generation;
+        let backend = self.shared.backend.clone();
         let upstream = conn.streaming();
         let result = tokio::select! {
             r = super::stream::pump(&mut self.client, upstream, pending, &self.shared) => r,
             _ = self.shutdown.changed() => Ok(None),
+            _ = backend.moved_from(generation) => return Err(End::PrimaryMoved),
         };
         match result {
             Ok(Some(rest)) => Ok(rest),
