@@ -207,9 +207,12 @@ fn info_field(port: u16, section: &str, field: &str) -> Option<String> {
 #[test]
 fn failover_run_sees_the_switch_and_checks_the_writes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let primary = RedisServer::start();
+    // No 5 s wait before the first sync; the replica's RDB goes to `dir`.
+    let data = dir.path().to_str().expect("UTF-8 temp dir");
+    let primary = RedisServer::start_with(&["--repl-diskless-sync-delay", "0", "--dir", data]);
     let primary_port = primary.port.to_string();
-    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary_port]);
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary_port, "--dir", data]);
     let sentinel = Sentinel::start(dir.path(), primary.port);
     let sentinel_port = sentinel.server.port;
     wait_for("replica in sync", READY_TIMEOUT, || {
