@@ -81,7 +81,7 @@ pub struct FailoverArgs {
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub users: usize,
     /// Limit on one request, reconnect included, in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = 2000,
+    #[arg(long, value_name = "MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub timeout_ms: u64,
     /// Pause after a failed request, as an application's retry delay
