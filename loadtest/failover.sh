@@ -130,6 +130,7 @@ print(*chosen)
 PY
 }
 rcli() { redis-cli -h 127.0.0.1 -p "$@"; }
+fetch() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())' "$1"; }
 answers_ping() { [ "$(rcli "$1" ping 2>/dev/null)" = PONG ]; }
 field() { tr -d '\r' | awk -F: -v k="$1" '$1 == k { print $2 }'; }
 wait_until() { # what command...: polls every 0.1 s for 30 s
@@ -233,6 +234,11 @@ run_one() { # kind target round
         --failover "$kind" --failover-at "${failover_at}s" --duration "${duration}s" --users "$users" \
         --name "$target" --json "$dir/report.json" >"$dir/report.txt" 2>&1 </dev/null || rc=$?
     [ "$rc" = 0 ] || log "poolside-loadtest failover ($kind, $target) exited $rc: $(tail -n 1 "$dir/report.txt")"
+    if [ "$target" != direct ]; then
+        # poolside's own account of the failover, kept with the run.
+        fetch "http://127.0.0.1:$admin/metrics" >"$dir/metrics.txt" || log "no /metrics from poolside ($target)"
+        fetch "http://127.0.0.1:$admin/pool/status" >"$dir/status.json" || log "no /pool/status from poolside ($target)"
+    fi
     stop_pids "${run_pids[@]}"
     [ -s "$dir/report.json" ] || return 0
     python3 - "$dir/report.json" "$round" >>"$raw" <<'PY'
