@@ -456,6 +456,70 @@ fn rendered_config_names_each_source() {
     });
 }
 
+#[test]
+fn sentinel_settings_come_from_the_url_or_their_table() {
+    jailed(|jail| {
+        jail.set_env(
+            "REDIS_URL",
+            "redis+sentinel://app:data-pw@10.0.0.1:26380,10.0.0.2/mymaster/2",
+        );
+        jail.set_env("POOLSIDE_UPSTREAM__SENTINEL__PASSWORD", "sentinel-pw");
+        jail.set_env("POOLSIDE_UPSTREAM__SENTINEL__FAILOVER_HOLD_MS", "2500");
+        let (config, figment) = Config::load(&Overrides::default()).expect("loads");
+        let url = poolside::config::url::parse(&config.upstream.url).unwrap();
+        let setup = config.upstream.sentinel_setup(&url).unwrap().unwrap();
+        assert_eq!(setup.master_name, "mymaster");
+        assert_eq!(setup.addresses, ["10.0.0.1:26380", "10.0.0.2:26379"]);
+        assert_eq!(config.upstream.sentinel.failover_hold_ms, 2500);
+        let rendered = render_effective(&config, &figment);
+        assert!(rendered.contains("[upstream.sentinel]"), "{rendered}");
+        let hold = find_line(&rendered, "failover_hold_ms = ");
+        assert!(
+            hold.contains("2500") && hold.contains("POOLSIDE_UPSTREAM__SENTINEL__FAILOVER_HOLD_MS")
+        );
+        assert!(!rendered.contains("sentinel-pw") && !rendered.contains("data-pw"));
+        assert!(
+            toml::from_str::<toml::Value>(&rendered).is_ok(),
+            "valid TOML"
+        );
+
+        // The table wins over the URL.
+        jail.set_env("POOLSIDE_UPSTREAM__SENTINEL__MASTER_NAME", "other");
+        let config = load_default();
+        let setup = config.upstream.sentinel_setup(&url).unwrap().unwrap();
+        assert_eq!(setup.master_name, "other");
+    });
+}
+
+#[test]
+fn incomplete_sentinel_settings_are_rejected_by_key() {
+    jailed(|jail| {
+        jail.set_env("REDIS_URL", "redis+sentinel://10.0.0.1:26379");
+        let message = load_error();
+        assert!(
+            message.contains("upstream.url") && message.contains("MASTER_NAME"),
+            "{message}"
+        );
+        jail.set_env("REDIS_URL", "redis://127.0.0.1:6379");
+        jail.set_env(
+            "POOLSIDE_UPSTREAM__SENTINEL__ADDRESSES",
+            "[\"10.0.0.1:26379\"]",
+        );
+        let message = load_error();
+        assert!(
+            message.contains("upstream.sentinel.master_name"),
+            "{message}"
+        );
+        jail.set_env("POOLSIDE_UPSTREAM__SENTINEL__MASTER_NAME", "m");
+        jail.set_env(
+            "POOLSIDE_UPSTREAM__SENTINEL__ADDRESSES",
+            "[\"10.0.0.1:notaport\"]",
+        );
+        let message = load_error();
+        assert!(message.contains("upstream.sentinel.addresses"), "{message}");
+    });
+}
+
 fn find_line<'a>(text: &'a str, prefix: &str) -> &'a str {
     text.lines()
         .find(|l| l.starts_with(prefix))

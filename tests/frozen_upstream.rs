@@ -22,10 +22,18 @@ both_modes! {
         let poolside = start_poolside(&redis, mode, |c| {
             c.pool.response_timeout_ms = TIMEOUT_MS;
             c.upstream.connect_timeout_ms = 300;
+            // The control plane borrows an idle connection every second: with
+            // a spare one open, the request below never has to connect to the
+            // frozen Redis (which fails as "unavailable", not "timed out").
+            c.pool.min_idle = 2;
         })
         .await;
         let mut client = RawClient::connect(poolside.client_addr).await;
         client.command(&["SET", "frozen:k", "v"]).await.expect_ok();
+        wait_until(WAIT, "two idle connections", || async {
+            poolside.pool_snapshot().idle >= 2
+        })
+        .await;
 
         redis.signal("STOP");
         let started = Instant::now();

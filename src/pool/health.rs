@@ -257,7 +257,7 @@ async fn probe(pool: &Pool, idle: u32) -> Found {
                 return failed;
             }
         };
-        if conn.is_closed() {
+        if conn.is_closed() || pool.is_stale(&conn) {
             conn.mark_broken();
             continue;
         }

@@ -119,8 +119,12 @@ impl bb8::ManageConnection for UpstreamManager {
                 Ok(conn)
             }
             Err(e) => {
-                // Counted where a client is answered, or as a failed health check.
-                self.health.mark_down(&e);
+                // Counted where a client is answered, or as a failed health
+                // check. A connect to where the primary was before a switch
+                // says nothing about the new one.
+                if self.generation.load(Ordering::Acquire) == generation {
+                    self.health.mark_down(&e);
+                }
                 Err(e)
             }
         }

@@ -434,9 +434,14 @@ impl Pool {
                         "no pooled connection free for a probe",
                     )),
                 })?;
+                let stale = pool.is_stale(&conn);
                 let pinged = conn.ping().await;
                 if pinged.is_err() {
                     conn.mark_broken();
+                }
+                // The node a switch left says nothing about the new primary.
+                if stale {
+                    return Ok(());
                 }
                 pinged
             };

@@ -225,18 +225,28 @@ impl Sentinels {
             }
         }
         let current = self.inner.primary.address();
+        // Checked at most once per poll, only when a Sentinel alone thinks
+        // the primary down (`s_down` without `o_down`).
+        let mut answers_us: Option<bool> = None;
         for (index, address, answer) in &answers {
             self.learn(&answer.others);
             // Flags about the node poolside uses; a Sentinel still
             // monitoring the old primary speaks of that one.
             let about_current =
                 current.is_some() && answer.monitored.as_deref() == current.as_deref();
+            let has = |flag: &str| answer.flags.split(',').any(|x| x == flag);
             let down = ["s_down", "o_down", "failover_in_progress"]
                 .into_iter()
-                .filter(|f| answer.flags.split(',').any(|x| x == *f))
+                .filter(|f| has(f))
                 .collect::<Vec<_>>();
-            let report = (about_current && !down.is_empty())
+            let mut report = (about_current && !down.is_empty())
                 .then(|| format!("Sentinel {address} reports the primary {}", down.join(",")));
+            if report.is_some() && !has("o_down") && !has("failover_in_progress") {
+                let current = current.as_deref().unwrap_or_default();
+                if *answers_us.get_or_insert(self.answers(current).await) {
+                    report = None;
+                }
+            }
             self.inner.primary.report(*index, report);
         }
         // The newest configuration first.
@@ -471,6 +481,12 @@ impl Sentinels {
         true
     }
 
+    /// `ROLE` on `address` says `master`, within the Sentinel timeout.
+    async fn answers(&self, address: &str) -> bool {
+        let asked = tokio::time::timeout(self.inner.link.timeout, self.role_of(address)).await;
+        matches!(asked, Ok(Ok(role)) if role == "master")
+    }
+
     async fn role_of(&self, address: &str) -> Result<String, String> {
         let tls = match &self.inner.data.tls {
             Some(tls) => Some(tls.for_host(host_of(address)).map_err(|e| e.to_string())?),
@@ -570,7 +586,18 @@ impl Sentinels {
                     }
                 }
             }
-            "+sdown" | "+odown" if about.is_master && ours => {
+            // One Sentinel's opinion (a partition between it and the
+            // primary, say) holds nothing while the primary answers poolside.
+            "+sdown" if about.is_master && ours => {
+                let current = current.as_deref().unwrap_or_default();
+                if !self.answers(current).await {
+                    primary.report(
+                        index,
+                        Some(format!("Sentinel {sentinel}: {event} {payload}")),
+                    );
+                }
+            }
+            "+odown" if about.is_master && ours => {
                 primary.report(
                     index,
                     Some(format!("Sentinel {sentinel}: {event} {payload}")),
