@@ -133,11 +133,19 @@ rcli() { redis-cli -h 127.0.0.1 -p "$@"; }
 fetch() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())' "$1"; }
 answers_ping() { [ "$(rcli "$1" ping 2>/dev/null)" = PONG ]; }
 field() { tr -d '\r' | awk -F: -v k="$1" '$1 == k { print $2 }'; }
-wait_until() { # what command...: polls every 0.1 s for 30 s
-    local what=$1
+wait_until() { # what command...: polls every 0.1 s for 30 s; fails at once when
+    # a process of the run has exited (a port taken between the pick and the bind)
+    local what=$1 pid
     shift
-    for _ in $(seq 300); do "$@" && return 0; sleep 0.1; done
-    die "$what: not ready after 30 s (logs in $dir)"
+    for _ in $(seq 300); do
+        "$@" && return 0
+        for pid in "${run_pids[@]}"; do
+            kill -0 "$pid" 2>/dev/null || { log "$what: a process of the run exited"; return 1; }
+        done
+        sleep 0.1
+    done
+    log "$what: not ready after 30 s"
+    return 1
 }
 
 # 3. The topology, in $dir: primary $p0, replicas $p1 $p2, Sentinels $s0 $s1 $s2.
@@ -176,10 +184,9 @@ EOF
         redis-sentinel "$dir/sentinel-$port.conf" &
         run_pids+=($!)
     done
-    wait_until "replica $p1" replica_ready "$p1"
-    wait_until "replica $p2" replica_ready "$p2"
-    wait_until "primary $p0" primary_ready
-    for port in "$s0" "$s1" "$s2"; do wait_until "Sentinel $port" sentinel_ready "$port"; done
+    wait_until "replica $p1" replica_ready "$p1" && wait_until "replica $p2" replica_ready "$p2" &&
+        wait_until "primary $p0" primary_ready || return 1
+    for port in "$s0" "$s1" "$s2"; do wait_until "Sentinel $port" sentinel_ready "$port" || return 1; done
 }
 
 start_poolside() { # mode listen_port admin_port
@@ -218,17 +225,23 @@ log "targets: ${targets[*]}; kinds: $kinds; $rounds round(s) of ${duration}s run
 raw=$work/results.tsv
 : >"$raw"
 run_one() { # kind target round
-    local kind=$1 target=$2 round=$3 rc=0 url
-    dir=$work/$kind-$round-$target
-    mkdir -p "$dir"
-    read -r p0 p1 p2 s0 s1 s2 listen admin < <(free_ports 8)
-    sentinel_url="redis+sentinel://127.0.0.1:$s0,127.0.0.1:$s1,127.0.0.1:$s2/$service"
-    run_pids=()
-    start_topology
-    case "$target" in
-    direct) url=$sentinel_url ;;
-    transaction | multiplexed) start_poolside "$target" "$listen" "$admin"; url=redis://127.0.0.1:$listen ;;
-    esac
+    local kind=$1 target=$2 round=$3 rc=0 url attempt
+    for attempt in 1 2 3; do
+        dir=$work/$kind-$round-$target
+        rm -rf "$dir" && mkdir -p "$dir"
+        read -r p0 p1 p2 s0 s1 s2 listen admin < <(free_ports 8)
+        sentinel_url="redis+sentinel://127.0.0.1:$s0,127.0.0.1:$s1,127.0.0.1:$s2/$service"
+        url=$sentinel_url
+        run_pids=()
+        if start_topology && { [ "$target" = direct ] || start_poolside "$target" "$listen" "$admin"; }; then
+            break
+        fi
+        stop_pids "${run_pids[@]}"
+        [ "$attempt" -lt 3 ] || die "$kind, $target: could not start the topology 3 times (logs in $dir)"
+        mv "$dir" "$dir.failed-$attempt"
+        log "$kind, $target: starting again on fresh ports"
+    done
+    [ "$target" = direct ] || url=redis://127.0.0.1:$listen
     log "$kind failover, $target, round $round/$rounds"
     timeout --foreground "$run_limit" "$loadtest" failover --target "$url" --sentinel "$sentinel_url" \
         --failover "$kind" --failover-at "${failover_at}s" --duration "${duration}s" --users "$users" \
