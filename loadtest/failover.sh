@@ -221,7 +221,7 @@ fi
 log "targets: ${targets[*]}; kinds: $kinds; $rounds round(s) of ${duration}s runs, failover at ${failover_at}s"
 
 # 5. Runs. One JSON report per run; raw results, one line per run:
-# kind  target  round  ok  failed  lost  p50_ms  p99_ms  max_ms  recovered_ms  switch_ms  last_lost_ms
+# kind target round ok failed lost p50_ms p99_ms max_ms recovered_ms switch_ms last_lost_ms disrupted_ms
 raw=$work/results.tsv
 : >"$raw"
 run_one() { # kind target round
@@ -261,7 +261,8 @@ lat, w = r["latency"], r["writes"]
 blank = lambda v: "" if v is None else round(v, 1)
 print("\t".join(map(str, [r["failover"], r["name"], rnd, r["ok"], r["failed"], w["lost"],
                           lat["p50_ms"], lat["p99_ms"], lat["max_ms"], blank(r["recovered_after_ms"]),
-                          blank(r["switch_after_ms"]), blank(w["last_lost_after_ms"])])))
+                          blank(r["switch_after_ms"]), blank(w["last_lost_after_ms"]),
+                          r["disrupted_ms"]])))
 PY
 }
 
@@ -299,10 +300,10 @@ def med(rows, i):
 def secs(rows, i):
     values = [r[i] for r in rows]
     if all(v is None for v in values):
-        return "never"
+        return "not recovered"
     text = f"{med(rows, i) / 1000:.2f} s"
     if any(v is None for v in values):
-        text += f" ({sum(v is None for v in values)} never)"
+        text += f" ({sum(v is None for v in values)} not recovered)"
     return text
 KINDS = {"manual": "SENTINEL FAILOVER", "kill": "kill -9 primary"}
 print("| failover | target | requests ok | failed | lost acked writes | latency p50 / p99 / max ms | recovered after | Sentinel switch after |")
@@ -314,10 +315,11 @@ for kind, target in order:
     if lost:
         lost_text += f" (until +{max(r[8] or 0 for r in rows) / 1000:.1f} s)"
     print(f"| {KINDS.get(kind, kind)} | {target} | {med(rows, 0):,.0f} | {med(rows, 1):,.0f} | {lost_text} | "
-          f"{med(rows, 3):.2f} / {med(rows, 4):.2f} / {med(rows, 5):,.0f} | {secs(rows, 6)} | {secs(rows, 7)} |")
+          f"{med(rows, 3):.2f} / {med(rows, 4):.2f} / {med(rows, 5):,.0f} | "
+          f"{secs(rows, 6)} ({med(rows, 9) / 1000:.2f} s disrupted) | {secs(rows, 7)} |")
 print()
 print("Times are from the moment the failover was forced. Latency covers every request, ok or failed.")
-print("Recovered: start of the first second in which every 50 ms had a success and no failure.")
+print("Recovered: end of the last 50 ms with a failure or without a success (disrupted: all such 50 ms added up).")
 PY
 } >"$report"
 

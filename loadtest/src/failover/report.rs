@@ -36,8 +36,12 @@ pub struct FailoverReport {
     pub connections_opened: u64,
     /// Every request, ok or failed.
     pub latency: Latency,
-    /// See timeline.rs; None: not recovered before the end of the load.
+    /// End of the last 50 ms bin with a failure or without a success, in
+    /// ms after the failover was forced (see timeline.rs); None: less than
+    /// a steady second followed it before the end of the load.
     pub recovered_after_ms: Option<f64>,
+    /// Time in such bins after the failover was forced.
+    pub disrupted_ms: f64,
     /// End of the first and of the last 50 ms bin with a failure, in ms
     /// after the failover was forced.
     pub first_failure_after_ms: Option<f64>,
@@ -82,6 +86,7 @@ impl FailoverReport {
             connections_opened: totals.connects,
             latency: Latency::from_histogram(&totals.latency),
             recovered_after_ms: series.recovered_after_ms(facts.forced),
+            disrupted_ms: series.disrupted_ms(facts.forced),
             first_failure_after_ms: failures.map(|f| f.0),
             last_failure_after_ms: failures.map(|f| f.1),
             writes: facts.writes,
@@ -133,11 +138,19 @@ impl FailoverReport {
             "  latency     p50 {:.3} / p99 {:.3} / max {:.3} ms (every request, ok or failed)",
             l.p50_ms, l.p99_ms, l.max_ms
         );
-        let _ = write!(
-            out,
-            "  recovered   {} after the failover was forced",
-            secs(self.recovered_after_ms)
-        );
+        match self.recovered_after_ms {
+            Some(ms) => {
+                let _ = write!(
+                    out,
+                    "  recovered   {:.2} s after the failover was forced",
+                    ms / 1000.0
+                );
+            }
+            None => {
+                out.push_str("  recovered   not within the load (less than 1 s steady at its end)")
+            }
+        }
+        let _ = write!(out, ", {:.2} s of it disrupted", self.disrupted_ms / 1000.0);
         if let (Some(first), Some(last)) = (self.first_failure_after_ms, self.last_failure_after_ms)
         {
             let _ = write!(

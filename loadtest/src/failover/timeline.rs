@@ -1,11 +1,12 @@
 //! Completions per 50 ms bin, and the time to recover read from them.
 //!
 //! A bin is *good* when at least one request succeeded in it and none
-//! failed. The time to recover is measured from the moment the failover was
-//! forced to the start of the first run of [`STEADY_BINS`] good bins (one
-//! second) that begins at or after it; zero when that run starts in the bin
-//! the failover was forced in. No such run before the end of the load: not
-//! recovered.
+//! failed, *bad* otherwise (a failure, or a stall with no success). The time
+//! to recover is measured from the moment the failover was forced to the
+//! end of the last bad bin at or after it: from then on every bin until the
+//! end of the load is good. Zero when there is no bad bin; not recovered
+//! when fewer than [`STEADY_BINS`] good bins (one second) follow the last
+//! bad one before the end of the load.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use serde::Serialize;
 
 /// Width of one bin.
 pub const BIN: Duration = Duration::from_millis(50);
-/// Good bins in a row that count as "succeeding steadily again": 1 s.
+/// Good bins that must end the load for it to count as recovered: 1 s.
 pub const STEADY_BINS: usize = 20;
 
 /// Live counters, shared by all users; a request lands in the bin of the
@@ -75,20 +76,32 @@ impl Series {
         self.ok[i] > 0 && self.failed[i] == 0
     }
 
-    /// Milliseconds from `forced` (time since the start of the load) to the
-    /// first steady second, or None when the load ended first.
+    /// Milliseconds from `forced` (time since the start of the load) to
+    /// the end of the last bad bin, or None when the load ended too soon
+    /// after it.
     pub fn recovered_after_ms(&self, forced: Duration) -> Option<f64> {
         let first = bin_of(forced);
         let n = self.ok.len();
-        let mut run = 0;
-        for i in first..n {
-            run = if self.good(i) { run + 1 } else { 0 };
-            if run == STEADY_BINS {
-                let start = Duration::from_millis(self.bin_ms * (i + 1 - STEADY_BINS) as u64);
-                return Some(start.saturating_sub(forced).as_secs_f64() * 1000.0);
-            }
+        let last_bad = (first..n).rev().find(|&i| !self.good(i));
+        let steady_from = last_bad.map_or(first, |i| i + 1);
+        if n.saturating_sub(steady_from) < STEADY_BINS {
+            return None;
         }
-        None
+        Some(last_bad.map_or(0.0, |i| self.end_after_ms(i, forced)))
+    }
+
+    /// Milliseconds in bad bins at or after `forced`.
+    pub fn disrupted_ms(&self, forced: Duration) -> f64 {
+        let bad = (bin_of(forced)..self.ok.len())
+            .filter(|&i| !self.good(i))
+            .count();
+        (bad as u64 * self.bin_ms) as f64
+    }
+
+    /// From `forced` to the end of bin `i`, in ms.
+    fn end_after_ms(&self, i: usize, forced: Duration) -> f64 {
+        let edge = Duration::from_millis(self.bin_ms * (i + 1) as u64);
+        edge.saturating_sub(forced).as_secs_f64() * 1000.0
     }
 
     /// (first, last) bin with a failure at or after `forced`, as ms from
@@ -98,11 +111,10 @@ impl Series {
         let mut bins = (first..self.failed.len()).filter(|&i| self.failed[i] > 0);
         let begin = bins.next()?;
         let end = bins.next_back().unwrap_or(begin);
-        let to_ms = |i: usize| {
-            let edge = Duration::from_millis(self.bin_ms * (i + 1) as u64);
-            edge.saturating_sub(forced).as_secs_f64() * 1000.0
-        };
-        Some((to_ms(begin), to_ms(end)))
+        Some((
+            self.end_after_ms(begin, forced),
+            self.end_after_ms(end, forced),
+        ))
     }
 }
 
@@ -132,27 +144,31 @@ mod tests {
         let s = series(&[], &[]);
         assert_eq!(s.recovered_after_ms(Duration::from_millis(3020)), Some(0.0));
         assert_eq!(s.failures_after_ms(Duration::from_millis(3020)), None);
+        assert_eq!(s.disrupted_ms(Duration::from_millis(3020)), 0.0);
     }
 
     #[test]
-    fn recovery_ends_where_the_first_steady_second_starts() {
+    fn recovery_ends_with_the_last_bad_bin() {
         // Failover forced at 3.0 s (bin 60); failures in bins 62..=70, a
-        // stall (no completions) in 75, one stray failure at bin 90.
-        let bad: Vec<usize> = (62..=70).chain([90]).collect();
+        // stall (no completions) in 75, a late failure at bin 150.
+        let bad: Vec<usize> = (62..=70).chain([150]).collect();
         let s = series(&bad, &[75]);
         let forced = Duration::from_millis(3000);
-        // 71..75 is too short, 76..96 is broken by 90: the run starts at 91.
-        assert_eq!(s.recovered_after_ms(forced), Some(91.0 * 50.0 - 3000.0));
-        assert_eq!(s.failures_after_ms(forced), Some((150.0, 1550.0)));
+        assert_eq!(s.recovered_after_ms(forced), Some(151.0 * 50.0 - 3000.0));
+        assert_eq!(s.failures_after_ms(forced), Some((150.0, 4550.0)));
+        assert_eq!(s.disrupted_ms(forced), 11.0 * 50.0);
         // Failures before the failover do not count.
         let s = series(&[10], &[]);
         assert_eq!(s.recovered_after_ms(forced), Some(0.0));
     }
 
     #[test]
-    fn no_steady_second_before_the_end_is_not_recovered() {
-        let s = series(&[190], &[]);
-        assert_eq!(s.recovered_after_ms(Duration::from_millis(9000)), None);
+    fn less_than_a_steady_second_before_the_end_is_not_recovered() {
+        // 200 bins, forced at 8 s (bin 160): a last bad bin at 185 leaves
+        // 14 good ones, at 179 exactly 20.
+        let forced = Duration::from_millis(8000);
+        assert_eq!(series(&[185], &[]).recovered_after_ms(forced), None);
+        assert_eq!(series(&[179], &[]).recovered_after_ms(forced), Some(1000.0));
     }
 
     #[test]
