@@ -79,6 +79,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let pool = Pool::new(&config, target.clone());
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut sentinel_password = SecretCell::default();
     let sentinels = match sentinel {
         Some(setup) => {
             let s = &config.upstream.sentinel;
@@ -89,11 +90,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 ),
                 None => s.password.clone(),
             };
+            sentinel_password = SecretCell::new(password);
             let link = SentinelLink {
                 master_name: setup.master_name,
                 addresses: setup.addresses,
                 username: s.username.clone(),
-                password: SecretCell::new(password),
+                password: sentinel_password.clone(),
                 tls: target.tls.clone(),
                 timeout: Duration::from_millis(config.upstream.connect_timeout_ms.min(1_000)),
                 poll_every: Duration::from_millis(s.poll_interval_ms),
@@ -108,7 +110,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let traffic = Arc::new(Traffic::default());
     let shared = Arc::new(Shared::new(&config, pool.clone(), traffic.clone(), &target));
     let secrets = SecretFiles::load(&config, password, shared.credentials.clone())
-        .map_err(anyhow::Error::msg)?;
+        .map_err(anyhow::Error::msg)?
+        .with_sentinel(
+            config.upstream.sentinel.password_file.clone(),
+            sentinel_password,
+        );
     let drain = Duration::from_millis(config.drain_timeout_ms);
 
     let listener = TcpListener::bind(&config.listen)

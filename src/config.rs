@@ -230,7 +230,8 @@ pub struct SentinelConfig {
     /// For Sentinels started with `requirepass` / ACL users.
     pub username: Option<String>,
     pub password: Option<Secret>,
-    /// File holding the Sentinels' password (wins over `password`).
+    /// File holding the Sentinels' password (wins over `password`);
+    /// re-read on SIGHUP for new Sentinel connections.
     pub password_file: Option<PathBuf>,
     /// How long a batch not yet written may wait for a primary while a
     /// failover runs (the primary unreachable, or a Sentinel reporting it

@@ -33,6 +33,8 @@ pub struct SecretFiles {
     upstream_file: Option<PathBuf>,
     upstream: SecretCell,
     client: Arc<Credentials>,
+    /// `upstream.sentinel.password_file` and the Sentinels' password.
+    sentinel: Option<(PathBuf, SecretCell)>,
 }
 
 impl SecretFiles {
@@ -49,7 +51,14 @@ impl SecretFiles {
             upstream_file: config.upstream.password_file.clone(),
             upstream,
             client,
+            sentinel: None,
         })
+    }
+
+    /// Also re-read the Sentinels' password file into `cell` on SIGHUP.
+    pub fn with_sentinel(mut self, file: Option<PathBuf>, cell: SecretCell) -> SecretFiles {
+        self.sentinel = file.map(|f| (f, cell));
+        self
     }
 
     /// SIGHUP: new upstream connections and new AUTHs use the files' current
@@ -69,6 +78,18 @@ impl SecretFiles {
                 }
             }
         }
+        if let Some((path, cell)) = &self.sentinel {
+            match read_secret_file(path) {
+                Ok(secret) => {
+                    cell.set(Some(secret));
+                    read += 1;
+                    info!(file = %path.display(), "reloaded the Sentinels' password");
+                }
+                Err(e) => {
+                    warn!(error = %e, "upstream.sentinel.password_file not reloaded; the previous password stays")
+                }
+            }
+        }
         match self.client.reload() {
             Ok(true) => {
                 read += 1;
@@ -79,7 +100,7 @@ impl SecretFiles {
                 warn!(error = %e, "client_password_file not reloaded; the previous password stays")
             }
         }
-        if self.upstream_file.is_none() && read == 0 {
+        if self.upstream_file.is_none() && self.sentinel.is_none() && read == 0 {
             info!("SIGHUP: no password files configured; nothing to reload");
         }
         read

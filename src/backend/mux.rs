@@ -87,7 +87,7 @@ impl Multiplexer {
     /// Queues a batch on the least busy lane, opening a lane when all are saturated.
     pub async fn submit(&self, mut req: MuxRequest) -> Result<(), Error> {
         // Sentinel mode: no lane takes a batch while a failover holds.
-        self.pool.ready(std::time::Instant::now()).await?;
+        self.pool.ready().await?;
         loop {
             let lane = match self.pick() {
                 Some(lane) => lane,

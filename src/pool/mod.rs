@@ -209,10 +209,17 @@ impl Pool {
     /// In Sentinel mode, a checkout or lane submit first waits here while
     /// the primary cannot take the batch (none known, a Sentinel reports it
     /// down or failing over, or it does not answer), up to
-    /// `failover_hold_ms` from `started`; then `Error::NoPrimary`. Nothing
+    /// `failover_hold_ms`; then `Error::NoPrimary`. Nothing
     /// has been written yet, so the batch runs on whichever primary comes.
     /// Returns at once otherwise.
-    pub async fn ready(&self, started: Instant) -> Result<(), Error> {
+    pub async fn ready(&self) -> Result<(), Error> {
+        if self.keep.primary.is_none() {
+            return Ok(());
+        }
+        self.ready_since(Instant::now()).await
+    }
+
+    async fn ready_since(&self, started: Instant) -> Result<(), Error> {
         let Some(primary) = &self.keep.primary else {
             return Ok(());
         };
@@ -258,9 +265,17 @@ impl Pool {
         let failover = primary.set(address);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.health.mark_up();
+        // Only now may held batches go: every connection they can get is
+        // the new primary's.
+        primary.release();
         self.keep.moved.notify_waiters();
         let pool = self.clone();
-        tokio::spawn(async move { pool.close_stale_idle().await });
+        tokio::spawn(async move {
+            pool.close_stale_idle().await;
+            // Readiness, latency and `min_idle` follow the new primary now,
+            // not a health interval later.
+            check_once(&pool).await;
+        });
         failover
     }
 
@@ -310,9 +325,17 @@ impl Pool {
         let Some(primary) = &self.keep.primary else {
             return self.take_once(counted).await;
         };
+        if !counted {
+            // The control plane does not wait out a failover (it holds the
+            // health round's lock meanwhile): it tries again later.
+            if primary.holds(self.health.is_down()) {
+                return Err(Error::NoPrimary { held_ms: 0 });
+            }
+            return self.take_once(false).await;
+        }
         let started = Instant::now();
         loop {
-            self.ready(started).await?;
+            self.ready_since(started).await?;
             match self.take_once(counted).await {
                 // The primary did not answer: hold (the next `ready` waits
                 // while the pool is marked down) rather than fail the batch.

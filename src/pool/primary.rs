@@ -93,9 +93,10 @@ impl Primary {
     }
 
     /// Makes `address` the primary. `true` when it replaced another one (a
-    /// failover: counted). Every Sentinel report about the old primary is
-    /// dropped with it. The caller bumps the pool generation after this, so
-    /// a connection of the new generation always reads the new address.
+    /// failover: counted). The caller bumps the pool generation after this,
+    /// so a connection of the new generation always reads the new address,
+    /// and only then [`release`](Self::release)s the batches held: woken
+    /// earlier, one could still take a connection to the old primary.
     pub(super) fn set(&self, address: &str) -> bool {
         let previous = {
             let mut current = self.address.write().unwrap_or_else(|e| e.into_inner());
@@ -112,9 +113,14 @@ impl Primary {
                 .map_or(0, |d| d.as_millis() as u64);
             self.last_failover_unix_ms.store(now, Ordering::Relaxed);
         }
+        failover
+    }
+
+    /// After a switch: every report about the old primary is dropped, and
+    /// the batches waiting go.
+    pub(super) fn release(&self) {
         *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = Hold::default();
         self.changed.notify_waiters();
-        failover
     }
 
     /// Sentinel `index` reports the primary down or failing over (`Some`,

@@ -252,6 +252,7 @@ impl Sentinels {
         // The newest configuration first.
         answers.sort_by_key(|(_, _, a)| std::cmp::Reverse(a.epoch));
         let mut tried = Vec::new();
+        let mut refused = Vec::new();
         for (_, address, answer) in &answers {
             let Some(candidate) = &answer.primary else {
                 continue;
@@ -272,8 +273,9 @@ impl Sentinels {
                 "Sentinel {address} names it (config epoch {})",
                 answer.epoch
             );
-            if self.check_and_switch(candidate, answer.epoch, &why).await {
-                break;
+            match self.check_and_switch(candidate, answer.epoch, &why).await {
+                Ok(()) => break,
+                Err(e) => refused.push(e),
             }
             if current.is_some() {
                 break;
@@ -305,7 +307,7 @@ impl Sentinels {
             } else {
                 format!(
                     "no node the Sentinels named is a primary ({})",
-                    tried.join(", ")
+                    refused.join("; ")
                 )
             };
             if self.inner.primary.unknown(why.clone()) {
@@ -435,12 +437,12 @@ impl Sentinels {
             .map_err(|_| format!("no connection within {} ms", link.timeout.as_millis()))?
     }
 
-    /// Makes `candidate` the primary if `ROLE` on it says `master`. `true`
-    /// when it is the primary afterwards.
-    async fn check_and_switch(&self, candidate: &str, epoch: u64, why: &str) -> bool {
+    /// Makes `candidate` the primary if `ROLE` on it says `master`.
+    /// `Ok` when it is the primary afterwards; why not, otherwise.
+    async fn check_and_switch(&self, candidate: &str, epoch: u64, why: &str) -> Result<(), String> {
         let _one = self.inner.switching.lock().await;
         if self.inner.primary.address().as_deref() == Some(candidate) {
-            return true;
+            return Ok(());
         }
         match self.role_of(candidate).await {
             Ok(role) if role == "master" => {}
@@ -449,11 +451,11 @@ impl Sentinels {
                     candidate,
                     role, "Sentinel: the named node is not a primary (yet)"
                 );
-                return false;
+                return Err(format!("{candidate}: ROLE says {role}"));
             }
             Err(e) => {
                 debug!(candidate, error = %e, "Sentinel: cannot ask the named node its ROLE");
-                return false;
+                return Err(format!("{candidate}: {e}"));
             }
         }
         let from = self.inner.primary.address();
@@ -478,7 +480,7 @@ impl Sentinels {
                 info!(master = %master, primary = %candidate, reason = %why, "Sentinel: primary found")
             }
         }
-        true
+        Ok(())
     }
 
     /// `ROLE` on `address` says `master`, within the Sentinel timeout.
@@ -578,7 +580,7 @@ impl Sentinels {
                     // Newer than anything polled: the failover's own epoch.
                     let epoch = self.inner.epoch.load(Ordering::Acquire) + 1;
                     let why = format!("{event} from Sentinel {sentinel}");
-                    if !self.check_and_switch(&to, epoch, &why).await && ours {
+                    if self.check_and_switch(&to, epoch, &why).await.is_err() && ours {
                         primary.report(
                             index,
                             Some(format!("{event} named {to}, not a primary yet")),

@@ -5,7 +5,9 @@
 //! a test once per mode), clients (a raw RESP one in [`raw`], redis-rs ones here), the
 //! admin HTTP client ([`http::get`]), the Prometheus text parser
 //! ([`metrics::Metrics`]), certificates ([`tls::Certs`]), the admin tests'
-//! helpers ([`admin`]) and condition waits.
+//! helpers ([`admin`]), a Sentinel topology ([`sentinel::SentinelSet`]), write
+//! load that records what was acknowledged ([`writers::Writers`]) and
+//! condition waits.
 //!
 //! Tests never sleep to synchronise: they wait for a condition with a
 //! deadline ([`wait_until`], [`wait_for`]), which fails the test naming it.
@@ -17,8 +19,10 @@ pub mod busy;
 pub mod http;
 pub mod metrics;
 pub mod raw;
+pub mod sentinel;
 pub mod server;
 pub mod tls;
+pub mod writers;
 
 use std::fmt::Debug;
 use std::future::Future;

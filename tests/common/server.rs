@@ -38,6 +38,7 @@ pub struct RedisBuilder {
     persistent: bool,
     args: Vec<String>,
     log_file: Option<PathBuf>,
+    port: Option<u16>,
 }
 
 impl RedisBuilder {
@@ -119,15 +120,28 @@ impl RedisBuilder {
         self
     }
 
+    /// Listens on this port instead of a free one (no retry with another
+    /// port when it is taken): for a test that pointed poolside at the port
+    /// before anything listened there.
+    pub fn port(mut self, port: u16) -> RedisBuilder {
+        self.port = Some(port);
+        self
+    }
+
     /// Starts the server on a free port and waits until it is ready: it
     /// answers PING (a TLS server: it accepts TCP connections).
     pub async fn start(self) -> RedisServer {
         // Another process may take the free port between our probe and the
         // server's bind: retry with a fresh port when the server exits early.
-        for _ in 0..START_ATTEMPTS {
+        let attempts = if self.port.is_some() {
+            1
+        } else {
+            START_ATTEMPTS
+        };
+        for _ in 0..attempts {
             let mut server = RedisServer {
                 child: None,
-                port: free_port(),
+                port: self.port.unwrap_or_else(free_port),
                 options: self.clone(),
             };
             server.spawn();
@@ -141,8 +155,8 @@ impl RedisBuilder {
             None => "",
         };
         panic!(
-            "redis-server {:?} did not start after {START_ATTEMPTS} attempts{hint}{}",
-            self.command_line(0),
+            "redis-server {:?} did not start after {attempts} attempts{hint}{}",
+            self.command_line(self.port.unwrap_or(0)),
             self.log_text()
         );
     }
@@ -290,6 +304,11 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Started and not stopped (it may still have died by itself).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn addr(&self) -> SocketAddr {
