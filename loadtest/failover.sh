@@ -313,7 +313,7 @@ for kind, target in order:
     lost = int(sum(r[2] for r in rows))
     lost_text = f"{lost:,}"
     if lost:
-        lost_text += f" (until +{max(r[8] or 0 for r in rows) / 1000:.1f} s)"
+        lost_text += f" (until {max(r[8] for r in rows if r[8] is not None) / 1000:+.1f} s)"
     print(f"| {KINDS.get(kind, kind)} | {target} | {med(rows, 0):,.0f} | {med(rows, 1):,.0f} | {lost_text} | "
           f"{med(rows, 3):.2f} / {med(rows, 4):.2f} / {med(rows, 5):,.0f} | "
           f"{secs(rows, 6)} ({med(rows, 9) / 1000:.2f} s disrupted) | {secs(rows, 7)} |")

@@ -168,7 +168,7 @@ impl FailoverReport {
             w.acknowledged, w.lost
         );
         if let Some(last) = w.last_lost_after_ms {
-            let _ = write!(out, " (the last acknowledged at +{:.2} s)", last / 1000.0);
+            let _ = write!(out, " (the last acknowledged at {:+.3} s)", last / 1000.0);
         }
         let _ = writeln!(
             out,

@@ -33,8 +33,9 @@ pub struct WriteCheck {
     pub acknowledged: u64,
     /// Acknowledged writes missing or different on the new primary.
     pub lost: u64,
-    /// Reply time of the last lost write, in ms from the forced failover:
-    /// until then writes went where they did not survive.
+    /// Reply time of the last lost write, in ms from the forced failover
+    /// (negative: before it): until then writes went where they did not
+    /// survive.
     pub last_lost_after_ms: Option<f64>,
     /// Writes that failed (error or timeout).
     pub failed: u64,
@@ -60,7 +61,7 @@ pub async fn check(
             for ((seq, at), value) in batch.iter().zip(values) {
                 if value != Some(seq.to_string()) {
                     out.lost += 1;
-                    let after = at.saturating_sub(forced).as_secs_f64() * 1000.0;
+                    let after = (at.as_secs_f64() - forced.as_secs_f64()) * 1000.0;
                     out.last_lost_after_ms =
                         Some(out.last_lost_after_ms.map_or(after, |m| m.max(after)));
                 }
