@@ -8,7 +8,10 @@
 //! demoted node, and show in `/pool/status` and `/metrics`. Pinned sessions
 //! on the old primary are closed. A Sentinel down changes nothing for
 //! clients; with no Sentinel at all poolside starts, not ready, and clients
-//! get `-ERR poolside: no primary` once the hold expires.
+//! get `-ERR poolside: no primary` once the hold expires. With
+//! `rediss+sentinel://` and everything TLS-only, poolside follows a failover
+//! the same way. A frozen primary (`kill -STOP`) is replaced as a killed one
+//! is, and once it thaws, still a master, poolside leaves it alone.
 
 mod common;
 
@@ -18,8 +21,9 @@ use std::time::{Duration, Instant};
 use common::admin::{status, wait_for_status};
 use common::raw::{RawClient, Reply};
 use common::sentinel::{role, sentinel_url, SentinelSet};
+use common::tls::Certs;
 use common::writers::{Load, Writers};
-use common::{both_modes, free_port, get, query, wait_until, RedisServer, WAIT};
+use common::{both_modes, free_port, get, query, wait_for, wait_until, RedisServer, WAIT};
 use poolside::app::Running;
 use poolside::config::{Config, PoolMode};
 use serde_json::Value;
@@ -32,14 +36,28 @@ const HOLD_MS: u64 = 8_000;
 /// How long poolside may take to drop its connections to a demoted node or
 /// close a pinned session once it shows the new primary.
 const CLEAN_UP: Duration = Duration::from_secs(5);
+/// `pool.response_timeout_ms` in the frozen-primary test: well under the
+/// Sentinels' `down-after-milliseconds`.
+const FROZEN_TIMEOUT_MS: u64 = 500;
 
 /// poolside in `mode` for the Sentinels in `url`, with a pool as large as
 /// the writers and `hold_ms` of failover hold.
 async fn start(url: &str, mode: PoolMode, hold_ms: u64) -> Running {
+    start_with(url, mode, hold_ms, |_| {}).await
+}
+
+/// [`start`], after `tweak` adjusts the config.
+async fn start_with(
+    url: &str,
+    mode: PoolMode,
+    hold_ms: u64,
+    tweak: impl FnOnce(&mut Config),
+) -> Running {
     let mut config = Config::for_tests(url);
     config.pool.mode = mode;
     config.pool.max_connections = WRITERS as u32;
     config.upstream.sentinel.failover_hold_ms = hold_ms;
+    tweak(&mut config);
     poolside::app::start(config).await.expect("poolside starts")
 }
 
@@ -61,33 +79,42 @@ async fn wait_for_primary(poolside: &Running, primary: SocketAddr) -> Value {
 
 /// Whether `upstream.sentinel.sentinels` in `/pool/status` lists each of
 /// `addrs` as reachable or not, as `expected`.
-fn shows_reachable(status: &Value, addrs: &[SocketAddr], expected: [bool; 3]) -> bool {
+fn shows_reachable(status: &Value, addrs: &[SocketAddr], expected: &[bool]) -> bool {
     let listed = status["upstream"]["sentinel"]["sentinels"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    addrs.iter().zip(expected).all(|(addr, up)| {
+    addrs.iter().zip(expected).all(|(addr, &up)| {
         listed
             .iter()
             .any(|e| e["address"] == addr.to_string() && e["reachable"] == up)
     })
 }
 
-/// poolside's connections on `node`, by their connection name.
-async fn poolside_connections(node: &RedisServer) -> usize {
+/// poolside's connections on `node` (`CLIENT LIST` lines), by their
+/// connection name.
+async fn poolside_client_list(node: &RedisServer) -> Vec<String> {
     let mut client = node.direct_raw().await;
     common::client_list_on(&mut client)
         .await
-        .iter()
+        .into_iter()
         .filter(|l| l.contains(" name=poolside:"))
-        .count()
+        .collect()
+}
+
+/// How many connections poolside has on `node`.
+async fn poolside_connections(node: &RedisServer) -> usize {
+    poolside_client_list(node).await.len()
 }
 
 /// Waits, at most [`CLEAN_UP`], until poolside has no connection on `node`.
 async fn wait_until_gone_from(node: &RedisServer) {
     let what = format!("no poolside connection is left on {}", node.addr());
-    wait_until(CLEAN_UP, &what, || async {
-        poolside_connections(node).await == 0
+    wait_for(CLEAN_UP, &what, || async {
+        match poolside_client_list(node).await {
+            left if left.is_empty() => Ok(()),
+            left => Err(left),
+        }
     })
     .await;
 }
@@ -350,7 +377,7 @@ both_modes! {
         wait_for_primary(&poolside, set.primary().await).await;
         let shows = |expected: [bool; 3]| {
             let addrs = addrs.clone();
-            move |s: &Value| shows_reachable(s, &addrs, expected)
+            move |s: &Value| shows_reachable(s, &addrs, &expected)
         };
 
         let writers = Writers::start(poolside.client_addr, WRITERS);
@@ -447,4 +474,154 @@ async fn the_topology_survives_a_killed_primary() {
         started.elapsed()
     );
     assert_eq!(role(old).await, None);
+}
+
+both_modes! {
+    /// The primary freezes (`kill -STOP`: a partition, a stuck fork) under
+    /// load, with a short response timeout. Requests written to it before
+    /// poolside can know (sent before the first response timeout) fail with
+    /// `upstream timed out`, at most one per client; later ones wait and
+    /// succeed once the Sentinels promote a replica. Soon after the switch
+    /// (within a connect timeout) the old primary thaws (`kill -CONT`) and
+    /// is a master again until the Sentinels demote it (8 s later at the
+    /// earliest): none of the writes sent after the switch lands there, none
+    /// acknowledged is missing on the new primary, and poolside's
+    /// connections to the old node go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frozen_primary_is_replaced_and_left_alone_when_it_thaws(mode: PoolMode) {
+        let set = SentinelSet::start().await;
+        let old = set.primary().await;
+        let poolside = start_with(&set.url(), mode, HOLD_MS, |c| {
+            c.pool.response_timeout_ms = FROZEN_TIMEOUT_MS;
+        })
+        .await;
+        wait_for_primary(&poolside, old).await;
+
+        let writers = Writers::start(poolside.client_addr, WRITERS);
+        writers.wait_for_acks(500, "writes flow to the first primary").await;
+        set.node(old).signal("STOP");
+        // `kill` has returned: the signal was delivered.
+        let frozen_at = Instant::now();
+        let new = set.wait_for_new_primary(old).await;
+        wait_for_primary(&poolside, new).await;
+        let switch_seen = Instant::now();
+        writers.wait_for_acks(500, "writes flow to the new primary").await;
+        set.node(old).signal("CONT");
+        let back_as = role(old).await;
+        writers.wait_for_acks(500, "writes flow with the old primary back as a master").await;
+        let load = writers.stop().await;
+        // Before the Sentinels demote it and it syncs from the new primary.
+        let on_old = load.found_on(set.node(old), switch_seen).await;
+        let still = role(old).await;
+
+        let first = load
+            .first_ack_of_request_sent_after(frozen_at)
+            .expect("a request sent after the freeze succeeded");
+        let failures = load.failures();
+        let last_failed_sent = failures.iter().map(|f| f.sent).max();
+        eprintln!(
+            "{mode:?}: kill -STOP of {old}: recovered in {:?} (the first write acknowledged \
+             by the new primary {new}); poolside showed it after {:?}; {} requests failed, \
+             the last one sent {:?} after the freeze; after CONT the old node was {back_as:?}",
+            first - frozen_at,
+            switch_seen - frozen_at,
+            failures.len(),
+            last_failed_sent.map(|t| t.saturating_duration_since(frozen_at)),
+        );
+        assert_eq!(back_as.as_deref(), Some("master"), "the old node thawed as a master");
+        assert_eq!(still.as_deref(), Some("master"), "demoted before it was read");
+        assert!(
+            on_old.is_empty(),
+            "{mode:?}: {} writes sent after the switch landed on the old primary: {:?}",
+            on_old.len(),
+            &on_old[..on_old.len().min(20)]
+        );
+        assert_nothing_lost(&load, set.node(new), Some(set.node(old)), &format!("{mode:?}")).await;
+        let timed_out = format!("ERR poolside: upstream timed out after {FROZEN_TIMEOUT_MS} ms");
+        let knows = frozen_at + Duration::from_millis(FROZEN_TIMEOUT_MS);
+        assert!(!failures.is_empty(), "nothing was in flight at the freeze");
+        assert!(failures.len() <= WRITERS, "{failures:?}");
+        for failure in &failures {
+            assert_eq!(failure.what, timed_out, "{failure:?}");
+            assert!(
+                failure.sent < knows,
+                "sent {:?} after the freeze, not held: {failure:?}",
+                failure.sent - frozen_at
+            );
+        }
+        assert!(
+            load.acked_across(frozen_at, first) > 0,
+            "no request sent during the freeze waited and succeeded"
+        );
+
+        let s = sentinel_status(&poolside).await;
+        eprintln!("{mode:?}: upstream.sentinel after the failover: {s}");
+        assert_eq!(s["failovers"], 1, "{s}");
+        assert!(s["held_batches"].as_u64() > Some(0), "{s}");
+        assert_eq!(s["hold_expired"], 0, "{s}");
+        assert_failover_metrics(&poolside, new, old).await;
+        wait_until_gone_from(set.node(old)).await;
+        poolside.shutdown().await;
+    }
+}
+
+/// `rediss+sentinel://` with only TLS anywhere: a TLS-only primary, replica
+/// and two Sentinels (talking TLS to the data nodes and each other), and
+/// poolside given one Sentinel and the CA. It finds the primary, learns the
+/// other Sentinel, and follows a `SENTINEL FAILOVER` in both pool modes
+/// (two poolsides on one topology).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_sentinel_follows_a_failover_over_tls() {
+    let certs = Certs::generate();
+    let set = SentinelSet::start_tls(&certs).await;
+    let [first, learned] = set.sentinel_addrs()[..] else {
+        panic!("two Sentinels");
+    };
+    let old = set.primary().await;
+    let url = format!(
+        "rediss+sentinel://{first}/{}",
+        common::sentinel::MASTER_NAME
+    );
+    let mut poolsides = Vec::new();
+    for mode in [PoolMode::Transaction, PoolMode::Multiplexed] {
+        let poolside = start_with(&url, mode, HOLD_MS, |c| {
+            c.tls.ca_file = Some(certs.ca.clone());
+        })
+        .await;
+        wait_for_primary(&poolside, old).await;
+        let what = format!("{mode:?}: the learned Sentinel {learned} answers over TLS");
+        wait_for_status(&poolside, &what, |s| {
+            shows_reachable(s, &[first, learned], &[true, true])
+        })
+        .await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        let key = format!("tls:{mode:?}");
+        client.command(&["SET", &key, "before"]).await.expect_ok();
+        let mut direct = set.node(old).direct_raw().await;
+        assert_eq!(
+            direct.command(&["GET", &key]).await,
+            Reply::bulk("before"),
+            "{mode:?}"
+        );
+        poolsides.push((mode, poolside, client, key));
+    }
+
+    set.failover().await;
+    let new = set.wait_for_new_primary(old).await;
+    assert_eq!(set.role(new).await.as_deref(), Some("master"));
+    for (mode, poolside, client, key) in &mut poolsides {
+        let s = wait_for_primary(poolside, new).await;
+        assert_eq!(s["failovers"], 1, "{mode:?}: {s}");
+        client.command(&["SET", key, "after"]).await.expect_ok();
+        let mut direct = set.node(new).direct_raw().await;
+        assert_eq!(
+            direct.command(&["GET", key]).await,
+            Reply::bulk("after"),
+            "{mode:?}"
+        );
+    }
+    wait_until_gone_from(set.node(old)).await;
+    for (_, poolside, _, _) in poolsides {
+        poolside.shutdown().await;
+    }
 }

@@ -20,6 +20,8 @@ pub enum UpstreamError {
     Closed,
     #[error("no primary known: the Sentinels named none yet")]
     NoPrimary,
+    #[error("the primary moved while connecting")]
+    Moved,
     #[error("malformed reply: {}", .0.message())]
     Protocol(crate::resp::ProtocolError),
 }
@@ -29,7 +31,10 @@ impl UpstreamError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Connect(_) | UpstreamError::Io(_) | UpstreamError::Closed
+            UpstreamError::Connect(_)
+                | UpstreamError::Io(_)
+                | UpstreamError::Closed
+                | UpstreamError::Moved
         )
     }
 
@@ -45,6 +50,7 @@ impl UpstreamError {
             UpstreamError::Tls(_) => Cause::Tls,
             UpstreamError::Closed => Cause::Closed,
             UpstreamError::NoPrimary => Cause::NoPrimary,
+            UpstreamError::Moved => Cause::Closed,
             UpstreamError::Protocol(_) => Cause::Malformed,
         }
     }

@@ -59,6 +59,9 @@ pub struct UpstreamManager {
     closed: Arc<Notify>,
     /// bb8 closes a connection this old at check-in (and signals nothing).
     max_lifetime: Option<Duration>,
+    /// Signalled when the Sentinels moved the primary (`Pool::switch_primary`):
+    /// a connect still waiting on the old address gives up and tries the new one.
+    moved: Arc<Notify>,
 }
 
 impl UpstreamManager {
@@ -77,7 +80,12 @@ impl UpstreamManager {
             generation: Arc::new(AtomicU64::new(0)),
             closed: Arc::default(),
             max_lifetime,
+            moved: Arc::default(),
         }
+    }
+
+    pub(super) fn moved(&self) -> &Arc<Notify> {
+        &self.moved
     }
 
     pub(super) fn target(&self) -> &Target {
@@ -103,31 +111,52 @@ impl bb8::ManageConnection for UpstreamManager {
     type Error = UpstreamError;
 
     async fn connect(&self) -> Result<UpstreamConn, UpstreamError> {
-        // Read before connecting: a connect that races a failover may reach
-        // the old address, so it belongs to the generation it started in.
-        let generation = self.generation.load(Ordering::Acquire);
-        let result = (|| UpstreamConn::connect(&self.target))
-            .retry(self.backoff.builder())
-            .when(UpstreamError::is_transient)
-            .notify(|e, delay| debug!(error = %e, ?delay, "upstream connect failed; retrying"))
-            .await;
-        match result {
-            Ok(mut conn) => {
-                conn.generation = generation;
-                self.stats.connection_created();
-                self.health.mark_up();
-                Ok(conn)
+        // Each attempt reads the generation before it reads the address: a
+        // connection belongs to the generation it started in. One made while
+        // the primary moved points at the old one: it is dropped and the
+        // connect starts again (a few times at most) towards the new one.
+        let attempt = || async {
+            let generation = self.generation.load(Ordering::Acquire);
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.generation.load(Ordering::Acquire) != generation {
+                return Err(UpstreamError::Moved);
             }
-            Err(e) => {
-                // Counted where a client is answered, or as a failed health
-                // check. A connect to where the primary was before a switch
-                // says nothing about the new one.
-                if self.generation.load(Ordering::Acquire) == generation {
-                    self.health.mark_down(&e);
+            tokio::select! {
+                conn = UpstreamConn::connect(&self.target) => Ok((conn?, generation)),
+                _ = moved => Err(UpstreamError::Moved),
+            }
+        };
+        let mut last = UpstreamError::Moved;
+        for _ in 0..3 {
+            let started = self.generation.load(Ordering::Acquire);
+            let result = attempt
+                .retry(self.backoff.builder())
+                .when(UpstreamError::is_transient)
+                .notify(|e, delay| debug!(error = %e, ?delay, "upstream connect failed; retrying"))
+                .await;
+            let now = self.generation.load(Ordering::Acquire);
+            match result {
+                Ok((mut conn, generation)) if generation == now => {
+                    conn.generation = generation;
+                    self.stats.connection_created();
+                    self.health.mark_up();
+                    return Ok(conn);
                 }
-                Err(e)
+                // Made for where the primary was: never pooled.
+                Ok(_) => {}
+                Err(e) if started == now => {
+                    // Counted where a client is answered, or as a failed
+                    // health check. A connect to where the primary was
+                    // before a switch says nothing about the new one.
+                    self.health.mark_down(&e);
+                    return Err(e);
+                }
+                Err(e) => last = e,
             }
         }
+        Err(last)
     }
 
     async fn is_valid(&self, conn: &mut UpstreamConn) -> Result<(), UpstreamError> {

@@ -78,7 +78,7 @@ struct Keep {
     round: tokio::sync::Mutex<()>,
     /// Signalled when the primary moved (a Sentinel switch): pinned
     /// sessions on the old one close.
-    moved: tokio::sync::Notify,
+    moved: Arc<tokio::sync::Notify>,
     /// Sentinel mode: the primary connections go to, and the failover hold.
     primary: Option<Arc<Primary>>,
 }
@@ -158,6 +158,7 @@ impl Pool {
             .queue_strategy(bb8::QueueStrategy::Lifo)
             .build_unchecked(manager.clone());
         let response_timeout = Duration::from_millis(p.response_timeout_ms);
+        let moved = manager.moved().clone();
         let primary = match &manager.target().address {
             Address::Sentinel(primary) => Some(primary.clone()),
             Address::Fixed(_) => None,
@@ -184,7 +185,7 @@ impl Pool {
                     .unwrap_or(health::PING_TIMEOUT),
                 max_lifetime,
                 round: Default::default(),
-                moved: Default::default(),
+                moved,
                 primary,
             }),
         }

@@ -1,13 +1,18 @@
-//! A raw RESP client over one TCP connection: exact bytes in, exact replies
-//! out, parsed (RESP2, [`Reply`]) or as the bytes they came in (RESP2 and
-//! RESP3, [`RawClient::raw_reply`]). For what a real client library hides:
-//! malformed input, QUIT, HELLO, pub/sub, byte-for-byte comparisons.
+//! A raw RESP client over one TCP connection (or TLS over it, verified
+//! against a CA file: [`RawClient::try_connect_tls`]): exact bytes in, exact
+//! replies out, parsed (RESP2, [`Reply`]) or as the bytes they came in (RESP2
+//! and RESP3, [`RawClient::raw_reply`]). For what a real client library
+//! hides: malformed input, QUIT, HELLO, pub/sub, byte-for-byte comparisons.
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long a raw read may wait before the test fails instead of hanging.
@@ -82,8 +87,12 @@ pub enum Read {
     Closed,
 }
 
+/// A plain TCP stream or a TLS one.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+
 pub struct RawClient {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: Vec<u8>,
 }
 
@@ -92,7 +101,38 @@ impl RawClient {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(RawClient {
-            stream,
+            stream: Box::new(stream),
+            buf: Vec::new(),
+        })
+    }
+
+    /// TLS to `addr` (a TLS-only redis-server or Sentinel), the server's
+    /// certificate verified against `ca_file` for the IP address; no client
+    /// certificate. The handshake may take [`READ_TIMEOUT`].
+    pub async fn try_connect_tls(addr: SocketAddr, ca_file: &Path) -> io::Result<RawClient> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| invalid(e.to_string()))? {
+            let cert = cert.map_err(|e| invalid(e.to_string()))?;
+            roots.add(cert).map_err(|e| invalid(e.to_string()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::IpAddress(addr.ip().into());
+        let handshake = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp);
+        // A frozen server accepts the TCP connection (the kernel does) and
+        // never answers the handshake.
+        let tls = tokio::time::timeout(READ_TIMEOUT, handshake)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        Ok(RawClient {
+            stream: Box::new(tls),
             buf: Vec::new(),
         })
     }
@@ -105,7 +145,9 @@ impl RawClient {
 
     /// Writes bytes as they are.
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await
+        self.stream.write_all(bytes).await?;
+        // TLS buffers records: they go now (a no-op on plain TCP).
+        self.stream.flush().await
     }
 
     /// Sends a command and reads one reply; any failure is an `Err`.

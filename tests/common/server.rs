@@ -381,7 +381,7 @@ impl RedisServer {
     fn assert_plain(&self) {
         assert!(
             !self.is_tls(),
-            "no direct connections to a TLS-only redis-server"
+            "no redis-rs connections to a TLS-only redis-server (direct_raw has TLS)"
         );
     }
 
@@ -391,10 +391,19 @@ impl RedisServer {
         connect_url(&self.url_with_password()).await
     }
 
-    /// A direct raw RESP connection, authenticated when the server has a password.
+    /// A direct raw RESP connection, authenticated when the server has a
+    /// password; over TLS (verified with the server's CA) to a TLS-only
+    /// server that does not require client certificates.
     pub async fn direct_raw(&self) -> RawClient {
-        self.assert_plain();
-        let mut client = RawClient::connect(self.addr()).await;
+        let mut client = match &self.options.tls {
+            None => RawClient::connect(self.addr()).await,
+            Some(tls) => {
+                assert!(!tls.auth_clients, "no direct connections with mutual TLS");
+                RawClient::try_connect_tls(self.addr(), &tls.ca)
+                    .await
+                    .unwrap_or_else(|e| panic!("TLS connect to {}: {e}", self.addr()))
+            }
+        };
         if let Some(password) = &self.options.password {
             client
                 .command(&["AUTH", password.as_str()])

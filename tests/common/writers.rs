@@ -23,10 +23,12 @@ const PACE: Duration = Duration::from_millis(2);
 /// Keys per MGET when reading the writes back.
 const READ_BACK_CHUNK: usize = 500;
 
-/// A failed request: when the answer came and what it was (an error
-/// reply's text, or `connection: ...` when the connection failed).
+/// A failed request: when it was sent, when the answer came and what it
+/// was (an error reply's text, or `connection: ...` when the connection
+/// failed).
 #[derive(Debug, Clone)]
 pub struct Failure {
+    pub sent: Instant,
     pub at: Instant,
     pub what: String,
 }
@@ -36,6 +38,8 @@ pub struct Failure {
 pub struct WriterLog {
     /// The `n` of every acknowledged `SET k:<writer>:<n> <n>`.
     pub sets: Vec<u64>,
+    /// When each of `sets` was sent.
+    pub sets_sent: Vec<Instant>,
     pub incrs_acked: u64,
     pub incrs_failed: u64,
     pub failures: Vec<Failure>,
@@ -119,6 +123,36 @@ impl Load {
             .count()
     }
 
+    /// The acknowledged SETs sent after `t` that `node` (read directly) has:
+    /// on a node that was demoted before `t` and has not synced from the new
+    /// primary since, each was written there after the switch.
+    pub async fn found_on(&self, node: &RedisServer, t: Instant) -> Vec<String> {
+        let mut con = node.direct().await;
+        let mut found = Vec::new();
+        for (id, log) in self.logs.iter().enumerate() {
+            let keys: Vec<String> = log
+                .sets
+                .iter()
+                .zip(&log.sets_sent)
+                .filter(|(_, sent)| **sent > t)
+                .map(|(n, _)| format!("k:{id}:{n}"))
+                .collect();
+            for chunk in keys.chunks(READ_BACK_CHUNK) {
+                let values: Vec<Option<String>> = redis::cmd("MGET")
+                    .arg(chunk)
+                    .query_async(&mut con)
+                    .await
+                    .expect("MGET on the data node");
+                for (key, value) in chunk.iter().zip(values) {
+                    if let Some(value) = value {
+                        found.push(format!("{key} = {value}"));
+                    }
+                }
+            }
+        }
+        found
+    }
+
     /// What `node` (read directly) does not have of the acknowledged writes:
     /// missing or wrong SETs, and counters outside `[acked, acked + failed]`.
     pub async fn lost_on(&self, node: &RedisServer) -> Vec<String> {
@@ -185,6 +219,7 @@ async fn write(
         let failure = match reply {
             Ok(Reply::Simple(ok)) if is_set && ok == "OK" => {
                 log.sets.push(n);
+                log.sets_sent.push(sent);
                 None
             }
             Ok(Reply::Int(_)) if !is_set => {
@@ -205,7 +240,7 @@ async fn write(
             }
             Some(what) => {
                 log.incrs_failed += u64::from(!is_set);
-                log.failures.push(Failure { at, what });
+                log.failures.push(Failure { sent, at, what });
             }
         }
     }
