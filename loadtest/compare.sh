@@ -3,9 +3,10 @@
 # machine: starts its own redis-server, poolside and nutcracker on free
 # loopback ports, runs redis-benchmark and poolside-loadtest scenarios
 # interleaved over rounds, and prints medians with ratios to direct Redis as
-# a Markdown table. See loadtest/README.md.
+# a Markdown table; scenario (f) runs loadtest/failover.sh (Sentinel
+# failovers) and adds its table. See loadtest/README.md.
 #
-#   loadtest/compare.sh                       # everything, 3 rounds (~30 min)
+#   loadtest/compare.sh                       # everything, 3 rounds (~40 min)
 #   loadtest/compare.sh --quick               # 1 round, short runs (smoke test)
 #   loadtest/compare.sh --scenarios a,c --out results.md
 set -euo pipefail
@@ -15,7 +16,7 @@ usage() {
 usage: loadtest/compare.sh [options]
   --quick               1 round, -n 10000/100000, 3 s load tests (smoke test)
   --rounds N            rounds per scenario (default 3)
-  --scenarios LIST      of a,b,c,d (default a,b,c,d)
+  --scenarios LIST      of a,b,c,d,f (default a,b,c,d,f; f: failover.sh)
   --targets LIST        of direct,transaction,multiplexed,twemproxy (default: all
                         that exist; multiplexed only when poolside has --pool-mode)
   --presets LIST        (d) presets, of baseline,stress,ultimate (default all)
@@ -30,7 +31,7 @@ EOF
 }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-rounds=3 quick=0 scenarios=a,b,c,d targets_wanted="" presets=baseline,stress,ultimate
+rounds=3 quick=0 scenarios=a,b,c,d,f targets_wanted="" presets=baseline,stress,ultimate
 connections=persistent,per-request lt_duration="" fleet_maxclients=500 out="" build=1 keep=0
 command_line="loadtest/compare.sh $*"
 while [ $# -gt 0 ]; do
@@ -71,7 +72,10 @@ ensure_tools() {
     local packages=()
     command -v redis-server >/dev/null || packages+=(redis-server)
     command -v redis-benchmark >/dev/null && command -v redis-cli >/dev/null || packages+=(redis-tools)
-    command -v nutcracker >/dev/null || packages+=(nutcracker)
+    if [ -z "$targets_wanted" ] || has "$targets_wanted" twemproxy; then
+        command -v nutcracker >/dev/null || packages+=(nutcracker)
+    fi
+    ! has "$scenarios" f || command -v redis-sentinel >/dev/null || packages+=(redis-sentinel)
     command -v python3 >/dev/null || packages+=(python3)
     [ ${#packages[@]} -eq 0 ] && return
     log "installing ${packages[*]}"
@@ -271,22 +275,45 @@ for scenario in ${scenarios//,/ }; do
                done
            done
            rcli config set maxclients "$default_maxclients" >/dev/null ;;
+        f) break ;; # below: failover.sh runs its own rounds
         *) die "unknown scenario $scenario" ;;
         esac
     done
 done
 
+# (f) Sentinel failovers, on a topology of their own (loadtest/failover.sh);
+# twemproxy has no Sentinel support, so it has no column there.
+failover_md=$work/failover.md
+if has "$scenarios" f; then
+    f_targets=""
+    for t in direct transaction multiplexed; do
+        if want "$t"; then f_targets+=${f_targets:+,}$t; fi
+    done
+    f_args=(--no-build --rounds "$rounds" --out "$failover_md")
+    [ "$quick" = 0 ] || f_args+=(--quick)
+    [ "$keep" = 0 ] || f_args+=(--keep)
+    log "(f) failover.sh --targets $f_targets"
+    if [ -z "$f_targets" ]; then
+        log "(f): none of direct,transaction,multiplexed selected: skipped"
+    elif ! CARGO_TARGET_DIR=$target_dir "$ROOT/loadtest/failover.sh" "${f_args[@]}" --targets "$f_targets" >"$work/failover.txt"; then
+        log "(f) failover.sh failed (output in $work/failover.txt)"
+    fi
+fi
+
 # 6. Medians of the rounds, ratios to direct Redis, as Markdown.
 report=$work/report.md
+twemproxy_version() {
+    if command -v nutcracker >/dev/null; then nutcracker -V 2>&1 | head -1; else echo "no twemproxy"; fi
+}
 {
     echo "## poolside vs direct Redis vs twemproxy"
     echo
     echo "- command: \`$command_line\` ($rounds round(s), medians)"
     echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(uname -sr)"
-    echo "- $(redis-server --version | cut -d' ' -f1-3), $(nutcracker -V 2>&1 | head -1), poolside $("$poolside" --version | awk '{ print $2 }')"
+    echo "- $(redis-server --version | cut -d' ' -f1-3), $(twemproxy_version), poolside $("$poolside" --version | awk '{ print $2 }')"
     echo "- run: $(date -u '+%Y-%m-%d %H:%M UTC'); (d): redis maxclients $fleet_maxclients, ${lt_duration}s per run"
     echo
-    python3 - "$raw" "${names[@]}" <<'PY'
+    [ -s "$raw" ] && python3 - "$raw" "${names[@]}" <<'PY'
 import statistics, sys
 from collections import defaultdict
 path, targets = sys.argv[1], sys.argv[2:]
@@ -328,11 +355,16 @@ for scenario, test in order:
 print()
 print(f"Cells: requests/s (ratio to {targets[0]}), latency p50 / p99; (d) adds the share of failed requests.")
 PY
+    if [ -s "$failover_md" ]; then
+        echo
+        cat "$failover_md"
+    fi
 } >"$report"
 
 cat "$report"
 if [ -n "$out" ]; then
     cp "$report" "$out"
     cp "$raw" "$out.tsv"
+    [ ! -s "$failover_md.tsv" ] || cp "$failover_md.tsv" "$out.failover.tsv"
     log "wrote $out and $out.tsv"
 fi

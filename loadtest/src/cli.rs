@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use crate::failover::FailoverArgs;
 use crate::url::{check_loopback_url, host_port};
 use crate::workload::Workload;
 
@@ -28,8 +29,11 @@ Exit status: 0 ok; 1 error; 2 bad flags; 3 connection-level failure rate above
 Targets must be loopback addresses (127.0.0.0/8, ::1, localhost).";
 
 #[derive(Parser, Debug)]
-#[command(name = "poolside-loadtest", version, about, after_help = AFTER_HELP)]
+#[command(name = "poolside-loadtest", version, about, after_help = AFTER_HELP,
+          args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Redis endpoint to load: direct Redis, poolside or another proxy
     #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
     pub target: String,
@@ -95,6 +99,13 @@ pub struct Cli {
     /// co-located Redis and proxy least)
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Force a Sentinel failover during a SET/GET run and report failed
+    /// requests, latency, time to recover and lost acknowledged writes
+    Failover(FailoverArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]

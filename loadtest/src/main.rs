@@ -2,6 +2,7 @@
 //! or another proxy, with a report of what the target did under that load.
 
 mod cli;
+mod failover;
 mod report;
 mod runner;
 mod stats;
@@ -20,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 use tokio::time::timeout;
 
-use crate::cli::{Cli, Plan};
+use crate::cli::{Cli, Command, Plan};
 use crate::report::{Report, TargetReport};
 use crate::runner::{run_segment, Connector, Ending};
 use crate::stats::Stats;
@@ -36,6 +37,16 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Failover(args)) = cli.command {
+        let spec = match args.check() {
+            Ok(spec) => spec,
+            Err(e) => {
+                eprintln!("poolside-loadtest failover: {e:#}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        return block_on(args.threads, failover::run(args, spec));
+    }
     let plan = match cli.plan() {
         Ok(plan) => plan,
         Err(e) => {
@@ -43,13 +54,22 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let runtime = if cli.threads == 1 {
+    block_on(cli.threads, run(plan, cli.json))
+}
+
+/// Runs `task` on a runtime with `threads` workers (1: single-threaded);
+/// an error is printed and exits 1.
+fn block_on(
+    threads: usize,
+    task: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> ExitCode {
+    let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cli.threads)
+            .worker_threads(threads)
             .enable_all()
             .build()
     };
@@ -60,7 +80,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match runtime.block_on(run(plan, cli.json)) {
+    match runtime.block_on(task) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("poolside-loadtest: {e:#}");

@@ -175,7 +175,8 @@ impl Stats {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+/// Microseconds from 1 to one minute, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid")
 }
 
@@ -191,7 +192,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn from_histogram(h: &Histogram<u64>) -> Latency {
+    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
             return Latency::default();
         }

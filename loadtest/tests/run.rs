@@ -1,5 +1,6 @@
 //! End to end: the real binary, 20 users of the mixed workload for two
-//! seconds against a redis-server started on a free port.
+//! seconds against a redis-server started on a free port; and a short
+//! failover run against a primary, a replica and one Sentinel.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -17,6 +18,11 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// A redis-server with `extra` arguments (e.g. `--replicaof`).
+    fn start_with(extra: &[&str]) -> RedisServer {
         // The probed port can be taken before redis binds it: try again
         // with a fresh one when the server does not come up.
         for _ in 0..5 {
@@ -24,6 +30,7 @@ impl RedisServer {
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -137,5 +144,132 @@ fn mixed_run_against_redis_has_no_failures_and_a_full_report() {
     assert!(
         target["throughput_rps"].as_f64().unwrap_or(0.0) > 0.0,
         "{target}"
+    );
+}
+
+/// A redis-sentinel child watching `primary` as `mymaster` (quorum 1),
+/// with its config file in `dir`; killed on drop.
+struct Sentinel {
+    server: RedisServer,
+}
+
+impl Sentinel {
+    fn start(dir: &std::path::Path, primary: u16) -> Sentinel {
+        let port = free_port();
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 5000\n",
+                dir.display()
+            ),
+        )
+        .expect("write the Sentinel config");
+        let child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-sentinel (is it installed? scripts/install-deps.sh redis)");
+        let mut server = RedisServer { child, port };
+        assert!(server.wait_ready(), "redis-sentinel did not start");
+        Sentinel { server }
+    }
+}
+
+/// Polls `probe` every 50 ms until it holds or `limit` passes.
+fn wait_for(what: &str, limit: Duration, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !probe() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn query(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
+    cmd.query(&mut conn)
+}
+
+fn info_field(port: u16, section: &str, field: &str) -> Option<String> {
+    let text: String =
+        redis::from_redis_value(query(port, redis::cmd("INFO").arg(section)).ok()?).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+#[test]
+fn failover_run_sees_the_switch_and_checks_the_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // No 5 s wait before the first sync; the replica's RDB goes to `dir`.
+    let data = dir.path().to_str().expect("UTF-8 temp dir");
+    let primary = RedisServer::start_with(&["--repl-diskless-sync-delay", "0", "--dir", data]);
+    let primary_port = primary.port.to_string();
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary_port, "--dir", data]);
+    let sentinel = Sentinel::start(dir.path(), primary.port);
+    let sentinel_port = sentinel.server.port;
+    wait_for("replica in sync", READY_TIMEOUT, || {
+        info_field(replica.port, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    wait_for("Sentinel sees the replica", READY_TIMEOUT, || {
+        info_field(sentinel_port, "sentinel", "master0")
+            .is_some_and(|m| m.contains("status=ok") && m.contains("slaves=1"))
+    });
+
+    let json_path = dir.path().join("failover.json");
+    let url = format!("redis+sentinel://127.0.0.1:{sentinel_port}/mymaster");
+    let output = Command::new(env!("CARGO_BIN_EXE_poolside-loadtest"))
+        .args(["failover", "--target", &url, "--failover", "manual"])
+        .args(["--failover-at", "1s", "--duration", "4s", "--users", "10"])
+        .arg("--json")
+        .arg(&json_path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run poolside-loadtest failover");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    for line in ["primary", "requests", "latency", "recovered", "writes"] {
+        assert!(stdout.contains(line), "report lacks {line:?}:\n{stdout}");
+    }
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("JSON report written"))
+            .expect("valid JSON");
+    assert_eq!(
+        report["old_primary"],
+        format!("127.0.0.1:{}", primary.port),
+        "{report}"
+    );
+    assert_eq!(
+        report["new_primary"],
+        format!("127.0.0.1:{}", replica.port),
+        "{report}"
+    );
+    assert!(
+        report["switch_after_ms"].as_f64().is_some(),
+        "no switch seen: {report}"
+    );
+    assert!(report["ok"].as_u64().unwrap_or(0) > 0, "{report}");
+    let writes = &report["writes"];
+    let acked = writes["acknowledged"].as_u64().expect("acknowledged");
+    assert!(acked > 0, "{writes}");
+    assert!(writes["lost"].as_u64().expect("lost") <= acked, "{writes}");
+    // 4 s of 50 ms bins.
+    assert_eq!(
+        report["timeline"]["ok"].as_array().map(Vec::len),
+        Some(80),
+        "{report}"
     );
 }
