@@ -51,8 +51,9 @@ pub fn parse(buf: &[u8]) -> Option<(Value, usize)> {
             if len < 0 {
                 return Some((Value::Nil, after));
             }
-            let end = after + len as usize;
-            (buf.len() >= end + 2).then(|| (Value::Str(buf[after..end].to_vec()), end + 2))
+            let end = after.checked_add(usize::try_from(len).ok()?)?;
+            (buf.len() >= end.checked_add(2)?)
+                .then(|| (Value::Str(buf[after..end].to_vec()), end + 2))
         }
         b'*' => {
             let len: i64 = line.parse().ok()?;
@@ -92,5 +93,7 @@ mod tests {
         assert_eq!(parse(b"*2\r\n$1\r\na\r\n"), None);
         assert_eq!(parse(b"$3\r\nab"), None);
         assert_eq!(parse(b"?x\r\n"), None);
+        assert_eq!(parse(b"$9223372036854775807\r\nab\r\n"), None);
+        assert_eq!(parse(b"*9223372036854775807\r\n"), None);
     }
 }
