@@ -123,19 +123,8 @@ impl UpstreamConn {
             };
             let mut conn = UpstreamConn::open(&address, tls.as_ref(), target.keepalive).await?;
             if let Some(password) = &target.password.get() {
-                let reply = match &target.username {
-                    Some(user) => {
-                        conn.command(&[b"AUTH", user.as_bytes(), password.expose().as_bytes()])
-                            .await?
-                    }
-                    None => {
-                        conn.command(&[b"AUTH", password.expose().as_bytes()])
-                            .await?
-                    }
-                };
-                if reply.first() == Some(&b'-') {
-                    return Err(UpstreamError::Auth(first_line(&reply)));
-                }
+                conn.auth(target.username.as_deref(), password.expose())
+                    .await?;
             }
             conn.name_and_select(target.client_name.as_deref(), target.db)
                 .await?;
@@ -185,6 +174,22 @@ impl UpstreamConn {
             generation: 0,
             verified_at: Instant::now(),
         })
+    }
+
+    /// `AUTH [user] password`; a refusal is `UpstreamError::Auth` with
+    /// Redis' words.
+    pub async fn auth(&mut self, user: Option<&str>, password: &str) -> Result<(), UpstreamError> {
+        let reply = match user {
+            Some(user) => {
+                self.command(&[b"AUTH", user.as_bytes(), password.as_bytes()])
+                    .await?
+            }
+            None => self.command(&[b"AUTH", password.as_bytes()]).await?,
+        };
+        if reply.first() == Some(&b'-') {
+            return Err(UpstreamError::Auth(first_line(&reply)));
+        }
+        Ok(())
     }
 
     /// SETNAME and SELECT in one round trip. A refused name (an ACL without

@@ -52,7 +52,6 @@ struct Hold {
 #[derive(Debug, Clone, Default)]
 pub struct PrimaryView {
     pub address: Option<Arc<str>>,
-    pub reporting: u32,
     pub reason: Option<String>,
     pub holding_for: Option<Duration>,
     pub failovers: u64,
@@ -220,7 +219,6 @@ impl Primary {
                 Some(_) => hold.reason.clone(),
             },
             address,
-            reporting: hold.reports.count_ones(),
             holding_for: hold.since.map(|s| s.elapsed()),
             failovers: self.failovers.load(Ordering::Relaxed),
             last_failover_unix_ms: (last > 0).then_some(last),

@@ -417,18 +417,9 @@ impl Sentinels {
                 .await
                 .map_err(|e| e.to_string())?;
             if let Some(password) = link.password.get() {
-                let pass = password.expose().as_bytes();
-                let reply = match &link.username {
-                    Some(user) => conn.command(&[b"AUTH", user.as_bytes(), pass]).await,
-                    None => conn.command(&[b"AUTH", pass]).await,
-                }
-                .map_err(|e| e.to_string())?;
-                if reply.first() == Some(&b'-') {
-                    return Err(format!(
-                        "AUTH refused: {}",
-                        String::from_utf8_lossy(&reply).trim_end()
-                    ));
-                }
+                conn.auth(link.username.as_deref(), password.expose())
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Ok(conn)
         };
