@@ -133,8 +133,30 @@ fn num_to_string(n: figment::value::Num) -> String {
 pub enum PoolMode {
     /// A connection per batch, pinned for stateful sessions.
     Transaction,
-    /// Stateless batches of many clients share connections in flight.
+    /// Stateless batches of many clients share connections in flight; the
+    /// default (stateful sessions still get a connection of their own).
     Multiplexed,
+}
+
+impl PoolMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Multiplexed => "multiplexed",
+        }
+    }
+
+    /// What `in_use_connections` (and so utilization and its alerts) counts.
+    pub fn in_use_counts(self) -> &'static str {
+        match self {
+            PoolMode::Transaction => {
+                "connections checked out: one per batch in flight, and one per pinned client (MULTI, WATCH, pub/sub, blocking command)"
+            }
+            PoolMode::Multiplexed => {
+                "connections open for clients: shared lanes (a lane opens when every open lane has multiplex_saturation batches in flight) and one per pinned client (MULTI, WATCH, pub/sub, blocking command)"
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

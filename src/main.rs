@@ -81,7 +81,7 @@ struct Flags {
     /// Runtime worker threads [default: 1]
     #[arg(long, global = true, value_name = "N")]
     worker_threads: Option<usize>,
-    /// How batches use upstream connections [default: transaction]
+    /// How batches use upstream connections [default: multiplexed]
     #[arg(long, global = true, value_name = "MODE", value_parser = ["transaction", "multiplexed"])]
     pool_mode: Option<String>,
 }

@@ -29,6 +29,11 @@ fn assert_status_schema(s: &Value) {
         "{status}"
     );
     assert!(s["environment"].is_string(), "{s}");
+    assert!(
+        ["transaction", "multiplexed"].contains(&s["pool_mode"].as_str().unwrap_or("")),
+        "{s}"
+    );
+    assert!(s["in_use_counts"].is_string(), "{s}");
     for key in [
         "max_connections",
         "in_use_connections",
@@ -94,6 +99,13 @@ async fn pool_status_and_health_redis_carry_every_field() {
     assert_status_schema(&s);
     assert_eq!(s["status"], "healthy");
     assert_eq!(s["environment"], "development");
+    assert_eq!(s["pool_mode"], "transaction");
+    assert!(
+        s["in_use_counts"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("connections checked out")),
+        "{s}"
+    );
     assert_eq!(s["max_connections"], 10);
     assert_eq!(s["alert_level"], "ok");
     assert_eq!(

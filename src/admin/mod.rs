@@ -36,7 +36,7 @@ pub use recommend::{Sizing, OPTIMAL};
 pub use status::PoolStatus;
 
 use crate::alerts::Alerts;
-use crate::config::{Config, Profile};
+use crate::config::{Config, PoolMode, Profile};
 use crate::pool::{Address, Pool, Target};
 use crate::sentinel::Sentinels;
 use crate::traffic::Traffic;
@@ -53,6 +53,7 @@ pub struct AdminState {
     /// Sentinel mode: the Sentinels poolside follows.
     pub sentinels: Option<Sentinels>,
     pub min_idle: u32,
+    pub pool_mode: PoolMode,
     /// Set by the app once the client listener accepts.
     pub listening: AtomicBool,
     pub alerts: Arc<Alerts>,
@@ -92,6 +93,7 @@ impl AdminState {
             upstream: target.address.clone(),
             sentinels,
             min_idle: config.pool.min_idle,
+            pool_mode: config.pool.mode,
             listening: AtomicBool::new(false),
             alerts,
             usage: Arc::new(Usage::new(

@@ -22,6 +22,10 @@ pub struct PoolStatus {
     /// `healthy`, `degraded` (alert level not ok) or `unhealthy` (Redis unreachable).
     pub status: &'static str,
     pub environment: &'static str,
+    /// `transaction` or `multiplexed` (`pool.mode`).
+    pub pool_mode: &'static str,
+    /// What `in_use_connections` counts in this mode, in words.
+    pub in_use_counts: &'static str,
     pub max_connections: u32,
     pub in_use_connections: u32,
     pub idle_connections: u32,
@@ -209,6 +213,8 @@ pub fn pool_status(state: &AdminState) -> PoolStatus {
     PoolStatus {
         status,
         environment: state.profile.name(),
+        pool_mode: state.pool_mode.name(),
+        in_use_counts: state.pool_mode.in_use_counts(),
         max_connections: s.max_connections,
         in_use_connections: s.in_use,
         idle_connections: s.idle,

@@ -38,7 +38,7 @@ impl Config {
                 sentinel: SentinelConfig::default(),
             },
             pool: PoolConfig {
-                mode: PoolMode::Transaction,
+                mode: PoolMode::Multiplexed,
                 max_connections,
                 min_idle,
                 checkout_timeout_ms: 5_000,
