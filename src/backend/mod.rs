@@ -5,10 +5,13 @@
 //!
 //! - [`Backend`], one per poolside: where batches go;
 //! - [`Exec`], one per client: `execute(plan, ClientView, out)` returns
-//!   `Ok(None)` (replies written), `Ok(Some(conn))` (a stream starts on that
-//!   connection) or [`Failed`] (which steps were answered, and the [`Error`]
-//!   the edge answers the rest with); `release()` drops what the client
-//!   pinned (RESET, or the client left). [`ClientView`] is what a backend
+//!   `Ok(None)` (replies written, or deferred: see below), `Ok(Some(conn))`
+//!   (a stream starts on that connection) or [`Failed`] (which steps were
+//!   answered, and the [`Error`] the edge answers the rest with); `release()`
+//!   drops what the client pinned (RESET, or the client left). In
+//!   multiplexed mode a batch may be *deferred* (`shared.rs`): the lane
+//!   writes its replies to the client; the session watches `event()` while
+//!   it reads and calls `settle(out)` before it writes anything else. [`ClientView`] is what a backend
 //!   reads of the client (id, name) and updates from replies (database,
 //!   protocol, transaction pins).
 //!
@@ -45,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-pub use mux::{Multiplexer, SLOW_READER_GRACE};
+pub use mux::{ClientWrite, Multiplexer, SLOW_READER_GRACE};
 pub use out::{Out, Refused, SPILL_BYTES};
 pub use pin::Pin;
 pub use plan::{Part, Plan, Remote, Step, Wait};
@@ -54,7 +57,7 @@ pub use prepare::Wants;
 use crate::error::{Error, Refusal};
 use crate::pool::{Pool, Upstream};
 use crate::traffic::Traffic;
-use shared::{execute_shared, Inbox};
+use shared::{execute_shared, settle, Inbox};
 
 /// What the backend reads of a client and updates from its replies.
 pub struct ClientView<'a> {
@@ -82,7 +85,7 @@ enum Mode {
     /// Every batch checks a connection out for itself.
     Checkout,
     /// Shareable batches go to shared lanes; the others check out.
-    Multiplexed(Multiplexer),
+    Multiplexed(Box<Multiplexer>),
 }
 
 /// Where batches run: one per poolside, shared by every session.
@@ -120,7 +123,12 @@ impl Backend {
         idle_close: Duration,
     ) -> Backend {
         Backend {
-            mode: Mode::Multiplexed(Multiplexer::new(pool.clone(), saturation, idle_close)),
+            mode: Mode::Multiplexed(Box::new(Multiplexer::new(
+                pool.clone(),
+                traffic.clone(),
+                saturation,
+                idle_close,
+            ))),
             pool,
             traffic,
             response_timeout: None,
@@ -199,6 +207,14 @@ impl Backend {
     }
 }
 
+/// What a session waiting for its client may have to act on meanwhile.
+pub enum Event {
+    /// The connection it pinned is on a node that is no longer the primary.
+    PinMoved,
+    /// News of the deferred batch: [`Exec::settle`] it.
+    Replies,
+}
+
 /// One client's handle on the backend.
 pub struct Exec {
     backend: Arc<Backend>,
@@ -206,16 +222,65 @@ pub struct Exec {
     pinned: Option<Upstream>,
     /// This client's reply channel for shared batches, made on first use.
     inbox: Option<Inbox>,
+    /// The client's socket, for lanes to write deferred batches' replies to.
+    client: Option<Arc<dyn ClientWrite>>,
     prefix: BytesMut,
 }
 
 impl Exec {
-    pub fn new(backend: Arc<Backend>) -> Exec {
+    /// `client`: the client socket's write half, when lanes may write to it.
+    pub fn new(backend: Arc<Backend>, client: Option<Arc<dyn ClientWrite>>) -> Exec {
         Exec {
             backend,
             pinned: None,
             inbox: None,
+            client,
             prefix: BytesMut::new(),
+        }
+    }
+
+    /// A shared batch was handed to a lane and not settled yet: until it
+    /// is, the session writes nothing to its client (the lane may).
+    pub fn has_deferred(&self) -> bool {
+        self.inbox.as_ref().is_some_and(Inbox::has_deferred)
+    }
+
+    /// A deferred batch's replies have not reached the client yet: the
+    /// client waits for them, it is not idle.
+    pub fn deferred_in_flight(&self) -> bool {
+        self.inbox.as_ref().is_some_and(Inbox::deferred_in_flight)
+    }
+
+    /// Settles the deferred batch, if any: its replies reached the client,
+    /// or they are in `out` now. On failure, the error and how many replies
+    /// the client is owed (each one gets the error).
+    pub async fn settle(&mut self, out: &mut Out<'_>) -> Result<(), (Failed, usize)> {
+        let (Mode::Multiplexed(mux), Some(inbox)) = (&self.backend.mode, self.inbox.as_mut())
+        else {
+            return Ok(());
+        };
+        let settled = settle(&self.backend, mux, inbox, out).await;
+        if settled.is_err() {
+            // Pieces of the failed batch may still come: not on the next
+            // batch's channel.
+            self.inbox = None;
+        }
+        settled
+    }
+
+    /// Resolves when the session must act while it waits for its client
+    /// (cancel-safe); never while nothing is pinned or deferred.
+    pub async fn event(&mut self) -> Event {
+        if let Some(conn) = &self.pinned {
+            self.backend.pool.moved_from(conn.generation).await;
+            return Event::PinMoved;
+        }
+        match self.inbox.as_mut() {
+            Some(inbox) => {
+                inbox.message().await;
+                Event::Replies
+            }
+            None => std::future::pending().await,
         }
     }
 
@@ -235,7 +300,8 @@ impl Exec {
         if let Mode::Multiplexed(mux) = &self.backend.mode {
             if plan.shareable && self.pinned.is_none() && plan.stream_from.is_none() {
                 let limit = self.backend.reply_buffer;
-                let inbox = self.inbox.get_or_insert_with(|| Inbox::new(limit));
+                let socket = self.client.as_ref();
+                let inbox = self.inbox.get_or_insert_with(|| Inbox::new(limit, socket));
                 let backend = &self.backend;
                 let ran = execute_shared(backend, mux, inbox, plan, *client.wants, out).await;
                 if ran.is_err() {
@@ -320,16 +386,6 @@ impl Exec {
                 self.pinned = Some(conn);
             }
             return Ok(None);
-        }
-    }
-
-    /// Resolves when the connection this client pinned (MULTI, WATCH,
-    /// tracking) is on a node the Sentinels no longer name primary; never
-    /// while nothing is pinned, or outside Sentinel mode.
-    pub async fn pin_moved(&self) {
-        match &self.pinned {
-            Some(conn) => self.backend.pool.moved_from(conn.generation).await,
-            None => std::future::pending().await,
         }
     }
 

@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod delivery;
 
@@ -27,8 +27,9 @@ use super::{prepare, Refused, Wants};
 use crate::error::Error;
 use crate::pool::{Pool, Upstream};
 use crate::resp::ReplyScanner;
+use crate::traffic::Traffic;
 use delivery::{dispatch, LaneCounts, Replies, Waiting};
-pub use delivery::{Backlog, BatchReply};
+pub use delivery::{Backlog, BatchReply, ClientWrite, Direct};
 
 /// How long a slow client may hold a lane others wait on when the response
 /// timeout is off.
@@ -45,6 +46,10 @@ pub struct MuxRequest {
     pub wants: Wants,
     pub reply_to: mpsc::UnboundedSender<BatchReply>,
     pub backlog: Arc<Backlog>,
+    /// The session went back to its client: the lane may write the
+    /// replies to it (see [`Direct`]).
+    pub direct: Option<Arc<Direct>>,
+    pub started: Instant,
 }
 
 struct Lane {
@@ -60,6 +65,7 @@ struct Lane {
 /// The set of lanes, shared by every session.
 pub struct Multiplexer {
     pool: Pool,
+    traffic: Arc<Traffic>,
     lanes: Mutex<Vec<Arc<Lane>>>,
     opening: tokio::sync::Mutex<()>,
     saturation: usize,
@@ -69,9 +75,15 @@ pub struct Multiplexer {
 }
 
 impl Multiplexer {
-    pub fn new(pool: Pool, saturation: usize, idle_close: Duration) -> Multiplexer {
+    pub fn new(
+        pool: Pool,
+        traffic: Arc<Traffic>,
+        saturation: usize,
+        idle_close: Duration,
+    ) -> Multiplexer {
         Multiplexer {
             pool,
+            traffic,
             lanes: Mutex::new(Vec::new()),
             opening: tokio::sync::Mutex::new(()),
             saturation: saturation.max(1),
@@ -156,6 +168,7 @@ impl Multiplexer {
             idle_close: self.idle_close,
             response_timeout: self.response_timeout,
             pool: self.pool.clone(),
+            traffic: self.traffic.clone(),
         };
         tokio::spawn(run_lane(conn, rx, lane.clone(), limits));
         debug!("multiplexer: opened a lane");
@@ -179,6 +192,7 @@ struct LaneLimits {
     response_timeout: Option<Duration>,
     /// Probed when the lane times out.
     pool: Pool,
+    traffic: Arc<Traffic>,
 }
 
 /// Owns one upstream connection: writes queued batches, routes replies back.
@@ -197,6 +211,7 @@ async fn run_lane(
     let counts = LaneCounts {
         in_flight: &lane.in_flight,
         generation: lane.generation,
+        traffic: &limits.traffic,
     };
     let mut replies = Replies {
         buf: BytesMut::with_capacity(64 * 1024),
@@ -394,5 +409,8 @@ fn queue(
         discarding: false,
         refused: Refused::default(),
         holding_since: None,
+        direct: req.direct,
+        started: req.started,
+        split: false,
     });
 }

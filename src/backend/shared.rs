@@ -1,12 +1,17 @@
 //! Multiplexed mode, the session's side: a batch handed to a shared lane,
-//! its replies taken from the client's own channel as they come.
+//! its replies taken from the client's own channel as they come; or, when
+//! its replies are all the batch puts out, *deferred*: the session goes back
+//! to reading its client and the lane writes the replies to the client's
+//! socket itself ([`Direct`]), so a request costs one task wake-up, not two.
+//! The session settles a deferred batch before it writes anything else.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::mux::{Backlog, BatchReply, MuxRequest};
+use super::mux::{Backlog, BatchReply, ClientWrite, Direct, MuxRequest};
 use super::{Backend, Failed, Multiplexer, Out, Plan, Wants, SPILL_BYTES};
 use crate::error::{Error, Refusal};
 use crate::pool::Upstream;
@@ -19,22 +24,65 @@ pub(super) struct Inbox {
     tx: UnboundedSender<BatchReply>,
     rx: UnboundedReceiver<BatchReply>,
     backlog: Arc<Backlog>,
+    /// The client's socket as lanes may write to it.
+    direct: Option<Arc<Direct>>,
+    /// The deferred batch, until the session settles it.
+    pending: Option<Batch>,
+    /// A message about the deferred batch, taken while the session read.
+    early: Option<BatchReply>,
 }
 
 impl Inbox {
-    pub(super) fn new(limit: usize) -> Inbox {
+    pub(super) fn new(limit: usize, client: Option<&Arc<dyn ClientWrite>>) -> Inbox {
         let (tx, rx) = unbounded_channel();
         Inbox {
             tx,
             rx,
             backlog: Arc::new(Backlog::new(limit)),
+            direct: client.map(|c| Arc::new(Direct::new(c.clone()))),
+            pending: None,
+            early: None,
         }
     }
+
+    pub(super) fn has_deferred(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// A deferred batch whose replies have not reached the client yet.
+    pub(super) fn deferred_in_flight(&self) -> bool {
+        self.pending.is_some()
+            && (self.early.is_some() || !self.direct.as_ref().is_some_and(|d| d.is_written()))
+    }
+
+    /// Waits for a message about the deferred batch (cancel-safe); never
+    /// resolves while there is none to wait for. A deferred batch the lane
+    /// wrote to the client sends none.
+    pub(super) async fn message(&mut self) {
+        if self.pending.is_none() || self.early.is_some() {
+            return std::future::pending().await;
+        }
+        let message = self.rx.recv().await.unwrap_or(Err(Error::Internal));
+        self.early = Some(message);
+    }
+}
+
+/// A batch in the lanes' hands, with what submitting it again needs.
+struct Batch {
+    bytes: Bytes,
+    replies: usize,
+    wants: Wants,
+    resendable: bool,
+    /// Re-sent once already after Redis refused all of it.
+    resent: bool,
+    /// Times lanes closed before writing it.
+    bounced: u32,
+    started: Instant,
 }
 
 /// Multiplexed mode: hands the batch to a shared lane and waits for its
 /// replies on the client's own channel, spilling a big batch's pieces to
-/// the client as they come.
+/// the client as they come; or defers it (see the module doc) and returns.
 pub(super) async fn execute_shared(
     backend: &Backend,
     mux: &Multiplexer,
@@ -43,27 +91,94 @@ pub(super) async fn execute_shared(
     wants: Wants,
     out: &mut Out<'_>,
 ) -> Result<Option<Upstream>, Failed> {
-    let bytes = plan.upstream.split().freeze();
+    let mut batch = Batch {
+        bytes: plan.upstream.split().freeze(),
+        replies: plan.remote_replies(),
+        wants,
+        resendable: plan.resendable,
+        resent: false,
+        bounced: 0,
+        started: Instant::now(),
+    };
+    // Deferred only when its replies are all the client is owed now and
+    // the session gave its socket (a blocking batch's session reads instead).
+    let defer = out.buf.is_empty() && out.can_spill() && !plan.close;
+    if let Some(direct) = inbox.direct.clone().filter(|_| defer) {
+        direct.begin();
+        submit(mux, inbox, &mut batch, Some(direct)).await?;
+        inbox.pending = Some(batch);
+        return Ok(None);
+    }
+    submit(mux, inbox, &mut batch, None).await?;
+    receive(backend, mux, inbox, &mut batch, out).await?;
+    Ok(None)
+}
+
+/// Settles the deferred batch, if any: its replies reached the client, or
+/// they are in `out` now. On failure, how many replies the client is owed
+/// (every one gets the error).
+pub(super) async fn settle(
+    backend: &Backend,
+    mux: &Multiplexer,
+    inbox: &mut Inbox,
+    out: &mut Out<'_>,
+) -> Result<(), (Failed, usize)> {
+    let Some(mut batch) = inbox.pending.take() else {
+        return Ok(());
+    };
+    let waits = inbox.early.is_some() || inbox.direct.as_ref().is_some_and(|d| d.wait());
+    if !waits {
+        // The lane wrote the replies to the client.
+        return Ok(());
+    }
+    let replies = batch.replies;
+    receive(backend, mux, inbox, &mut batch, out)
+        .await
+        .map_err(|failed| (failed, replies))
+}
+
+async fn submit(
+    mux: &Multiplexer,
+    inbox: &Inbox,
+    batch: &mut Batch,
+    direct: Option<Arc<Direct>>,
+) -> Result<(), Failed> {
+    batch.started = Instant::now();
+    let req = MuxRequest {
+        bytes: batch.bytes.clone(),
+        replies: batch.replies,
+        wants: batch.wants,
+        reply_to: inbox.tx.clone(),
+        backlog: inbox.backlog.clone(),
+        direct,
+        started: batch.started,
+    };
+    mux.submit(req)
+        .await
+        .map_err(|error| Failed { error, answered: 0 })
+}
+
+/// Takes the batch's replies from the channel into `out` until the last
+/// piece, submitting it again where nothing of it ran: bounced by lanes
+/// that closed before writing it, or refused whole by Redis (once).
+async fn receive(
+    backend: &Backend,
+    mux: &Multiplexer,
+    inbox: &mut Inbox,
+    batch: &mut Batch,
+    out: &mut Out<'_>,
+) -> Result<(), Failed> {
     let failed = |error| Failed { error, answered: 0 };
     let mark = out.buf.len();
-    let mut resent = false;
-    // Lanes that closed before writing the batch (their node moved or
-    // failed): nothing was sent, so it is submitted again, a few times.
-    let mut bounced = 0;
     loop {
-        let req = MuxRequest {
-            bytes: bytes.clone(),
-            replies: plan.remote_replies(),
-            wants,
-            reply_to: inbox.tx.clone(),
-            backlog: inbox.backlog.clone(),
-        };
-        let started = Instant::now();
-        mux.submit(req).await.map_err(failed)?;
         let refused = loop {
-            let piece = match inbox.rx.recv().await.unwrap_or(Err(Error::Internal)) {
+            let message = match inbox.early.take() {
+                Some(message) => message,
+                None => inbox.rx.recv().await.unwrap_or(Err(Error::Internal)),
+            };
+            let piece = match message {
                 Ok(piece) => piece,
-                Err(Error::NotSent) if bounced < MAX_BOUNCES => break None,
+                Err(Error::NotSent) if batch.bounced < MAX_BOUNCES => break None,
                 Err(error) => {
                     // Nothing of the batch reached the client: every reply is
                     // answered with the error instead.
@@ -88,26 +203,30 @@ pub(super) async fn execute_shared(
             }
         };
         let Some(refused) = refused else {
-            bounced += 1;
+            // Lanes that closed before writing it (their node moved or
+            // failed): nothing was sent, so it goes again, a few times.
+            batch.bounced += 1;
             out.buf.truncate(mark);
+            submit(mux, inbox, batch, None).await?;
             continue;
         };
         out.reply_done();
-        backend.traffic.round_trip_done(started.elapsed());
+        backend.traffic.round_trip_done(batch.started.elapsed());
         // The lane has marked the pool stale and closed; the one re-send
         // goes to a lane on a fresh connection.
         if let Some(kind) = refused.kind {
             backend.traffic.refused(kind, refused.count);
-            if !resent && plan.resendable && refused.whole_batch() && !out.spilled {
+            if !batch.resent && batch.resendable && refused.whole_batch() && !out.spilled {
                 out.buf.truncate(mark);
-                resent = true;
+                batch.resent = true;
                 backend.traffic.resent();
                 if kind != Refusal::ReadOnly {
                     tokio::time::sleep(backend.resend_delay).await;
                 }
+                submit(mux, inbox, batch, None).await?;
                 continue;
             }
         }
-        return Ok(None);
+        return Ok(());
     }
 }

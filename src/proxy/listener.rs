@@ -5,36 +5,37 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{tcp, unix, TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::session::Session;
+use super::socket::{ClientSocket, Split};
 use super::Shared;
 
 /// A listener the accept loop can serve: TCP or a unix socket.
 pub trait Accept: Send + 'static {
-    type Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Socket: ClientSocket + 'static;
     /// The next client and a printable peer name.
     fn next(&self) -> impl Future<Output = io::Result<(Self::Socket, String)>> + Send;
 }
 
 impl Accept for TcpListener {
-    type Socket = TcpStream;
-    async fn next(&self) -> io::Result<(TcpStream, String)> {
+    type Socket = Split<tcp::OwnedReadHalf, tcp::OwnedWriteHalf>;
+    async fn next(&self) -> io::Result<(Self::Socket, String)> {
         let (socket, peer) = self.accept().await?;
         let _ = socket.set_nodelay(true);
-        Ok((socket, peer.to_string()))
+        Ok((Split::tcp(socket), peer.to_string()))
     }
 }
 
 impl Accept for UnixListener {
-    type Socket = UnixStream;
-    async fn next(&self) -> io::Result<(UnixStream, String)> {
+    type Socket = Split<unix::OwnedReadHalf, unix::OwnedWriteHalf>;
+    async fn next(&self) -> io::Result<(Self::Socket, String)> {
         let (socket, _) = self.accept().await?;
-        Ok((socket, "unix".into()))
+        Ok((Split::unix(socket), "unix".into()))
     }
 }
 
@@ -73,7 +74,7 @@ fn admit<S>(
     peer: String,
     shutdown: &watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ClientSocket + 'static,
 {
     let traffic = shared.traffic.clone();
     if traffic.clients_connected() as usize >= shared.max_clients {

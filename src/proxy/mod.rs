@@ -9,6 +9,7 @@ mod local;
 mod planner;
 mod policy;
 mod session;
+mod socket;
 mod stream;
 mod subscriptions;
 

@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::local::ClientState;
 use super::planner::{self, Batch};
+use super::socket::ClientSocket;
 use super::Shared;
-use crate::backend::{ClientView, Exec, Out, Plan};
-use crate::error::Side;
+use crate::backend::{ClientView, Event, Exec, Out, Plan};
+use crate::error::{Error, Side};
 use crate::pool::Upstream;
 use crate::resp::{write_error, CommandScanner, Frame, ProtocolError};
 
@@ -71,13 +72,13 @@ pub struct Session<S> {
     shutdown: watch::Receiver<bool>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+impl<S: ClientSocket> Session<S> {
     pub fn new(shared: Arc<Shared>, client: S, shutdown: watch::Receiver<bool>) -> Session<S> {
         Session {
             scanner: CommandScanner::new(shared.limits),
             client_state: shared.new_client(),
             plan: Plan::default(),
-            exec: Exec::new(shared.backend.clone()),
+            exec: Exec::new(shared.backend.clone(), client.direct()),
             shared,
             client,
             // Small to start: most clients send small commands, and an idle
@@ -104,7 +105,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut more_buffered = false;
         loop {
             if *self.shutdown.borrow() {
-                return End::Shutdown;
+                // A deferred batch's replies still reach the client.
+                return self.settle().await.err().unwrap_or(End::Shutdown);
             }
             if !std::mem::take(&mut more_buffered) {
                 match self.read_more(partial_since).await {
@@ -200,6 +202,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.frames.is_empty() {
             return Some(Flow::Continue);
         }
+        // The previous batch's replies come first.
+        if self.settle().await.is_err() {
+            return Some(Flow::Abort);
+        }
         let batch = Batch {
             buf: &self.rbuf,
             scanner: &self.scanner,
@@ -223,6 +229,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// A malformed frame: the client gets Redis' protocol error and is
     /// closed; nobody else notices.
     async fn refuse_malformed(&mut self, e: ProtocolError) -> End {
+        if let Err(end) = self.settle().await {
+            return end;
+        }
         self.shared.traffic.failed(Side::Client);
         debug!(
             client = self.client_state.id,
@@ -236,35 +245,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Reads more client bytes. A frame left incomplete longer than
     /// `frame_timeout` (slow-loris), or silence longer than the idle timeout,
-    /// ends the session; so does shutdown while no batch is in flight.
+    /// ends the session; so does shutdown while no batch is in flight. A
+    /// deferred batch that needs the session meanwhile is settled here.
     async fn read_more(&mut self, partial_since: Option<Instant>) -> Result<usize, End> {
-        let deadline = match (partial_since, self.shared.idle_timeout) {
-            (Some(t), _) => Some((t + self.shared.frame_timeout, End::FrameTimeout)),
-            (None, Some(idle)) => Some((Instant::now() + idle, End::IdleTimeout)),
-            (None, None) => None,
-        };
-        // Without a deadline the timer branch is never polled, so no timer is
-        // registered per read: it showed in profiles of 1000-client runs.
-        let timed = deadline.is_some();
-        let (at, why) = deadline.unwrap_or((Instant::now(), End::IdleTimeout));
         if self.rbuf.capacity() - self.rbuf.len() < INITIAL_BUFFER / 4 {
             // Doubling: a long pipeline or a big value is read in ever larger reads.
             self.rbuf
                 .reserve(self.rbuf.capacity().clamp(INITIAL_BUFFER, MAX_READ));
         }
-        tokio::select! {
-            biased;
-            read = self.client.read_buf(&mut self.rbuf) => read.map_err(End::Io),
-            _ = tokio::time::sleep_until(at.into()), if timed => {
-                if matches!(why, End::FrameTimeout) {
-                    write_error(&mut self.wbuf, "ERR Protocol error: incomplete command timed out");
-                    let _ = self.flush().await;
+        loop {
+            let deadline = match (partial_since, self.shared.idle_timeout) {
+                (Some(t), _) => Some((t + self.shared.frame_timeout, End::FrameTimeout)),
+                (None, Some(idle)) => Some((Instant::now() + idle, End::IdleTimeout)),
+                (None, None) => None,
+            };
+            // Without a deadline the timer branch is never polled, so no timer is
+            // registered per read: it showed in profiles of 1000-client runs.
+            let timed = deadline.is_some();
+            let (at, why) = deadline.unwrap_or((Instant::now(), End::IdleTimeout));
+            tokio::select! {
+                biased;
+                read = self.client.read_buf(&mut self.rbuf) => return read.map_err(End::Io),
+                _ = tokio::time::sleep_until(at.into()), if timed => {
+                    if matches!(why, End::IdleTimeout) && self.exec.deferred_in_flight() {
+                        // The client waits for its replies: not idle. The
+                        // timer starts again once they are in.
+                        self.settle().await?;
+                        continue;
+                    }
+                    self.settle().await?;
+                    if matches!(why, End::FrameTimeout) {
+                        write_error(&mut self.wbuf, "ERR Protocol error: incomplete command timed out");
+                        let _ = self.flush().await;
+                    }
+                    return Err(why);
                 }
-                Err(why)
+                _ = self.shutdown.changed() => {
+                    self.settle().await?;
+                    return Err(End::Shutdown);
+                }
+                event = self.exec.event() => match event {
+                    Event::PinMoved => return Err(End::PrimaryMoved),
+                    Event::Replies => self.settle().await?,
+                },
             }
-            _ = self.shutdown.changed() => Err(End::Shutdown),
-            _ = self.exec.pin_moved(), if self.exec.is_pinned() => Err(End::PrimaryMoved),
         }
+    }
+
+    /// Settles a deferred batch (see `backend/shared.rs`): its replies
+    /// reached the client, or they (or its error replies) are written now.
+    async fn settle(&mut self) -> Result<(), End> {
+        if !self.exec.has_deferred() {
+            return Ok(());
+        }
+        let mut out = Out::new(&mut self.wbuf, Some(&mut self.client));
+        let settled = self.exec.settle(&mut out).await;
+        let torn = out.torn();
+        if let Err((failed, replies)) = settled {
+            let id = self.client_state.id;
+            let Some(detail) = failure_edge(&self.shared, id, failed.error, torn) else {
+                return Err(End::Aborted);
+            };
+            let mut text = BytesMut::new();
+            failed.error.write_reply_with(detail.as_deref(), &mut text);
+            for _ in 0..replies {
+                self.wbuf.extend_from_slice(&text);
+            }
+        }
+        self.flush().await.map_err(End::Io)
     }
 
     /// Runs a batch that may block (BLPOP 0) while watching the client: if it
@@ -383,17 +431,10 @@ async fn execute(
         }
         Ok(None) => {}
         Err(failed) => {
-            let error = failed.error;
-            shared.traffic.failed(error.side());
-            if error.closes_client() || out.torn() {
-                if matches!(error, crate::error::Error::ReplyOverflow { .. }) {
-                    shared.traffic.reply_overflowed();
-                }
-                warn!(client = client.id, %error, torn = out.torn(), "closing the client: its replies cannot be delivered");
+            let Some(detail) = failure_edge(shared, client.id, failed.error, out.torn()) else {
                 return Flow::Abort;
-            }
-            let detail = shared.backend.detail(error);
-            plan.answer_failed(failed.answered, error, detail.as_deref(), out.buf);
+            };
+            plan.answer_failed(failed.answered, failed.error, detail.as_deref(), out.buf);
         }
     }
     if plan.close {
@@ -401,4 +442,19 @@ async fn execute(
     } else {
         Flow::Continue
     }
+}
+
+/// A failed batch at the edge: counted once. `None` when the client must be
+/// closed (its replies cannot be delivered in-band); else the upstream's
+/// own words its error replies carry, if any.
+fn failure_edge(shared: &Shared, id: u64, error: Error, torn: bool) -> Option<Option<Arc<str>>> {
+    shared.traffic.failed(error.side());
+    if error.closes_client() || torn {
+        if matches!(error, Error::ReplyOverflow { .. }) {
+            shared.traffic.reply_overflowed();
+        }
+        warn!(client = id, %error, torn, "closing the client: its replies cannot be delivered");
+        return None;
+    }
+    Some(shared.backend.detail(error))
 }

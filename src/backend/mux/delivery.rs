@@ -1,11 +1,15 @@
 //! How a lane's replies reach their clients: in [`Piece`]s, counted in each
 //! client's [`Backlog`], cut from the bytes Redis sends ([`Replies`]) by
 //! [`dispatch`], with a slow client's replies held up to a limit and then
-//! dropped.
+//! dropped; or, for a client whose session waits for its next command
+//! rather than for these replies, written to its socket by the lane
+//! ([`Direct`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::{mpsc, Notify};
@@ -15,6 +19,7 @@ use super::super::{prepare, Refused, SPILL_BYTES};
 use crate::error::{Cause, Error, Refusal};
 use crate::pool::Pool;
 use crate::resp::ReplyScanner;
+use crate::traffic::Traffic;
 
 /// What [`dispatch`] updates of its lane.
 pub struct LaneCounts<'a> {
@@ -22,6 +27,69 @@ pub struct LaneCounts<'a> {
     pub in_flight: &'a AtomicUsize,
     /// The lane connection's pool generation.
     pub generation: u64,
+    /// Round trips of batches the lane wrote to their clients itself.
+    pub traffic: &'a Traffic,
+}
+
+/// A client socket's write side, as a lane may use it: a write that never
+/// waits (`WouldBlock` when the socket is full).
+pub trait ClientWrite: Send + Sync {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+/// The lane has the batch; the session does not wait for it.
+const LANE_HAS_IT: u8 = 0;
+/// The session waits for a message on its channel.
+const SESSION_WAITS: u8 = 1;
+/// The lane wrote the whole batch's replies to the client.
+const WRITTEN: u8 = 2;
+
+/// A client's socket, and where its one deferred batch stands: the session
+/// handed the batch over and went back to reading its client; the lane
+/// writes the replies to the socket itself when they come whole (one wake-up
+/// per request: the lane's) and tells the session only if it waits by then.
+/// Anything else (an error, a batch bounced, replies in pieces, a refusal,
+/// a socket that would block) goes over the client's channel as before.
+pub struct Direct {
+    sink: Arc<dyn ClientWrite>,
+    state: AtomicU8,
+}
+
+impl Direct {
+    pub fn new(sink: Arc<dyn ClientWrite>) -> Direct {
+        Direct {
+            sink,
+            state: AtomicU8::new(WRITTEN),
+        }
+    }
+
+    /// A batch is handed over.
+    pub(in crate::backend) fn begin(&self) {
+        self.state.store(LANE_HAS_IT, Ordering::Release);
+    }
+
+    /// The session wants the batch settled: `false` when the lane wrote it
+    /// already, `true` when a message will come on the channel.
+    pub(in crate::backend) fn wait(&self) -> bool {
+        self.state
+            .compare_exchange(
+                LANE_HAS_IT,
+                SESSION_WAITS,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// The lane wrote the last batch handed over.
+    pub(in crate::backend) fn is_written(&self) -> bool {
+        self.state.load(Ordering::Acquire) == WRITTEN
+    }
+
+    /// The lane wrote the batch: `true` when the session waits and must be told.
+    fn written(&self) -> bool {
+        self.state.swap(WRITTEN, Ordering::AcqRel) == SESSION_WAITS
+    }
 }
 
 /// Replies of one batch, in order: all of them in one piece (`last`), or a
@@ -90,14 +158,46 @@ pub struct Waiting {
     pub(super) refused: Refused,
     /// When this batch's client first held the lane (see `run_lane`).
     pub(super) holding_since: Option<tokio::time::Instant>,
+    /// The session deferred the batch: its replies may go straight to the client.
+    pub(super) direct: Option<Arc<Direct>>,
+    /// When the session submitted it.
+    pub(super) started: Instant,
+    /// Some of its replies went to the client already, over the channel.
+    pub(super) split: bool,
 }
 
 impl Waiting {
-    /// Hands `bytes` of this batch's replies to the client.
-    pub(super) fn deliver(&mut self, bytes: Bytes, last: bool) {
+    /// Hands `bytes` of this batch's replies to the client; `true` when the
+    /// lane wrote them to the client's socket itself.
+    pub(super) fn deliver(&mut self, mut bytes: Bytes, last: bool) -> bool {
         if self.discarding {
-            return;
+            return false;
         }
+        if let Some(direct) = self.direct.as_ref().filter(|_| last && !self.split) {
+            if self.refused.kind.is_none() {
+                // Only whole, unrefused replies: anything else the session
+                // must see (and a refusal may be re-sent).
+                match direct.sink.try_write(&bytes) {
+                    Ok(n) if n == bytes.len() => {
+                        if direct.written() {
+                            let _ = self.reply_to.send(Ok(Piece {
+                                bytes: Bytes::new(),
+                                last: true,
+                                refused: Refused::default(),
+                            }));
+                        }
+                        return true;
+                    }
+                    // The rest goes over the channel: the session writes it
+                    // before anything else of its client's.
+                    Ok(n) => bytes = bytes.slice(n..),
+                    // Full, or failed: the session writes it (and meets
+                    // the failure itself).
+                    Err(_) => {}
+                }
+            }
+        }
+        self.split |= !last;
         let n = bytes.len();
         self.backlog.bytes.fetch_add(n, Ordering::AcqRel);
         let refused = self.refused;
@@ -114,6 +214,7 @@ impl Waiting {
             self.backlog.bytes.fetch_sub(n, Ordering::AcqRel);
             self.discarding = true;
         }
+        false
     }
 
     /// The lane waits for this client to take its replies.
@@ -245,7 +346,9 @@ pub fn dispatch(
             let piece = r.take(end);
             lane.in_flight.fetch_sub(1, Ordering::AcqRel);
             if let Some(mut done) = waiting.pop_front() {
-                done.deliver(piece, true);
+                if done.deliver(piece, true) {
+                    lane.traffic.round_trip_done(done.started.elapsed());
+                }
             }
         } else if front.discarding {
             r.drop_front(end);
