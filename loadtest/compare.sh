@@ -16,7 +16,7 @@ usage() {
 usage: loadtest/compare.sh [options]
   --quick               1 round, -n 10000/100000, 3 s load tests (smoke test)
   --rounds N            rounds per scenario (default 3)
-  --scenarios LIST      of a,b,c,d,f (default a,b,c,d,f; f: failover.sh)
+  --scenarios LIST      of a,b,c,d,e,f (default a,b,c,d,e,f; f: failover.sh)
   --targets LIST        of direct,transaction,multiplexed,twemproxy (default: all
                         that exist; multiplexed only when poolside has --pool-mode)
   --presets LIST        (d) presets, of baseline,stress,ultimate (default all)
@@ -31,7 +31,7 @@ EOF
 }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-rounds=3 quick=0 scenarios=a,b,c,d,f targets_wanted="" presets=baseline,stress,ultimate
+rounds=3 quick=0 scenarios=a,b,c,d,e,f targets_wanted="" presets=baseline,stress,ultimate
 connections=persistent,per-request lt_duration="" fleet_maxclients=500 out="" build=1 keep=0
 command_line="loadtest/compare.sh $*"
 while [ $# -gt 0 ]; do
@@ -53,10 +53,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$quick" = 1 ]; then
-    rounds=1 n_a=10000 n_b=100000 n_c=10000
+    rounds=1 n_a=10000 n_b=100000 n_c=10000 n_e=20000
     lt_duration=${lt_duration:-3}
 else
-    n_a=100000 n_b=1000000 n_c=100000
+    n_a=100000 n_b=1000000 n_c=100000 n_e=200000
     lt_duration=${lt_duration:-20}
 fi
 # Every external command gets a time limit, so a stuck target cannot hang the
@@ -99,7 +99,7 @@ fi
 
 # 3. Limits and a work directory; every process started is killed on exit.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
-[ "$(ulimit -n)" -ge 4096 ] || log "warning: ulimit -n is $(ulimit -n); -c 1000 and 2000 users may fail"
+[ "$(ulimit -n)" -ge 12000 ] || log "warning: ulimit -n is $(ulimit -n); (e) -c 5000 may fail"
 work=$(mktemp -d -t poolside-compare.XXXXXX)
 pids=()
 cleanup() {
@@ -268,6 +268,8 @@ for scenario in ${scenarios//,/ }; do
            for_targets "$round" bench b "$round" -c 50 -P 16 -n "$n_b" -t set,get -r 100000 ;;
         c) log "(c) -c 1000 set,get, round $round/$rounds"
            for_targets "$round" bench c "$round" -c 1000 -n "$n_c" -t set,get -r 100000 ;;
+        e) log "(e) -c 5000 set,get, round $round/$rounds"
+           for_targets "$round" bench e "$round" -c 5000 -n "$n_e" -t set,get -r 100000 ;;
         d) for preset in ${presets//,/ }; do
                for connection in ${connections//,/ }; do
                    log "(d) $preset $connection, round $round/$rounds"
@@ -324,7 +326,7 @@ for line in open(path):
     if (scenario, test) not in order:
         order.append((scenario, test))
     runs[(scenario, test, target)].append((float(rps), float(p50), float(p99), int(errors or 0), total))
-LABELS = {"a": "(a) -c 50", "b": "(b) -c 50 -P 16", "c": "(c) -c 1000"}
+LABELS = {"a": "(a) -c 50", "b": "(b) -c 50 -P 16", "c": "(c) -c 1000", "e": "(e) -c 5000"}
 def label(scenario, test):
     if scenario.startswith("d-"):
         return "(d) " + scenario[2:].replace("-", " ", 1)

@@ -49,7 +49,7 @@ impl Config {
                 backoff_base_ms: 8,
                 backoff_factor: 4,
                 backoff_max_ms: 512,
-                multiplex_saturation: 64,
+                multiplex_saturation: 1024,
                 multiplex_idle_ms: 200,
                 response_timeout_ms: 5_000,
                 tcp_keepalive_secs: 60,
