@@ -389,10 +389,6 @@ impl Exec {
         }
     }
 
-    pub fn is_pinned(&self) -> bool {
-        self.pinned.is_some()
-    }
-
     /// RESET, or the client is gone: a pinned connection carries state (a
     /// transaction, WATCH, tracking) and is closed, not reused.
     pub fn release(&mut self) {
