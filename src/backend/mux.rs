@@ -44,7 +44,7 @@ pub struct MuxRequest {
     pub bytes: Bytes,
     pub replies: usize,
     pub wants: Wants,
-    pub reply_to: mpsc::UnboundedSender<BatchReply>,
+    /// Where its replies go.
     pub backlog: Arc<Backlog>,
     /// The session went back to its client: the lane may write the
     /// replies to it (see [`Direct`]).
@@ -374,7 +374,7 @@ async fn run_lane(
                 limits.pool.probe_now();
             }
             for w in waiting.drain(..).filter(|w| !w.discarding) {
-                let _ = w.reply_to.send(Err(error));
+                w.backlog.send(Err(error));
             }
             // Queued but never written: they may go again, elsewhere.
             while let Ok(req) = rx.try_recv() {
@@ -387,7 +387,7 @@ async fn run_lane(
 /// A batch the lane will not write: its client submits it again.
 fn bounce(req: MuxRequest, lane: &Lane) {
     lane.in_flight.fetch_sub(1, Ordering::AcqRel);
-    let _ = req.reply_to.send(Err(Error::NotSent));
+    req.backlog.send(Err(Error::NotSent));
 }
 
 fn queue(
@@ -404,7 +404,6 @@ fn queue(
         sent,
         skip,
         replies: req.replies,
-        reply_to: req.reply_to,
         backlog: req.backlog,
         discarding: false,
         refused: Refused::default(),

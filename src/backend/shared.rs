@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::mux::{Backlog, BatchReply, ClientWrite, Direct, MuxRequest};
 use super::{Backend, Failed, Multiplexer, Out, Plan, Wants, SPILL_BYTES};
@@ -19,10 +18,8 @@ use crate::pool::Upstream;
 /// How often one batch is submitted again after lanes closed before writing it.
 const MAX_BOUNCES: u32 = 3;
 
-/// A client's end of the lanes: its reply channel and backlog.
+/// A client's end of the lanes: its backlog (where its replies come).
 pub(super) struct Inbox {
-    tx: UnboundedSender<BatchReply>,
-    rx: UnboundedReceiver<BatchReply>,
     backlog: Arc<Backlog>,
     /// The client's socket as lanes may write to it.
     direct: Option<Arc<Direct>>,
@@ -34,10 +31,7 @@ pub(super) struct Inbox {
 
 impl Inbox {
     pub(super) fn new(limit: usize, client: Option<&Arc<dyn ClientWrite>>) -> Inbox {
-        let (tx, rx) = unbounded_channel();
         Inbox {
-            tx,
-            rx,
             backlog: Arc::new(Backlog::new(limit)),
             direct: client.map(|c| Arc::new(Direct::new(c.clone()))),
             pending: None,
@@ -62,8 +56,14 @@ impl Inbox {
         if self.pending.is_none() || self.early.is_some() {
             return std::future::pending().await;
         }
-        let message = self.rx.recv().await.unwrap_or(Err(Error::Internal));
-        self.early = Some(message);
+        self.early = Some(self.backlog.recv().await);
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // Lanes still reading this client's replies drop them from now on.
+        self.backlog.close();
     }
 }
 
@@ -148,7 +148,6 @@ async fn submit(
         bytes: batch.bytes.clone(),
         replies: batch.replies,
         wants: batch.wants,
-        reply_to: inbox.tx.clone(),
         backlog: inbox.backlog.clone(),
         direct,
         started: batch.started,
@@ -174,7 +173,7 @@ async fn receive(
         let refused = loop {
             let message = match inbox.early.take() {
                 Some(message) => message,
-                None => inbox.rx.recv().await.unwrap_or(Err(Error::Internal)),
+                None => inbox.backlog.recv().await,
             };
             let piece = match message {
                 Ok(piece) => piece,

@@ -8,11 +8,11 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tracing::warn;
 
 use super::super::{prepare, Refused, SPILL_BYTES};
@@ -105,9 +105,17 @@ pub struct Piece {
     pub refused: Refused,
 }
 
-/// Reply bytes handed to one client and not taken by its session yet,
-/// shared by the lanes and the session.
+/// What the lanes handed to one client and its session has not taken yet:
+/// the messages, in order, and their reply bytes, counted against the
+/// limit. Shared by the lanes and the session.
+///
+/// A queue rather than a channel: it allocates nothing until the first
+/// message and then only what the messages need, where a channel holds a
+/// block of 32 slots (about 2 KiB) for every idle client.
 pub struct Backlog {
+    queue: Mutex<Queue>,
+    /// A message was queued.
+    arrived: Notify,
     pub(super) bytes: AtomicUsize,
     /// `limits.max_reply_buffer_bytes`.
     pub(super) limit: usize,
@@ -117,14 +125,63 @@ pub struct Backlog {
     pub overflowed: Notify,
 }
 
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<BatchReply>,
+    /// The session is gone: nobody takes messages any more.
+    closed: bool,
+}
+
 impl Backlog {
     pub fn new(limit: usize) -> Backlog {
         Backlog {
+            queue: Mutex::default(),
+            arrived: Notify::new(),
             bytes: AtomicUsize::new(0),
             limit,
             drained: Notify::new(),
             overflowed: Notify::new(),
         }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands the session a message: `false` when it is gone.
+    pub(super) fn send(&self, message: BatchReply) -> bool {
+        let mut queue = self.queue();
+        if queue.closed {
+            return false;
+        }
+        queue.messages.push_back(message);
+        drop(queue);
+        self.arrived.notify_one();
+        true
+    }
+
+    /// The next message, in order (cancel-safe: a message is taken only
+    /// when this returns).
+    pub async fn recv(&self) -> BatchReply {
+        loop {
+            if let Some(message) = self.queue().messages.pop_front() {
+                return message;
+            }
+            // A message queued since is not missed: `notify_one` keeps a
+            // permit when nobody waits.
+            self.arrived.notified().await;
+        }
+    }
+
+    /// The session is gone: what is queued is dropped, and so is what comes.
+    pub fn close(&self) {
+        let mut queue = self.queue();
+        queue.closed = true;
+        queue.messages.clear();
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.queue().closed
     }
 
     pub fn limit(&self) -> usize {
@@ -151,7 +208,7 @@ pub struct Waiting {
     /// for this batch (SELECT).
     pub(super) skip: usize,
     pub(super) replies: usize,
-    pub(super) reply_to: mpsc::UnboundedSender<BatchReply>,
+    /// Where its replies go.
     pub(super) backlog: Arc<Backlog>,
     /// The client was cut off (or left): its replies are read and dropped.
     pub(super) discarding: bool,
@@ -180,7 +237,7 @@ impl Waiting {
                 match direct.sink.try_write(&bytes) {
                     Ok(n) if n == bytes.len() => {
                         if direct.written() {
-                            let _ = self.reply_to.send(Ok(Piece {
+                            self.backlog.send(Ok(Piece {
                                 bytes: Bytes::new(),
                                 last: true,
                                 refused: Refused::default(),
@@ -201,15 +258,11 @@ impl Waiting {
         let n = bytes.len();
         self.backlog.bytes.fetch_add(n, Ordering::AcqRel);
         let refused = self.refused;
-        if self
-            .reply_to
-            .send(Ok(Piece {
-                bytes,
-                last,
-                refused,
-            }))
-            .is_err()
-        {
+        if !self.backlog.send(Ok(Piece {
+            bytes,
+            last,
+            refused,
+        })) {
             // The session is gone: nobody will take them.
             self.backlog.bytes.fetch_sub(n, Ordering::AcqRel);
             self.discarding = true;
@@ -219,7 +272,7 @@ impl Waiting {
 
     /// The lane waits for this client to take its replies.
     pub(super) fn holds_lane(&self) -> bool {
-        !self.discarding && self.skip == 0 && self.backlog.over() && !self.reply_to.is_closed()
+        !self.discarding && self.skip == 0 && self.backlog.over() && !self.backlog.is_closed()
     }
 
     /// Hands on (or drops, for a client cut off) the first `ready` bytes,
@@ -243,7 +296,7 @@ impl Waiting {
             limit,
             "multiplexer: a client left more than limits.max_reply_buffer_bytes unread; disconnecting it"
         );
-        let _ = self.reply_to.send(Err(Error::ReplyOverflow { limit }));
+        self.backlog.send(Err(Error::ReplyOverflow { limit }));
         self.backlog.overflowed.notify_one();
         self.discarding = true;
     }
