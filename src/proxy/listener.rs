@@ -87,9 +87,11 @@ fn admit<S>(
         return;
     }
     traffic.client_connected();
-    let session = Session::new(shared.clone(), socket, shutdown.clone());
+    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+    // The session is made inside the task, so that the task holds it once
+    // (in `run`'s state) and not a second time as a captured value.
     sessions.spawn(async move {
-        session.run(&peer).await;
+        Session::new(shared, socket, shutdown).run(&peer).await;
         traffic.client_disconnected();
     });
 }

@@ -91,7 +91,10 @@ impl<S: ClientSocket> Session<S> {
         }
     }
 
-    pub async fn run(mut self, peer: &str) {
+    /// Serves the client until the session ends. By reference: an async
+    /// fn's by-value argument is stored in its future twice (the argument,
+    /// then the moved local), which every session would pay for.
+    pub async fn run(&mut self, peer: &str) {
         let id = self.client_state.id;
         debug!(client = id, peer, "client connected");
         let end = self.serve().await;
