@@ -98,12 +98,17 @@ impl Multiplexer {
 
     /// Queues a batch on the least busy lane, opening a lane when all are saturated.
     pub async fn submit(&self, mut req: MuxRequest) -> Result<(), Error> {
-        // Sentinel mode: no lane takes a batch while a failover holds.
-        self.pool.ready().await?;
+        // Sentinel mode: no lane takes a batch while a failover holds. The
+        // waits here (for a failover, for a lane to open) are rare, and boxed:
+        // unboxed, their state (about 1.4 KiB) would be part of every
+        // session's future, idle or not.
+        if self.pool.holds() {
+            Box::pin(self.pool.ready()).await?;
+        }
         loop {
             let lane = match self.pick() {
                 Some(lane) => lane,
-                None => self.open_lane().await?,
+                None => Box::pin(self.open_lane()).await?,
             };
             lane.in_flight.fetch_add(1, Ordering::AcqRel);
             match lane.tx.send(req) {

@@ -207,6 +207,14 @@ impl Pool {
         self.take(false).await
     }
 
+    /// Sentinel mode: a failover holds new batches now (`ready` waits).
+    pub fn holds(&self) -> bool {
+        self.keep
+            .primary
+            .as_ref()
+            .is_some_and(|p| p.holds(self.health.is_down()))
+    }
+
     /// In Sentinel mode, a checkout or lane submit first waits here while
     /// the primary cannot take the batch (none known, a Sentinel reports it
     /// down or failing over, or it does not answer), up to

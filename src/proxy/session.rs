@@ -144,7 +144,7 @@ impl<S: ClientSocket> Session<S> {
             match flow {
                 Flow::Continue | Flow::Abort => {}
                 Flow::Close => return End::Quit,
-                Flow::Stream { from, conn } => match self.stream(from, *conn).await {
+                Flow::Stream { from, conn } => match Box::pin(self.stream(from, *conn)).await {
                     // The last subscription ended: request/reply again, on
                     // the client bytes the stream did not use.
                     Ok(rest) => {
@@ -223,7 +223,9 @@ impl<S: ClientSocket> Session<S> {
             &mut self.plan,
         );
         if self.plan.may_block {
-            self.run_watching_client().await
+            // Boxed, like the other rare paths (a stream, a malformed
+            // frame): their state would be part of every session's future.
+            Box::pin(self.run_watching_client()).await
         } else {
             Some(self.run_batch().await)
         }
