@@ -18,7 +18,7 @@ use crate::error::{Error, Side};
 use crate::pool::Upstream;
 use crate::resp::{write_error, CommandScanner, Frame, ProtocolError};
 
-/// A new client's read and write buffers.
+/// A new client's read buffer.
 const INITIAL_BUFFER: usize = 1024;
 /// Reads grow up to this size.
 const MAX_READ: usize = 64 * 1024;
@@ -82,9 +82,11 @@ impl<S: ClientSocket> Session<S> {
             shared,
             client,
             // Small to start: most clients send small commands, and an idle
-            // client should cost little. Both grow with what passes.
+            // client should cost little. Both grow with what passes; the
+            // write buffer starts empty, since in multiplexed mode the lanes
+            // write most replies to the client themselves.
             rbuf: BytesMut::with_capacity(INITIAL_BUFFER),
-            wbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+            wbuf: BytesMut::new(),
             frames: Vec::with_capacity(8),
             early: BytesMut::new(),
             shutdown,
@@ -136,7 +138,7 @@ impl<S: ClientSocket> Session<S> {
                 return End::Aborted;
             }
             if let Some(e) = protocol_error.filter(|_| rest.is_none()) {
-                return self.refuse_malformed(e).await;
+                return Box::pin(self.refuse_malformed(e)).await;
             }
             if let Err(e) = self.flush().await {
                 return End::Io(e);
