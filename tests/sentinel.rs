@@ -266,6 +266,9 @@ both_modes! {
         let writers = Writers::start(poolside.client_addr, WRITERS);
         writers.wait_for_acks(500, "writes flow to the first primary").await;
         let old = set.primary().await;
+        // Requests sent from here on wait on the paused primary and are
+        // still in flight at the kill.
+        set.pause_writes_until_replicated(old).await;
         let killed_at = Instant::now();
         set.kill_node(old);
         let new = set.wait_for_new_primary(old).await;

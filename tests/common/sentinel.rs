@@ -275,6 +275,37 @@ impl SentinelSet {
         old
     }
 
+    /// Redis replicates asynchronously: a write the primary acknowledged a
+    /// moment before a `kill -9` may never reach a replica, lost by Redis
+    /// whoever sent it. So before such a kill, writes pause on the primary
+    /// (`CLIENT PAUSE WRITE`: those in flight wait there, unacknowledged,
+    /// and die with it) until every replica has what it acknowledged. Plain
+    /// TCP topologies only.
+    pub async fn pause_writes_until_replicated(&self, primary: SocketAddr) {
+        let mut c = self.client(primary).await.expect("connect to the primary");
+        c.command(&["CLIENT", "PAUSE", "600000", "WRITE"])
+            .await
+            .expect_ok();
+        let offset = repl_offset(primary).await.expect("the primary's offset");
+        let replicas: Vec<SocketAddr> = self
+            .node_addrs()
+            .into_iter()
+            .filter(|&a| a != primary)
+            .collect();
+        wait_until(WAIT, "the replicas have every acknowledged write", || {
+            let replicas = replicas.clone();
+            async move {
+                for r in replicas {
+                    if !repl_offset(r).await.is_some_and(|o| o >= offset) {
+                        return false;
+                    }
+                }
+                true
+            }
+        })
+        .await;
+    }
+
     /// `kill -9` of the data node at `addr` (SIGKILL, reaped).
     pub fn kill_node(&mut self, addr: SocketAddr) {
         self.nodes
