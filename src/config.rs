@@ -182,7 +182,8 @@ pub struct Config {
     /// `text` (default) or `json`.
     pub log_format: LogFormat,
     /// Runtime worker threads. Default 1: measured faster when Redis and the
-    /// clients share the cores (DESIGN.md, performance notes).
+    /// clients share the cores (DESIGN.md, performance notes). 0: chosen
+    /// from the cores the process may use (`app::runtime_threads`).
     pub worker_threads: usize,
     /// How long in-flight batches may run after SIGTERM. Default 10 s.
     pub drain_timeout_ms: u64,

@@ -78,7 +78,7 @@ struct Flags {
     /// Log output format [default: text]
     #[arg(long, global = true, value_name = "FORMAT", value_parser = log_format_parser())]
     log_format: Option<LogFormat>,
-    /// Runtime worker threads [default: 1]
+    /// Runtime worker threads; 0: half the cores poolside may use, at least 1 [default: 1]
     #[arg(long, global = true, value_name = "N")]
     worker_threads: Option<usize>,
     /// How batches use upstream connections [default: multiplexed]

@@ -378,6 +378,14 @@ fn config_file_replaces_the_profile_file() {
 }
 
 #[test]
+fn zero_worker_threads_is_accepted_as_chosen_from_the_cores() {
+    jailed(|jail| {
+        jail.set_env("POOLSIDE_WORKER_THREADS", "0");
+        assert_eq!(load_default().worker_threads, 0);
+    });
+}
+
+#[test]
 fn missing_config_file_is_an_error() {
     jailed(|_| {
         let flags = Overrides {
@@ -401,6 +409,7 @@ fn bad_values_name_the_key_and_the_source() {
         ("POOLSIDE_POOL__MIN_IDLE", "abc", "pool.min_idle"),
         ("POOLSIDE_LISTEN", "not-an-address", "listen"),
         ("POOLSIDE_POOL__SIZE", "5", "pool.size"),
+        ("POOLSIDE_WORKER_THREADS", "65", "worker_threads"),
     ];
     for (var, value, key) in cases {
         jailed(|jail| {

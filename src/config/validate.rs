@@ -134,8 +134,8 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
         (
             "worker_threads",
             config.worker_threads as u64,
-            (1..=64).contains(&config.worker_threads),
-            "must be between 1 and 64".into(),
+            config.worker_threads <= 64,
+            "must be between 0 (chosen from the cores) and 64".into(),
         ),
         (
             "limits.max_clients",
