@@ -255,7 +255,12 @@ impl<S: ClientSocket> Session<S> {
     /// ends the session; so does shutdown while no batch is in flight. A
     /// deferred batch that needs the session meanwhile is settled here.
     async fn read_more(&mut self, partial_since: Option<Instant>) -> Result<usize, End> {
-        if self.rbuf.capacity() - self.rbuf.len() < INITIAL_BUFFER / 4 {
+        if self.rbuf.is_empty() && self.rbuf.capacity() <= INITIAL_BUFFER {
+            // Nothing buffered: no buffer held while the client is silent
+            // (see `read_client`). A client whose reads grew the buffer
+            // keeps it: it sends big pipelines or values.
+            self.rbuf = BytesMut::new();
+        } else if self.rbuf.capacity() - self.rbuf.len() < INITIAL_BUFFER / 4 {
             // Doubling: a long pipeline or a big value is read in ever larger reads.
             self.rbuf
                 .reserve(self.rbuf.capacity().clamp(INITIAL_BUFFER, MAX_READ));
@@ -272,7 +277,7 @@ impl<S: ClientSocket> Session<S> {
             let (at, why) = deadline.unwrap_or((Instant::now(), End::IdleTimeout));
             tokio::select! {
                 biased;
-                read = self.client.read_buf(&mut self.rbuf) => return read.map_err(End::Io),
+                read = read_client(&mut self.client, &mut self.rbuf) => return read.map_err(End::Io),
                 _ = tokio::time::sleep_until(at.into()), if timed => {
                     if matches!(why, End::IdleTimeout) && self.exec.deferred_in_flight() {
                         // The client waits for its replies: not idle. The
@@ -404,6 +409,21 @@ impl<S: ClientSocket> Session<S> {
             Err(e) => Err(End::Io(e)),
         }
     }
+}
+
+/// Reads what the client sent into `buf`; a buffer with no room (an idle
+/// client's: none) gets one only once the client's socket is readable, so a
+/// silent client holds no read buffer. Cancel-safe.
+async fn read_client<S: ClientSocket>(
+    client: &mut S,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.capacity() == buf.len() {
+        let waiting = &mut *client;
+        std::future::poll_fn(move |cx| waiting.poll_read_ready(cx)).await?;
+        buf.reserve(INITIAL_BUFFER);
+    }
+    client.read_buf(buf).await
 }
 
 /// Runs the planned batch on the backend. This is the edge where a failure

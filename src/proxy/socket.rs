@@ -20,6 +20,27 @@ pub trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send {
     fn direct(&self) -> Option<Arc<dyn ClientWrite>> {
         None
     }
+
+    /// Ready when a read would not wait (data, EOF or an error): an idle
+    /// session waits here without a read buffer.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// A read half that can say when a read would not wait.
+pub trait ReadReady {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for tcp::OwnedReadHalf {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.as_ref().poll_read_ready(cx)
+    }
+}
+
+impl ReadReady for unix::OwnedReadHalf {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.as_ref().poll_read_ready(cx)
+    }
 }
 
 /// A write half shared by the session (through [`AsyncWrite`]) and a lane
@@ -82,9 +103,13 @@ impl Split<unix::OwnedReadHalf, unix::OwnedWriteHalf> {
     }
 }
 
-impl<R: AsyncRead + Unpin + Send, W: SharedWrite> ClientSocket for Split<R, W> {
+impl<R: AsyncRead + ReadReady + Unpin + Send, W: SharedWrite> ClientSocket for Split<R, W> {
     fn direct(&self) -> Option<Arc<dyn ClientWrite>> {
         Some(self.write.clone())
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.read.poll_read_ready(cx)
     }
 }
 
