@@ -107,6 +107,36 @@ both_modes! {
     }
 }
 
+both_modes! {
+    /// Redis found down by a client between health checks: the checker
+    /// probes at the down cadence from then on, so readiness comes back
+    /// within about a second of Redis, not a 30 s health interval later,
+    /// and without any client traffic.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readiness_returns_soon_after_redis_does_without_traffic(mode: PoolMode) {
+        let mut redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |c| {
+            assert_eq!(c.pool.health_check_interval_secs, 30);
+        })
+        .await;
+        let ready = || async { common::get(poolside.admin_addr, "/health/ready").await.code };
+        wait_until(WAIT, "ready at start", || async { ready().await == 200 }).await;
+        redis.stop();
+        let mut con = connect(poolside.client_addr).await;
+        expect_prompt_error(&mut con, "GET while Redis is down").await;
+        wait_until(WAIT, "not ready while Redis is down", || async { ready().await == 503 }).await;
+        drop(con);
+        redis.restart().await;
+        let back = Instant::now();
+        wait_until(Duration::from_secs(5), "ready again without traffic", || async {
+            ready().await == 200
+        })
+        .await;
+        eprintln!("{mode:?}: ready {:?} after Redis restarted", back.elapsed());
+        poolside.shutdown().await;
+    }
+}
+
 /// Relays poolside's connections to Redis and can make Redis "forget"
 /// chosen ones, as after a failover to a new host or a dropped NAT entry:
 /// nothing arrives on them, so they look open, and the next bytes poolside

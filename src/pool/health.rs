@@ -163,8 +163,12 @@ fn decode(code: u8) -> Cause {
 /// How long one health-check PING may take.
 pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Every `interval` (every `probe_every` while Redis is down) runs
-/// [`check_once`]; in between, reopens up to `min_idle` connections as soon
+/// Every `interval` runs [`check_once`]; every `probe_every` instead while
+/// Redis is down or no check has succeeded yet (in Sentinel mode the first
+/// one runs when the primary is known, and readiness waits for a success:
+/// a failed first check must not leave it waiting a whole interval). A
+/// connect that fails for good between checks brings the next one forward
+/// the same way. In between, reopens up to `min_idle` connections as soon
 /// as one is closed at check-in.
 pub fn spawn_health_checker(
     pool: Pool,
@@ -172,16 +176,17 @@ pub fn spawn_health_checker(
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let soon = pool.health.probe_every.min(interval);
         loop {
-            let wait = if pool.health.is_down() {
-                pool.health.probe_every.min(interval)
-            } else {
-                interval
-            };
-            let due = tokio::time::Instant::now() + wait;
+            let unsure = pool.health.is_down()
+                || pool.health.last_check_unix_ms.load(Ordering::Relaxed) == 0;
+            let mut due = tokio::time::Instant::now() + if unsure { soon } else { interval };
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(due) => break,
+                    _ = pool.health.down_notified() => {
+                        due = due.min(tokio::time::Instant::now() + soon);
+                    }
                     _ = pool.keep.manager.closed() => refill_after_close(&pool).await,
                     _ = shutdown.changed() => return,
                 }
