@@ -81,11 +81,12 @@ impl<S: ClientSocket> Session<S> {
             exec: Exec::new(shared.backend.clone(), client.direct()),
             shared,
             client,
-            // Small to start: most clients send small commands, and an idle
-            // client should cost little. Both grow with what passes; the
-            // write buffer starts empty, since in multiplexed mode the lanes
-            // write most replies to the client themselves.
-            rbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+            // Empty to start: an idle client should cost little. The read
+            // buffer is taken when the client sends (`read_client`); the
+            // write buffer when a reply is written here (in multiplexed mode
+            // the lanes write most replies to the client themselves). Both
+            // grow with what passes.
+            rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             frames: Vec::with_capacity(8),
             early: BytesMut::new(),
@@ -255,11 +256,18 @@ impl<S: ClientSocket> Session<S> {
     /// ends the session; so does shutdown while no batch is in flight. A
     /// deferred batch that needs the session meanwhile is settled here.
     async fn read_more(&mut self, partial_since: Option<Instant>) -> Result<usize, End> {
-        if self.rbuf.is_empty() && self.rbuf.capacity() <= INITIAL_BUFFER {
-            // Nothing buffered: no buffer held while the client is silent
-            // (see `read_client`). A client whose reads grew the buffer
-            // keeps it: it sends big pipelines or values.
-            self.rbuf = BytesMut::new();
+        if self.rbuf.is_empty() {
+            // Nothing buffered: no buffer is held while the client is silent
+            // (see `read_client`), unless reads grew it (the client sends
+            // big pipelines or values). `reserve` first takes back what the
+            // batches before advanced past, so that `capacity` is the whole
+            // allocation's.
+            if self.rbuf.capacity() > 0 {
+                self.rbuf.reserve(INITIAL_BUFFER);
+            }
+            if self.rbuf.capacity() <= INITIAL_BUFFER {
+                self.rbuf = BytesMut::new();
+            }
         } else if self.rbuf.capacity() - self.rbuf.len() < INITIAL_BUFFER / 4 {
             // Doubling: a long pipeline or a big value is read in ever larger reads.
             self.rbuf
