@@ -276,14 +276,15 @@ impl SentinelSet {
     }
 
     /// Redis replicates asynchronously: a write the primary acknowledged a
-    /// moment before a `kill -9` may never reach a replica, lost by Redis
-    /// whoever sent it. So before such a kill, writes pause on the primary
-    /// (`CLIENT PAUSE WRITE`: those in flight wait there, unacknowledged,
-    /// and die with it) until every replica has what it acknowledged. Plain
-    /// TCP topologies only.
-    pub async fn pause_writes_until_replicated(&self, primary: SocketAddr) {
+    /// moment before a `kill -9` or a `kill -STOP` may never reach a
+    /// replica, lost by Redis whoever sent it. So before such a signal,
+    /// writes pause on the primary for `pause_ms` (`CLIENT PAUSE WRITE`:
+    /// those in flight wait there, unacknowledged) until every replica has
+    /// what it acknowledged. Plain TCP topologies only.
+    pub async fn pause_writes_until_replicated(&self, primary: SocketAddr, pause_ms: u64) {
         let mut c = self.client(primary).await.expect("connect to the primary");
-        c.command(&["CLIENT", "PAUSE", "600000", "WRITE"])
+        let pause_ms = pause_ms.to_string();
+        c.command(&["CLIENT", "PAUSE", &pause_ms, "WRITE"])
             .await
             .expect_ok();
         let offset = repl_offset(primary).await.expect("the primary's offset");
