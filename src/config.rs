@@ -236,6 +236,77 @@ pub struct UpstreamConfig {
     /// Where the primary is when Sentinel names it (`redis+sentinel://` URLs).
     #[serde(default)]
     pub sentinel: SentinelConfig,
+    /// A Redis Cluster behind poolside (`redis+cluster://` URLs).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[upstream.cluster]`: a Redis Cluster, routed by key slot. Used when
+/// `upstream.url` is `redis+cluster://` / `rediss+cluster://`, or when
+/// `seeds` is set; `seeds` defaults to the URL's hosts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `host:port` of nodes asked for the topology (`CLUSTER SLOTS`), in
+    /// order, when no node learned from it answers.
+    pub seeds: Vec<String>,
+    /// How often the topology is read again, besides the refreshes a
+    /// `MOVED`, a `CLUSTERDOWN` or a failed connection brings. Default 5000 ms.
+    pub refresh_interval_ms: u64,
+    /// How many `MOVED` / `ASK` redirections one command may follow before
+    /// the client gets the last one. Default 5.
+    pub max_redirects: u32,
+    /// `primary` (default): every command goes to the slot's primary.
+    pub read_from: ReadFrom,
+}
+
+/// Where a cluster's read commands go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    Primary,
+    /// Reads to a replica of the slot (with `READONLY`) when one answers.
+    ReplicaPreferred,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            seeds: Vec::new(),
+            refresh_interval_ms: 5_000,
+            max_redirects: 5,
+            read_from: ReadFrom::Primary,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The cluster's seeds when poolside fronts a Redis Cluster: the
+    /// configured ones, else the URL's. `Ok(None)` for any other upstream.
+    pub fn cluster_seeds(
+        &self,
+        url: &url::UpstreamUrl,
+    ) -> Result<Option<Vec<String>>, (&'static str, String)> {
+        let c = &self.cluster;
+        if c.seeds.is_empty() {
+            return Ok(url.cluster.clone());
+        }
+        let mut checked = Vec::new();
+        for a in &c.seeds {
+            match url::split_host_port_or(a, 6379) {
+                Ok((host, port)) if !host.is_empty() && !host.contains(['/', '@', ',']) => {
+                    checked.push(url::join_host_port(&host, port))
+                }
+                _ => {
+                    return Err((
+                        "upstream.cluster.seeds",
+                        format!("'{a}' is not a host:port address"),
+                    ))
+                }
+            }
+        }
+        Ok(Some(checked))
+    }
 }
 
 /// `[upstream.sentinel]`: the Sentinels that name the primary. Used when

@@ -588,3 +588,36 @@ fn collect_keys(value: &serde_json::Value, keys: &mut Vec<String>) {
         }
     }
 }
+
+#[test]
+fn a_cluster_upstream_is_refused_until_poolside_can_route_one() {
+    jailed(|jail| {
+        jail.set_env("REDIS_URL", "redis+cluster://app:s3cret@n1:7000,n2:7001");
+        let message = load_error();
+        assert!(message.contains("upstream.url"), "{message}");
+        assert!(
+            message.contains("cannot route a Redis Cluster yet"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+    });
+    jailed(|jail| {
+        jail.set_env("REDIS_URL", "redis+cluster://n1:7000/2");
+        assert!(load_error().contains("only database 0"));
+    });
+    jailed(|jail| {
+        jail.set_env("POOLSIDE_UPSTREAM__CLUSTER__SEEDS", "[\"n1:7000\"]");
+        jail.set_env("POOLSIDE_UPSTREAM__CLUSTER__MAX_REDIRECTS", "0");
+        let message = load_error();
+        assert!(
+            message.contains("upstream.cluster.max_redirects"),
+            "{message}"
+        );
+    });
+    jailed(|jail| {
+        jail.set_env("POOLSIDE_UPSTREAM__CLUSTER__READ_FROM", "replica_preferred");
+        jail.set_env("REDIS_URL", "redis+cluster://n1:7000");
+        let message = load_error();
+        assert!(message.contains("upstream.cluster.read_from"), "{message}");
+    });
+}

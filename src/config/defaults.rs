@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    AlertsConfig, Config, FleetConfig, LimitsConfig, LogFormat, PolicyConfig, PoolConfig, PoolMode,
-    Profile, SentinelConfig, TlsConfig, UpstreamConfig,
+    AlertsConfig, ClusterConfig, Config, FleetConfig, LimitsConfig, LogFormat, PolicyConfig,
+    PoolConfig, PoolMode, Profile, SentinelConfig, TlsConfig, UpstreamConfig,
 };
 
 impl Config {
@@ -36,6 +36,7 @@ impl Config {
                 password_file: None,
                 connect_timeout_ms: 1_000,
                 sentinel: SentinelConfig::default(),
+                cluster: ClusterConfig::default(),
             },
             pool: PoolConfig {
                 mode: PoolMode::Multiplexed,

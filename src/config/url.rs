@@ -16,6 +16,9 @@ pub struct UpstreamUrl {
     /// `redis+sentinel://`: `host`/`port` are the first Sentinel's, and the
     /// primary is the one these Sentinels name.
     pub sentinel: Option<SentinelUrl>,
+    /// `redis+cluster://`: `host`/`port` are the first seed's; these are
+    /// every seed's `host:port`, asked in order for the cluster's topology.
+    pub cluster: Option<Vec<String>>,
 }
 
 /// The Sentinel part of `redis+sentinel://h1:p1,h2:p2/MASTER[/DB]`.
@@ -45,18 +48,21 @@ impl UpstreamUrl {
     }
 }
 
-/// Parses `redis[s]://[user[:password]@]host[:port][/db]` and
-/// `redis[s]+sentinel://[user[:password]@]host[:port][,host[:port]...]/MASTER[/db]`.
+/// Parses `redis[s]://[user[:password]@]host[:port][/db]`,
+/// `redis[s]+sentinel://[user[:password]@]host[:port][,host[:port]...]/MASTER[/db]`
+/// and `redis[s]+cluster://[user[:password]@]host[:port][,host[:port]...]`.
 pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
-    let (rest, tls, sentinel) = match url.split_once("://") {
-        Some(("redis", rest)) => (rest, false, false),
-        Some(("rediss", rest)) => (rest, true, false),
-        Some(("redis+sentinel", rest)) => (rest, false, true),
-        Some(("rediss+sentinel", rest)) => (rest, true, true),
+    let (rest, tls, sentinel, cluster) = match url.split_once("://") {
+        Some(("redis", rest)) => (rest, false, false, false),
+        Some(("rediss", rest)) => (rest, true, false, false),
+        Some(("redis+sentinel", rest)) => (rest, false, true, false),
+        Some(("rediss+sentinel", rest)) => (rest, true, true, false),
+        Some(("redis+cluster", rest)) => (rest, false, false, true),
+        Some(("rediss+cluster", rest)) => (rest, true, false, true),
         Some((scheme, _)) => {
             return Err(format!(
                 "unsupported scheme '{scheme}', expected redis://, rediss://, \
-                 redis+sentinel:// or rediss+sentinel://"
+                 redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://"
             ))
         }
         None => return Err("expected a URL of the form redis://host:port".into()),
@@ -98,9 +104,29 @@ pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
     } else {
         (None, path)
     };
-    let (first, default_port) = match &sentinel {
-        Some(_) => (hostport.split(',').next().unwrap_or(""), SENTINEL_PORT),
-        None => (hostport, 6379),
+    let cluster = if cluster {
+        let mut seeds = Vec::new();
+        for one in hostport.split(',') {
+            let (host, port) = split_host_port_or(one, 6379)?;
+            if host.is_empty() {
+                return Err(format!("cluster seed '{one}' has no host"));
+            }
+            seeds.push(join_host_port(&host, port));
+        }
+        if !path.is_empty() && path != "0" {
+            return Err(format!(
+                "database '{path}': a Redis Cluster has only database 0 \
+                 (redis+cluster://HOST:PORT[,HOST:PORT...])"
+            ));
+        }
+        Some(seeds)
+    } else {
+        None
+    };
+    let (first, default_port) = match (&sentinel, &cluster) {
+        (Some(_), _) => (hostport.split(',').next().unwrap_or(""), SENTINEL_PORT),
+        (None, Some(_)) => (hostport.split(',').next().unwrap_or(""), 6379),
+        (None, None) => (hostport, 6379),
     };
     let (host, port) = split_host_port_or(first, default_port)?;
     if host.is_empty() {
@@ -122,6 +148,7 @@ pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
         db,
         tls,
         sentinel,
+        cluster,
     })
 }
 
@@ -281,6 +308,24 @@ mod tests {
             .unwrap_err()
             .contains("database"));
         assert_eq!(parse("redis://h").unwrap().sentinel, None);
+    }
+
+    #[test]
+    fn cluster_urls_list_seeds() {
+        let u = parse("redis+cluster://app:pw@10.0.0.1:7000,n2,[::1]:7002").unwrap();
+        assert_eq!(
+            u.cluster.as_deref().unwrap(),
+            ["10.0.0.1:7000", "n2:6379", "[::1]:7002"]
+        );
+        assert_eq!((u.host.as_str(), u.port), ("10.0.0.1", 7000));
+        assert_eq!(u.password.as_deref(), Some("pw"));
+        assert!(!u.tls);
+        assert!(parse("rediss+cluster://h:7000").unwrap().tls);
+        assert!(parse("redis+cluster://h:1/3")
+            .unwrap_err()
+            .contains("only database 0"));
+        assert!(parse("redis+cluster://h:1,").is_err());
+        assert_eq!(parse("redis://h").unwrap().cluster, None);
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             );
         }
     }
+    if let Some((key, value, reason)) = check_cluster(config, &parsed) {
+        return fail(key, value, reason);
+    }
     let pool = &config.pool;
     let checks: [(&str, u64, bool, String); 9] = [
         (
@@ -172,6 +175,56 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
 }
 
 /// Checks `[alerts]`: thresholds in order, windows in range, webhook URL usable.
+/// `[upstream.cluster]`, when poolside fronts a cluster: the key, the value
+/// shown and why it is refused.
+fn check_cluster(
+    config: &Config,
+    parsed: &url::UpstreamUrl,
+) -> Option<(&'static str, String, String)> {
+    let c = &config.upstream.cluster;
+    let seeds = match config.upstream.cluster_seeds(parsed) {
+        Ok(seeds) => seeds?,
+        Err((key, reason)) => return Some((key, format!("{:?}", c.seeds), reason)),
+    };
+    if parsed.sentinel.is_some() {
+        let reason = "a Sentinel-named primary and a cluster are two different upstreams: \
+                      use redis+cluster:// without [upstream.cluster] seeds for Sentinel"
+            .to_string();
+        return Some(("upstream.cluster.seeds", format!("{seeds:?}"), reason));
+    }
+    if !(100..=600_000).contains(&c.refresh_interval_ms) {
+        let reason = "must be between 100 and 600000".to_string();
+        return Some((
+            "upstream.cluster.refresh_interval_ms",
+            c.refresh_interval_ms.to_string(),
+            reason,
+        ));
+    }
+    if !(1..=100).contains(&c.max_redirects) {
+        let reason = "must be between 1 and 100".to_string();
+        return Some((
+            "upstream.cluster.max_redirects",
+            c.max_redirects.to_string(),
+            reason,
+        ));
+    }
+    if c.read_from != super::ReadFrom::Primary {
+        let reason = "reads from replicas are not built yet: every command goes to the \
+                      slot's primary (read_from = \"primary\")"
+            .to_string();
+        return Some((
+            "upstream.cluster.read_from",
+            "\"replica_preferred\"".into(),
+            reason,
+        ));
+    }
+    let reason = "poolside cannot route a Redis Cluster yet (slot routing, MOVED/ASK and \
+                  per-node pools are being built); point upstream.url at a standalone Redis \
+                  or a Sentinel-named primary"
+        .to_string();
+    Some(("upstream.url", url::redact(&config.upstream.url), reason))
+}
+
 fn check_alerts(c: &AlertsConfig) -> Result<(), Problem> {
     if !(1..=100).contains(&c.critical_percent) {
         return Err(problem(
