@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod app;
 pub mod backend;
 pub mod clock;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod error;

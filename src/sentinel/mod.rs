@@ -16,7 +16,7 @@
 //! the flags `s_down`/`o_down`/`failover_in_progress` in a poll). Sentinel
 //! connections are poolside's own, never the pool's.
 
-mod value;
+pub mod value;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
