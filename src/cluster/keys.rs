@@ -137,7 +137,8 @@ fn legacy_keys(spec: &KeySpec, argc: usize) -> Keys {
 fn counted(args: &[&[u8]], at: usize, also: &[usize]) -> Option<Keys> {
     let n: usize = std::str::from_utf8(args.get(at)?).ok()?.parse().ok()?;
     let mut keys: Vec<usize> = also.to_vec();
-    keys.extend((at + 1..at + 1 + n).filter(|i| *i < args.len()));
+    // A count past the arguments is Redis' error to answer, not a panic here.
+    keys.extend(at + 1..(at + 1).saturating_add(n).min(args.len()));
     Some(if keys.is_empty() {
         Keys::None
     } else {
@@ -268,6 +269,10 @@ mod tests {
             Keys::At(vec![3, 4])
         );
         assert_eq!(keys(&["EVAL", "s", "0"]), Keys::None);
+        assert_eq!(
+            keys(&["EVAL", "s", "18446744073709551615", "a"]),
+            Keys::At(vec![3])
+        );
         assert_eq!(
             keys(&["XREAD", "COUNT", "1", "STREAMS", "a", "b", "0", "0"]),
             Keys::At(vec![4, 5])
