@@ -174,7 +174,6 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
     Ok(())
 }
 
-/// Checks `[alerts]`: thresholds in order, windows in range, webhook URL usable.
 /// `[upstream.cluster]`, when poolside fronts a cluster: the key, the value
 /// shown and why it is refused.
 fn check_cluster(
@@ -187,8 +186,8 @@ fn check_cluster(
         Err((key, reason)) => return Some((key, format!("{:?}", c.seeds), reason)),
     };
     if parsed.sentinel.is_some() {
-        let reason = "a Sentinel-named primary and a cluster are two different upstreams: \
-                      use redis+cluster:// without [upstream.cluster] seeds for Sentinel"
+        let reason = "a redis+sentinel:// upstream takes no cluster seeds: a primary named \
+                      by Sentinel and a Redis Cluster are different upstreams"
             .to_string();
         return Some(("upstream.cluster.seeds", format!("{seeds:?}"), reason));
     }
@@ -225,6 +224,7 @@ fn check_cluster(
     Some(("upstream.url", url::redact(&config.upstream.url), reason))
 }
 
+/// Checks `[alerts]`: thresholds in order, windows in range, webhook URL usable.
 fn check_alerts(c: &AlertsConfig) -> Result<(), Problem> {
     if !(1..=100).contains(&c.critical_percent) {
         return Err(problem(
