@@ -291,22 +291,27 @@ impl UpstreamConfig {
         if c.seeds.is_empty() {
             return Ok(url.cluster.clone());
         }
-        let mut checked = Vec::new();
-        for a in &c.seeds {
-            match url::split_host_port_or(a, 6379) {
-                Ok((host, port)) if !host.is_empty() && !host.contains(['/', '@', ',']) => {
-                    checked.push(url::join_host_port(&host, port))
-                }
-                _ => {
-                    return Err((
-                        "upstream.cluster.seeds",
-                        format!("'{a}' is not a host:port address"),
-                    ))
-                }
-            }
-        }
-        Ok(Some(checked))
+        host_ports(&c.seeds, 6379, "upstream.cluster.seeds").map(Some)
     }
+}
+
+/// Each of `addresses` as `host:port` (`default_port` when it has none), or
+/// `key` and the first one that is not an address.
+fn host_ports(
+    addresses: &[String],
+    default_port: u16,
+    key: &'static str,
+) -> Result<Vec<String>, (&'static str, String)> {
+    let mut checked = Vec::new();
+    for a in addresses {
+        match url::split_host_port_or(a, default_port) {
+            Ok((host, port)) if !host.is_empty() && !host.contains(['/', '@', ',']) => {
+                checked.push(url::join_host_port(&host, port))
+            }
+            _ => return Err((key, format!("'{a}' is not a host:port address"))),
+        }
+    }
+    Ok(checked)
 }
 
 /// `[upstream.sentinel]`: the Sentinels that name the primary. Used when
@@ -360,21 +365,11 @@ impl UpstreamConfig {
         let addresses = if s.addresses.is_empty() {
             from_url.map(|u| u.addresses.clone()).unwrap_or_default()
         } else {
-            let mut checked = Vec::new();
-            for a in &s.addresses {
-                match url::split_host_port_or(a, url::SENTINEL_PORT) {
-                    Ok((host, port)) if !host.is_empty() && !host.contains(['/', '@', ',']) => {
-                        checked.push(url::join_host_port(&host, port))
-                    }
-                    _ => {
-                        return Err((
-                            "upstream.sentinel.addresses",
-                            format!("'{a}' is not a host:port address"),
-                        ))
-                    }
-                }
-            }
-            checked
+            host_ports(
+                &s.addresses,
+                url::SENTINEL_PORT,
+                "upstream.sentinel.addresses",
+            )?
         };
         let master_name = s
             .master_name
