@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::admin::{self, AdminState};
+use crate::backend::cluster::Cluster;
 use crate::config::{url, Config, SecretCell};
 use crate::pool::{
     check_once, spawn_health_checker, Address, Pool, Primary, Snapshot, Target, TlsTarget,
@@ -31,6 +32,8 @@ pub struct Running {
     pub unix_socket: Option<PathBuf>,
     pool: Pool,
     traffic: Arc<Traffic>,
+    /// Set when the upstream is a Redis Cluster.
+    cluster: Option<Arc<Cluster>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     secrets: SecretFiles,
@@ -55,19 +58,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .upstream
         .sentinel_setup(&parsed)
         .map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
-    let address = match &sentinel {
-        Some(setup) => Address::Sentinel(Arc::new(Primary::new(
+    let cluster_seeds = config
+        .upstream
+        .cluster_seeds(&parsed)
+        .map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
+    let address = match (&sentinel, &cluster_seeds) {
+        (Some(setup), _) => Address::Sentinel(Arc::new(Primary::new(
             setup.master_name.clone(),
             Duration::from_millis(config.upstream.sentinel.failover_hold_ms),
         ))),
-        None => Address::Fixed(parsed.address()),
+        // The first seed's pool is the one `/pool/status` reports on; the
+        // other nodes' pools come with the slot map.
+        (None, Some(seeds)) => Address::Fixed(seeds[0].clone()),
+        (None, None) => Address::Fixed(parsed.address()),
     };
     let target = Target {
         address,
         username: config.upstream.username.clone().or(parsed.username.clone()),
         password: password.clone(),
         tls,
-        db: parsed.db,
+        // A cluster has database 0 only.
+        db: if cluster_seeds.is_some() {
+            0
+        } else {
+            parsed.db
+        },
         connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
         keepalive: (config.pool.tcp_keepalive_secs > 0)
             .then(|| Duration::from_secs(config.pool.tcp_keepalive_secs)),
@@ -107,8 +122,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let cluster = cluster_seeds.map(|seeds| {
+        let cluster = Cluster::new(&config, target.clone(), seeds, pool.clone(), rx.clone());
+        tasks.push(cluster.spawn_refresher());
+        cluster
+    });
     let traffic = Arc::new(Traffic::default());
-    let shared = Arc::new(Shared::new(&config, pool.clone(), traffic.clone(), &target));
+    let shared = Shared::new(
+        &config,
+        pool.clone(),
+        traffic.clone(),
+        &target,
+        cluster.clone(),
+    );
+    let shared = Arc::new(shared);
     let secrets = SecretFiles::load(&config, password, shared.credentials.clone())
         .map_err(anyhow::Error::msg)?
         .with_sentinel(
@@ -177,6 +204,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         unix_socket: config.unix_socket.clone(),
         pool,
         traffic,
+        cluster,
         shutdown,
         tasks,
         secrets,
@@ -193,6 +221,12 @@ impl Running {
     /// denied commands, failures by side).
     pub fn stats(&self) -> &Traffic {
         &self.traffic
+    }
+
+    /// The Redis Cluster behind poolside (its slot map, node pools and
+    /// redirect counters), if the upstream is one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_deref()
     }
 
     /// What SIGHUP does: re-read the password files (see [`SecretFiles::reload`]).

@@ -146,6 +146,9 @@ pub enum Error {
     /// A lane closed before it wrote the batch (its node moved or failed):
     /// nothing was sent, so the batch is submitted again.
     NotSent,
+    /// Cluster mode: no slot map was read from any node within
+    /// `upstream.connect_timeout_ms`; nothing was sent.
+    NoSlotMap { waited_ms: u64 },
 }
 
 impl Error {
@@ -158,7 +161,8 @@ impl Error {
             | Error::PrepareFailed
             | Error::NoPrimary { .. }
             | Error::PrimaryMoved
-            | Error::NotSent => Side::Upstream,
+            | Error::NotSent
+            | Error::NoSlotMap { .. } => Side::Upstream,
             Error::ClientGone | Error::ReplyOverflow { .. } => Side::Client,
         }
     }
@@ -228,6 +232,10 @@ impl fmt::Display for Error {
                 f.write_str("the primary moved (Sentinel failover): reconnect")
             }
             Error::NotSent => f.write_str("upstream connection closed before the batch was sent"),
+            Error::NoSlotMap { waited_ms } => write!(
+                f,
+                "no cluster slot map: no node answered CLUSTER SLOTS within {waited_ms} ms"
+            ),
         }
     }
 }

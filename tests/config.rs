@@ -590,16 +590,16 @@ fn collect_keys(value: &serde_json::Value, keys: &mut Vec<String>) {
 }
 
 #[test]
-fn a_cluster_upstream_is_refused_until_poolside_can_route_one() {
+fn cluster_settings_are_checked() {
     jailed(|jail| {
         jail.set_env("REDIS_URL", "redis+cluster://app:s3cret@n1:7000,n2:7001");
-        let message = load_error();
-        assert!(message.contains("upstream.url"), "{message}");
-        assert!(
-            message.contains("cannot route a Redis Cluster yet"),
-            "{message}"
+        let config = load_default();
+        let parsed = poolside::config::url::parse(&config.upstream.url).expect("url");
+        let seeds = config.upstream.cluster_seeds(&parsed).expect("seeds");
+        assert_eq!(
+            seeds,
+            Some(vec!["n1:7000".to_string(), "n2:7001".to_string()])
         );
-        assert!(!message.contains("s3cret"), "{message}");
     });
     jailed(|jail| {
         jail.set_env("REDIS_URL", "redis+cluster://n1:7000/2");

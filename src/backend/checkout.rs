@@ -150,7 +150,7 @@ async fn read_part_within(
 
 /// The next reply, unless `deadline` (and the limit it came from, in ms)
 /// passes first: then `Err(TimedOut)`, and the connection must be discarded.
-async fn read_within(
+pub(super) async fn read_within(
     conn: &mut UpstreamConn,
     out: &mut BytesMut,
     deadline: Option<(Instant, u64)>,

@@ -35,6 +35,7 @@
 //!   happen per step inside it.
 
 mod checkout;
+pub mod cluster;
 mod mux;
 mod out;
 mod pin;
@@ -86,6 +87,9 @@ enum Mode {
     Checkout,
     /// Shareable batches go to shared lanes; the others check out.
     Multiplexed(Box<Multiplexer>),
+    /// One pool per cluster node: plain batches are split by slot owner,
+    /// the others run whole on one node (see [`cluster`]).
+    Cluster(Arc<cluster::Cluster>),
 }
 
 /// Where batches run: one per poolside, shared by every session.
@@ -137,6 +141,27 @@ impl Backend {
         }
     }
 
+    /// A Redis Cluster: `pool` is the first seed's (what `/pool/status`
+    /// reports on); each node gets its own from `cluster`.
+    pub fn cluster(pool: Pool, traffic: Arc<Traffic>, cluster: Arc<cluster::Cluster>) -> Backend {
+        Backend {
+            pool,
+            mode: Mode::Cluster(cluster),
+            traffic,
+            response_timeout: None,
+            reply_buffer: DEFAULT_REPLY_BUFFER,
+            resend_delay: DEFAULT_RESEND_DELAY,
+        }
+    }
+
+    /// The cluster behind this backend, if it is one.
+    pub fn cluster_state(&self) -> Option<&Arc<cluster::Cluster>> {
+        match &self.mode {
+            Mode::Cluster(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// Replies must arrive within `timeout` of a batch's write (plus its
     /// blocking commands' own wait); `None` (or zero) disables it.
     pub fn with_response_timeout(mut self, timeout: Option<Duration>) -> Backend {
@@ -169,11 +194,11 @@ impl Backend {
     /// for `-LOADING` / `-MASTERDOWN` (the same node, not ready) only this
     /// connection is closed, so a restart does not churn the whole pool.
     /// Returns the refusal, if any.
-    fn refused(&self, refused: &Refused, conn: &mut Upstream) -> Option<Refusal> {
+    fn refused(&self, pool: &Pool, refused: &Refused, conn: &mut Upstream) -> Option<Refusal> {
         let kind = refused.kind?;
         self.traffic.refused(kind, refused.count);
         match kind {
-            Refusal::ReadOnly => self.pool.mark_stale(conn.generation),
+            Refusal::ReadOnly => pool.mark_stale(conn.generation),
             Refusal::Loading | Refusal::MasterDown => conn.mark_broken(),
         }
         Some(kind)
@@ -220,6 +245,8 @@ pub struct Exec {
     backend: Arc<Backend>,
     /// Held while the client's state needs it (MULTI, WATCH, CLIENT TRACKING).
     pinned: Option<Upstream>,
+    /// Cluster mode: the node pool `pinned` came from.
+    pinned_pool: Option<Pool>,
     /// This client's reply channel for shared batches, made on first use.
     inbox: Option<Inbox>,
     /// The client's socket, for lanes to write deferred batches' replies to.
@@ -233,6 +260,7 @@ impl Exec {
         Exec {
             backend,
             pinned: None,
+            pinned_pool: None,
             inbox: None,
             client,
             prefix: BytesMut::new(),
@@ -272,7 +300,8 @@ impl Exec {
     /// (cancel-safe); never while nothing is pinned or deferred.
     pub async fn event(&mut self) -> Event {
         if let Some(conn) = &self.pinned {
-            self.backend.pool.moved_from(conn.generation).await;
+            let pool = self.pinned_pool.as_ref().unwrap_or(&self.backend.pool);
+            pool.moved_from(conn.generation).await;
             return Event::PinMoved;
         }
         match self.inbox.as_mut() {
@@ -297,6 +326,10 @@ impl Exec {
             plan.write_local(out.buf);
             return Ok(None);
         }
+        if let Mode::Cluster(cluster) = &self.backend.mode {
+            let cluster = cluster.clone();
+            return Box::pin(self.execute_on_cluster(&cluster, plan, client, out)).await;
+        }
         if let Mode::Multiplexed(mux) = &self.backend.mode {
             if plan.shareable && self.pinned.is_none() && plan.stream_from.is_none() {
                 let limit = self.backend.reply_buffer;
@@ -315,7 +348,40 @@ impl Exec {
         // Boxed (one allocation per batch on this path): a checkout's state
         // is about 1.7 KiB, which would otherwise be part of every session's
         // future, idle or not.
-        Box::pin(self.execute_checked_out(plan, client, out)).await
+        Box::pin(self.execute_checked_out(plan, client, out, None)).await
+    }
+
+    /// Cluster mode: a plain batch is split over the nodes; any other runs
+    /// whole on the node pinned, or the owner of its first key.
+    async fn execute_on_cluster(
+        &mut self,
+        cluster: &cluster::Cluster,
+        plan: &mut Plan,
+        client: ClientView<'_>,
+        out: &mut Out<'_>,
+    ) -> Result<Option<Upstream>, Failed> {
+        let topology = cluster
+            .topology()
+            .await
+            .map_err(|error| Failed { error, answered: 0 })?;
+        if self.pinned.is_none() && cluster::splittable(plan) {
+            let backend = &self.backend;
+            cluster::execute_split(backend, cluster, &topology, plan, *client.wants, out).await?;
+            return Ok(None);
+        }
+        let pool = match (&self.pinned, &self.pinned_pool) {
+            (Some(_), Some(pool)) => pool.clone(),
+            _ => cluster.pool_for(&cluster.node_for_batch(&topology, plan)),
+        };
+        let mark = out.buf.len();
+        let ran = self
+            .execute_checked_out(plan, client, out, Some(pool))
+            .await;
+        if memchr::memmem::find(&out.buf[mark.min(out.buf.len())..], b"-MOVED ").is_some() {
+            // Run whole, its redirects go to the client: the map is read again.
+            cluster.request_refresh();
+        }
+        ran
     }
 
     /// Runs `plan` on a connection of its own: the pinned one, or one
@@ -325,12 +391,13 @@ impl Exec {
         plan: &mut Plan,
         mut client: ClientView<'_>,
         out: &mut Out<'_>,
+        node: Option<Pool>,
     ) -> Result<Option<Upstream>, Failed> {
         let mark = out.buf.len();
         let mut resent = false;
         loop {
             let was_pinned = self.pinned.is_some();
-            let pool = &self.backend.pool;
+            let pool = node.as_ref().unwrap_or(&self.backend.pool);
             let mut conn = match self.pinned.take() {
                 Some(mut conn) if pool.primary().is_some() && pool.is_stale(&conn) => {
                     // Its MULTI / WATCH / tracking lives on a node that is
@@ -364,13 +431,13 @@ impl Exec {
                     conn.mark_broken();
                     *client.pin = Pin::default();
                     if matches!(failed.error, Error::TimedOut { .. }) {
-                        self.backend.pool.probe_now();
+                        pool.probe_now();
                     }
                     return Err(failed);
                 }
             };
             self.backend.traffic.round_trip_done(started.elapsed());
-            if let Some(kind) = self.backend.refused(&refused, &mut conn) {
+            if let Some(kind) = self.backend.refused(pool, &refused, &mut conn) {
                 // The only re-send poolside makes: Redis ran none of it.
                 let again = !resent
                     && plan.resendable
@@ -398,6 +465,7 @@ impl Exec {
             }
             if client.pin.active() {
                 self.pinned = Some(conn);
+                self.pinned_pool = node.clone();
             }
             return Ok(None);
         }
@@ -409,6 +477,7 @@ impl Exec {
         if let Some(mut conn) = self.pinned.take() {
             conn.mark_broken();
         }
+        self.pinned_pool = None;
     }
 }
 

@@ -22,6 +22,7 @@ pub use local::{constant_time_eq, ClientState};
 pub use planner::{plan, Batch};
 pub use policy::Policy;
 
+use crate::backend::cluster::Cluster;
 use crate::backend::Backend;
 use crate::config::{Config, PoolMode};
 use crate::pool::{Pool, Target};
@@ -52,12 +53,21 @@ impl Shared {
     /// The backend follows `pool.mode`: per-batch checkout or shared lanes.
     /// `target` gives the database clients start in and the upstream's
     /// credentials (AUTH without client credentials is checked against them).
-    pub fn new(config: &Config, pool: Pool, traffic: Arc<Traffic>, target: &Target) -> Shared {
+    /// With `cluster`, the backend routes by slot over its nodes whatever
+    /// `pool.mode` says (shared lanes per node are not built).
+    pub fn new(
+        config: &Config,
+        pool: Pool,
+        traffic: Arc<Traffic>,
+        target: &Target,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Shared {
         let l = &config.limits;
         let p = &config.pool;
-        let backend = match p.mode {
-            PoolMode::Transaction => Backend::checkout(pool, traffic.clone()),
-            PoolMode::Multiplexed => Backend::multiplexed(
+        let backend = match (p.mode, cluster) {
+            (_, Some(cluster)) => Backend::cluster(pool, traffic.clone(), cluster),
+            (PoolMode::Transaction, None) => Backend::checkout(pool, traffic.clone()),
+            (PoolMode::Multiplexed, None) => Backend::multiplexed(
                 pool,
                 traffic.clone(),
                 p.multiplex_saturation,

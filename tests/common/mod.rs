@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod busy;
+pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod raw;

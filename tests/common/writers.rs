@@ -6,6 +6,7 @@
 //! counter must count every acknowledged INCR and at most the failed ones on
 //! top (a failed INCR may have run; one sent twice would show as too many).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -157,26 +158,59 @@ impl Load {
     /// missing or wrong SETs, and counters outside `[acked, acked + failed]`.
     pub async fn lost_on(&self, node: &RedisServer) -> Vec<String> {
         let mut con = node.direct().await;
-        let mut lost = Vec::new();
-        for (id, log) in self.logs.iter().enumerate() {
-            for chunk in log.sets.chunks(READ_BACK_CHUNK) {
-                let keys: Vec<String> = chunk.iter().map(|n| format!("k:{id}:{n}")).collect();
-                let values: Vec<Option<String>> = redis::cmd("MGET")
-                    .arg(&keys)
-                    .query_async(&mut con)
-                    .await
-                    .expect("MGET on the data node");
-                for ((key, n), value) in keys.iter().zip(chunk).zip(values) {
-                    if value != Some(n.to_string()) {
-                        lost.push(format!("{key} = {value:?}"));
-                    }
-                }
-            }
-            let counter: Option<String> = redis::cmd("GET")
-                .arg(format!("c:{id}"))
+        let mut values = HashMap::new();
+        for chunk in self.keys().chunks(READ_BACK_CHUNK) {
+            let got: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(chunk)
                 .query_async(&mut con)
                 .await
-                .expect("GET on the data node");
+                .expect("MGET on the data node");
+            values.extend(chunk.iter().cloned().zip(got));
+        }
+        self.lost_given(&values)
+    }
+
+    /// Same as [`Load::lost_on`], read through `addr` (a poolside in front
+    /// of a cluster): pipelined GETs, as the keys span slots.
+    pub async fn lost_through(&self, addr: SocketAddr) -> Vec<String> {
+        let mut con = super::connect(addr).await;
+        let mut values = HashMap::new();
+        for chunk in self.keys().chunks(READ_BACK_CHUNK) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("GET").arg(key);
+            }
+            let got: Vec<Option<String>> = pipe
+                .query_async(&mut con)
+                .await
+                .expect("GETs through poolside");
+            values.extend(chunk.iter().cloned().zip(got));
+        }
+        self.lost_given(&values)
+    }
+
+    /// Every key the writers wrote: the acknowledged SETs' and the counters.
+    fn keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for (id, log) in self.logs.iter().enumerate() {
+            keys.extend(log.sets.iter().map(|n| format!("k:{id}:{n}")));
+            keys.push(format!("c:{id}"));
+        }
+        keys
+    }
+
+    /// The acknowledged writes that `values` (read back) does not hold.
+    fn lost_given(&self, values: &HashMap<String, Option<String>>) -> Vec<String> {
+        let mut lost = Vec::new();
+        for (id, log) in self.logs.iter().enumerate() {
+            for n in &log.sets {
+                let key = format!("k:{id}:{n}");
+                let value = values.get(&key).cloned().flatten();
+                if value != Some(n.to_string()) {
+                    lost.push(format!("{key} = {value:?}"));
+                }
+            }
+            let counter = values.get(&format!("c:{id}")).cloned().flatten();
             let counted = counter
                 .map_or(Some(0), |c| c.parse().ok())
                 .unwrap_or(u64::MAX);

@@ -1,0 +1,206 @@
+//! poolside in front of a real Redis Cluster (three primaries, three
+//! replicas on loopback): a plain client's commands are routed by slot,
+//! batches split over the nodes come back in order, refusals are the nodes'
+//! own bytes, and slots migrated under load (ASK, then MOVED) lose nothing.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::cluster::{run_redis_cli, RedisCluster};
+use common::raw::RawClient;
+use common::writers::Writers;
+use common::{both_modes, connect, wait_until, WAIT};
+use poolside::app::Running;
+use poolside::config::{Config, PoolMode};
+use poolside::error::Side;
+
+async fn poolside_for(cluster: &RedisCluster, mode: PoolMode) -> Running {
+    let mut config = Config::for_tests(&cluster.url());
+    config.pool.mode = mode;
+    poolside::app::start(config).await.expect("poolside starts")
+}
+
+/// The raw reply bytes of `args`, sent on `client`.
+async fn raw(client: &mut RawClient, args: &[&str]) -> Vec<u8> {
+    client.send(&common::raw::encode(args)).await.expect("sent");
+    client.raw_reply().await
+}
+
+both_modes! {
+    /// One pipeline of SETs and GETs over 300 keys: every reply in the
+    /// client's order, every primary holding some of the keys, no errors.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plain_clients_keys_spread_over_every_primary(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 1).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let mut con = connect(poolside.client_addr).await;
+        let mut pipe = redis::pipe();
+        for i in 0..300 {
+            pipe.cmd("SET").arg(format!("key:{i}")).arg(i).ignore();
+        }
+        for i in 0..300 {
+            pipe.cmd("GET").arg(format!("key:{i}"));
+        }
+        pipe.cmd("PING");
+        let (values, pong): (Vec<String>, String) = {
+            let mut all: Vec<redis::Value> = pipe.query_async(&mut con).await.expect("pipeline");
+            let pong = redis::from_redis_value(all.pop().expect("PONG")).expect("PONG text");
+            (redis::from_redis_value(redis::Value::Array(all)).expect("values"), pong)
+        };
+        assert_eq!(values, (0..300).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(pong, "PONG");
+        let sizes = cluster.dbsizes().await;
+        assert!(sizes.iter().all(|&n| n > 0), "every primary has keys: {sizes:?}");
+        assert_eq!(sizes.iter().sum::<i64>(), 300, "{sizes:?}");
+        assert_eq!(poolside.stats().failed_total(Side::Upstream), 0);
+        poolside.shutdown().await;
+    }
+
+    /// 200 clients at once, each pipelining writes and reads of its own
+    /// keys over many slots: each gets its own values back, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replies_stay_with_their_client_across_nodes(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 1).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let addr = poolside.client_addr;
+        let clients: Vec<_> = (0..200)
+            .map(|c| {
+                tokio::spawn(async move {
+                    let mut con = connect(addr).await;
+                    for round in 0..5 {
+                        let mut pipe = redis::pipe();
+                        for k in 0..10 {
+                            let key = format!("iso:{c}:{round}:{k}");
+                            pipe.cmd("SET").arg(&key).arg(format!("{c}/{round}/{k}")).ignore();
+                            pipe.cmd("GET").arg(&key);
+                        }
+                        let got: Vec<String> = pipe.query_async(&mut con).await.expect("pipeline");
+                        let want: Vec<String> =
+                            (0..10).map(|k| format!("{c}/{round}/{k}")).collect();
+                        assert_eq!(got, want, "client {c} round {round}");
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await.expect("client task");
+        }
+        assert_eq!(poolside.stats().failed_total(Side::Upstream), 0);
+        poolside.shutdown().await;
+    }
+
+    /// Keys in different slots get a node's own CROSSSLOT; a hash tag keeps
+    /// keys in one slot, so the same command runs; SELECT is refused as a
+    /// node refuses it; a transaction on one slot runs on its node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refusals_are_the_nodes_own_and_hash_tags_keep_keys_together(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 1).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let mut node = RawClient::connect(cluster.nodes[0].addr()).await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        for args in [
+            &["MSET", "a", "1", "b", "2"][..],
+            &["RENAME", "a", "b"],
+            &["SUNIONSTORE", "x", "y", "z"],
+            &["SELECT", "1"],
+        ] {
+            let direct = raw(&mut node, args).await;
+            assert!(direct.starts_with(b"-"), "{args:?} is refused by a node");
+            assert_eq!(
+                String::from_utf8_lossy(&raw(&mut client, args).await),
+                String::from_utf8_lossy(&direct),
+                "{args:?}"
+            );
+        }
+        let ok = raw(&mut client, &["MSET", "{user:1}:name", "ann", "{user:1}:mail", "a@x"]).await;
+        assert_eq!(ok, b"+OK\r\n");
+        let both = raw(&mut client, &["MGET", "{user:1}:name", "{user:1}:mail"]).await;
+        assert_eq!(both, b"*2\r\n$3\r\nann\r\n$3\r\na@x\r\n");
+        let mut con = connect(poolside.client_addr).await;
+        let (n, m): (i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("INCR")
+            .arg("{tx}:a")
+            .cmd("INCRBY")
+            .arg("{tx}:b")
+            .arg(5)
+            .query_async(&mut con)
+            .await
+            .expect("MULTI/EXEC on one slot");
+        assert_eq!((n, m), (1, 5));
+        poolside.shutdown().await;
+    }
+
+    /// Slots move from one primary to another (`redis-cli --cluster
+    /// reshard`, keys migrated with MIGRATE) while writers write: no
+    /// request fails, every acknowledged write reads back, and poolside
+    /// followed the new owners (MOVED seen, the map read again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slots_resharded_under_load_lose_no_write(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 1).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let writers = Writers::start(poolside.client_addr, 8);
+        writers.wait_for_acks(400, "writes before the reshard").await;
+        let from = cluster.id_of(0).await;
+        let to = cluster.id_of(1).await;
+        let args: Vec<String> = [
+            "--cluster",
+            "reshard",
+            &cluster.nodes[0].addr().to_string(),
+            "--cluster-from",
+            &from,
+            "--cluster-to",
+            &to,
+            "--cluster-slots",
+            "1500",
+            "--cluster-yes",
+        ]
+        .map(String::from)
+        .into();
+        let (resharded, output) = run_redis_cli(args).await;
+        assert!(resharded, "reshard failed:\n{output}");
+        writers.wait_for_acks(400, "writes after the reshard").await;
+        let load = writers.stop().await;
+        assert!(load.failures().is_empty(), "failed: {:?}", load.failures());
+        let lost = load.lost_through(poolside.client_addr).await;
+        assert!(lost.is_empty(), "lost or misplaced: {lost:?}");
+        let c = poolside.cluster().expect("a cluster upstream");
+        let moved = c.counters.moved.load(Ordering::Relaxed);
+        let ask = c.counters.ask.load(Ordering::Relaxed);
+        eprintln!("reshard: {} acked, MOVED {moved}, ASK {ask}", load.acked());
+        assert!(moved > 0, "the writers' keys met moved slots");
+        let first = cluster.nodes[0].addr().to_string();
+        wait_until(WAIT, "the slot map shows the reshard", || async {
+            c.request_refresh();
+            c.topology_now().is_some_and(|t| {
+                let i = t.primaries.iter().position(|p| *p == first);
+                i.map(|i| t.slots_owned()[i]) == Some(5461 - 1500)
+            })
+        })
+        .await;
+        poolside.shutdown().await;
+    }
+}
+
+/// No node answers: a client gets an error naming the missing slot map
+/// within the connect timeout, not a hang, and poolside keeps serving.
+#[tokio::test]
+async fn without_a_slot_map_clients_get_an_error_not_a_hang() {
+    let port = common::free_port();
+    let mut config = Config::for_tests(&format!("redis+cluster://127.0.0.1:{port}"));
+    config.upstream.connect_timeout_ms = 300;
+    let poolside = poolside::app::start(config).await.expect("poolside starts");
+    let mut client = RawClient::connect(poolside.client_addr).await;
+    let started = std::time::Instant::now();
+    let reply = raw(&mut client, &["GET", "k"]).await;
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("-ERR poolside: no cluster slot map"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(raw(&mut client, &["PING"]).await.first(), Some(&b'-'));
+    poolside.shutdown().await;
+}
