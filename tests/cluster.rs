@@ -91,7 +91,8 @@ both_modes! {
         poolside.shutdown().await;
     }
 
-    /// Keys in different slots get a node's own CROSSSLOT; a hash tag keeps
+    /// Keys in different slots get a node's own CROSSSLOT (commands that
+    /// are not split); a hash tag keeps
     /// keys in one slot, so the same command runs; SELECT is refused as a
     /// node refuses it; a transaction on one slot runs on its node.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +102,7 @@ both_modes! {
         let mut node = RawClient::connect(cluster.nodes[0].addr()).await;
         let mut client = RawClient::connect(poolside.client_addr).await;
         for args in [
-            &["MSET", "a", "1", "b", "2"][..],
+            &["MSETNX", "a", "1", "b", "2"][..],
             &["RENAME", "a", "b"],
             &["SUNIONSTORE", "x", "y", "z"],
             &["SELECT", "1"],
@@ -180,6 +181,59 @@ both_modes! {
             })
         })
         .await;
+        poolside.shutdown().await;
+    }
+}
+
+both_modes! {
+    /// MGET, MSET, DEL, UNLINK, EXISTS and TOUCH over keys in many slots
+    /// are split by slot and answered as one node holding every key would
+    /// answer; a wrong number of arguments is the node's own error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn multi_key_commands_are_split_by_slot_and_merged(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 1).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        let keys: Vec<String> = (0..40).map(|i| format!("multi:{i}")).collect();
+        let mut mset = vec!["MSET".to_string()];
+        for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 4 != 3) {
+            mset.push(key.clone());
+            mset.push(format!("v{i}"));
+        }
+        let mset: Vec<&str> = mset.iter().map(String::as_str).collect();
+        assert_eq!(raw(&mut client, &mset).await, b"+OK\r\n");
+        let mut mget = vec!["MGET"];
+        mget.extend(keys.iter().map(String::as_str));
+        let mut want = format!("*{}\r\n", keys.len());
+        for i in 0..keys.len() {
+            match i % 4 {
+                3 => want.push_str("$-1\r\n"),
+                _ => {
+                    let v = format!("v{i}");
+                    want.push_str(&format!("${}\r\n{v}\r\n", v.len()));
+                }
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&raw(&mut client, &mget).await), want);
+        let present = keys.len() - keys.len() / 4;
+        let mut exists = vec!["EXISTS", "multi:0", "multi:0"];
+        exists.extend(keys.iter().map(String::as_str));
+        let counted = format!(":{}\r\n", present + 2);
+        assert_eq!(String::from_utf8_lossy(&raw(&mut client, &exists).await), counted);
+        let mut touch = vec!["TOUCH"];
+        touch.extend(keys.iter().map(String::as_str));
+        assert_eq!(raw(&mut client, &touch).await, format!(":{present}\r\n").as_bytes());
+        let mut unlink = vec!["UNLINK"];
+        unlink.extend(keys[..20].iter().map(String::as_str));
+        assert_eq!(raw(&mut client, &unlink).await, b":15\r\n");
+        let mut del = vec!["DEL"];
+        del.extend(keys.iter().map(String::as_str));
+        let left = format!(":{}\r\n", present - 15);
+        assert_eq!(String::from_utf8_lossy(&raw(&mut client, &del).await), left);
+        assert_eq!(cluster.dbsizes().await.iter().sum::<i64>(), 0);
+        let mut node = RawClient::connect(cluster.nodes[0].addr()).await;
+        let odd = ["MSET", "multi:1", "x", "multi:2"];
+        assert_eq!(raw(&mut client, &odd).await, raw(&mut node, &odd).await);
         poolside.shutdown().await;
     }
 }

@@ -418,13 +418,60 @@ pub fn splittable(plan: &Plan) -> bool {
             .all(|p| matches!(p, Part::Local(_) | Part::Remote(super::Remote::Plain)))
 }
 
-/// A step's reply: in a group's buffer, or of its own (a redirect's).
+/// A command's reply: in a node's buffer, or of its own (a redirect's).
 enum Answer {
     Pending,
     In(usize, Range<usize>),
     Own(BytesMut),
-    Text(&'static [u8]),
     Failed(Error),
+}
+
+/// How the replies of a multi-key command split by slot are merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Merge {
+    /// MGET: the arrays' elements, back in the keys' order.
+    Values,
+    /// DEL, UNLINK, EXISTS, TOUCH: the counts added.
+    Sum,
+    /// MSET: `+OK`, or the first error.
+    Ok,
+}
+
+impl Merge {
+    /// The multi-key commands split by slot; `step`: arguments per key.
+    fn of(name: &[u8]) -> Option<(Merge, usize)> {
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("MGET") {
+            Some((Merge::Values, 1))
+        } else if is("DEL") || is("UNLINK") || is("EXISTS") || is("TOUCH") {
+            Some((Merge::Sum, 1))
+        } else if is("MSET") {
+            Some((Merge::Ok, 2))
+        } else {
+            None
+        }
+    }
+}
+
+/// What answers one step of the client's batch.
+enum StepAnswer {
+    /// The reply of one command sent.
+    Sent(usize),
+    Text(&'static [u8]),
+    /// A multi-key command sent as one command per slot: the sends, and
+    /// for [`Merge::Values`] the key index each sent key's value goes to.
+    Split {
+        merge: Merge,
+        sends: Vec<usize>,
+        order: Vec<usize>,
+    },
+}
+
+/// Where a command sent is: a frame of the plan, or one made here.
+#[derive(Debug, Clone)]
+enum Source {
+    Plan(Range<usize>),
+    Made(Range<usize>),
 }
 
 /// What a node said about where a command belongs.
@@ -473,60 +520,76 @@ pub async fn execute_split(
 ) -> Result<(), Failed> {
     let buf = &plan.upstream[..];
     let frames = frames(buf);
-    let mut answers: Vec<Answer> = Vec::with_capacity(frames.len());
-    // (node, the steps it runs)
-    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-    let mut fallback: Option<usize> = None;
-    let mut keyless = Vec::new();
-    for (i, frame) in frames.iter().enumerate() {
-        answers.push(Answer::Pending);
-        let owner = match cluster.route(&frame.args(buf)) {
-            Route::CrossSlot => {
-                answers[i] = Answer::Text(CROSSSLOT);
-                continue;
+    // Commands made here: the per-slot parts of split multi-key commands.
+    let mut made = BytesMut::new();
+    // Each command to send: where its bytes are and its slot (None: any node).
+    let mut sends: Vec<(Source, Option<u16>)> = Vec::with_capacity(frames.len());
+    let mut steps: Vec<StepAnswer> = Vec::with_capacity(frames.len());
+    for frame in &frames {
+        let args = frame.args(buf);
+        let step = match cluster.route(&args) {
+            Route::Slot(slot) => {
+                sends.push((Source::Plan(frame.range.clone()), Some(slot)));
+                StepAnswer::Sent(sends.len() - 1)
             }
             Route::Any => {
-                keyless.push(i);
-                continue;
+                sends.push((Source::Plan(frame.range.clone()), None));
+                StepAnswer::Sent(sends.len() - 1)
             }
-            Route::Slot(slot) => match topology.owner(slot) {
-                Some(owner) => owner,
-                None => {
-                    cluster.request_refresh();
-                    answers[i] = Answer::Text(CLUSTERDOWN);
-                    continue;
+            Route::CrossSlot => match Merge::of(args[0]) {
+                // A wrong number of arguments is the node's to answer.
+                Some((_, per_key)) if (args.len() - 1) % per_key != 0 => {
+                    sends.push((Source::Plan(frame.range.clone()), None));
+                    StepAnswer::Sent(sends.len() - 1)
                 }
+                Some((merge, per_key)) => {
+                    split_by_slot(&args, merge, per_key, &mut made, &mut sends)
+                }
+                None => StepAnswer::Text(CROSSSLOT),
             },
         };
-        let node = &topology.primaries[owner];
-        let g = match groups.iter().position(|(n, _)| n == node) {
-            Some(g) => g,
-            None => {
-                groups.push((node.clone(), Vec::new()));
-                groups.len() - 1
-            }
+        steps.push(step);
+    }
+    let bytes = |src: &Source| -> &[u8] {
+        match src {
+            Source::Plan(r) => &buf[r.clone()],
+            Source::Made(r) => &made[r.clone()],
+        }
+    };
+    // Group the sends by node: keyless ones go with the first node.
+    let mut answers: Vec<Answer> = (0..sends.len()).map(|_| Answer::Pending).collect();
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut keyless = Vec::new();
+    for (i, (_, slot)) in sends.iter().enumerate() {
+        let Some(slot) = slot else {
+            keyless.push(i);
+            continue;
         };
-        fallback.get_or_insert(g);
-        groups[g].1.push(i);
+        let Some(owner) = topology.owner(*slot) else {
+            cluster.request_refresh();
+            let mut text = BytesMut::new();
+            text.extend_from_slice(CLUSTERDOWN);
+            answers[i] = Answer::Own(text);
+            continue;
+        };
+        let node = &topology.primaries[owner];
+        match groups.iter_mut().find(|(n, _)| n == node) {
+            Some((_, group)) => group.push(i),
+            None => groups.push((node.clone(), vec![i])),
+        }
     }
     if !keyless.is_empty() {
-        // Keyless commands go with the batch's first node (one round trip).
-        let g = match fallback {
-            Some(g) => g,
-            None => {
-                groups.push((topology.primaries[0].clone(), Vec::new()));
-                groups.len() - 1
+        match groups.first_mut() {
+            Some((_, group)) => {
+                group.extend(keyless);
+                group.sort_unstable();
             }
-        };
-        groups[g].1.extend(keyless);
-        groups[g].1.sort_unstable();
+            None => groups.push((topology.primaries[0].clone(), keyless)),
+        }
     }
     let limit = backend.reply_limit(plan.wait);
-    let runs = groups.iter().map(|(node, steps)| {
-        let batch: Vec<&[u8]> = steps
-            .iter()
-            .map(|&i| &buf[frames[i].range.clone()])
-            .collect();
+    let runs = groups.iter().map(|(node, members)| {
+        let batch: Vec<&[u8]> = members.iter().map(|&i| bytes(&sends[i].0)).collect();
         run_on_node(backend, cluster, node, batch, wants, limit)
     });
     let ran = futures_util::future::join_all(runs).await;
@@ -552,83 +615,226 @@ pub async fn execute_split(
         let Answer::In(g, range) = &answers[i] else {
             continue;
         };
-        let mut asked = groups[*g].0.clone();
-        let mut reply: Option<BytesMut> = None;
         let first = &replies[*g][range.clone()];
-        if !first.starts_with(b"-MOVED ")
-            && !first.starts_with(b"-ASK ")
-            && !first.starts_with(b"-TRYAGAIN")
-        {
+        if redirect_of(first, &groups[*g].0).is_none() {
             continue;
         }
-        let mut current = first.to_vec();
-        for hop in 0..cluster.max_redirects {
-            let Some(redirect) = redirect_of(&current, &asked) else {
-                break;
-            };
-            let frame = &buf[frames[i].range.clone()];
-            let batch: Vec<&[u8]> = match &redirect {
-                Redirect::Moved(slot, addr) => {
-                    cluster.moved(*slot, addr);
-                    asked = addr.clone();
-                    vec![frame]
-                }
-                Redirect::Ask(addr) => {
-                    cluster.counters.ask.fetch_add(1, Ordering::Relaxed);
-                    asked = addr.clone();
-                    vec![ASKING, frame]
-                }
-                Redirect::TryAgain => {
-                    cluster.counters.tryagain.fetch_add(1, Ordering::Relaxed);
-                    let wait = 8u64 << (2 * hop.min(3));
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                    vec![frame]
-                }
-            };
-            let asking = batch.len() == 2;
-            match run_on_node(backend, cluster, &asked, batch, wants, limit).await {
-                Ok((mut bytes, ranges)) => {
-                    let last = ranges.last().cloned().unwrap_or(0..0);
-                    if asking {
-                        let _ = bytes.split_to(last.start);
-                    }
-                    current = bytes.to_vec();
-                    reply = Some(bytes);
-                }
-                Err(error) => {
-                    answers[i] = Answer::Failed(error);
-                    reply = None;
-                    break;
-                }
-            }
-        }
-        if let Some(reply) = reply {
-            answers[i] = Answer::Own(reply);
+        let asked = groups[*g].0.clone();
+        let current = first.to_vec();
+        let frame = bytes(&sends[i].0);
+        if let Some(answer) = follow(backend, cluster, frame, current, asked, wants, limit).await {
+            answers[i] = answer;
         }
     }
-    let mut failed_text = BytesMut::new();
-    let mut remote = 0;
+    let reply_of = |i: usize| -> Result<&[u8], Error> {
+        match &answers[i] {
+            Answer::In(g, range) => Ok(&replies[*g][range.clone()]),
+            Answer::Own(bytes) => Ok(bytes),
+            Answer::Failed(error) => Err(*error),
+            Answer::Pending => Err(Error::Internal),
+        }
+    };
+    let mut step = 0;
     for part in plan.parts(0) {
-        match part {
-            Part::Local(answer) => out.buf.extend_from_slice(answer),
-            Part::Remote(_) | Part::Silent(_) => {
-                match &answers[remote] {
-                    Answer::In(g, range) => out.buf.extend_from_slice(&replies[*g][range.clone()]),
-                    Answer::Own(bytes) => out.buf.extend_from_slice(bytes),
-                    Answer::Text(text) => out.buf.extend_from_slice(text),
-                    Answer::Failed(error) => {
-                        backend.traffic.failed(error.side());
-                        failed_text.clear();
-                        error.write_reply(&mut failed_text);
-                        out.buf.extend_from_slice(&failed_text);
-                    }
-                    Answer::Pending => Error::Internal.write_reply(out.buf),
-                }
-                remote += 1;
+        let answer = match part {
+            Part::Local(answer) => {
+                out.buf.extend_from_slice(answer);
+                continue;
             }
+            Part::Remote(_) | Part::Silent(_) => &steps[step],
+        };
+        step += 1;
+        let merged = match answer {
+            StepAnswer::Sent(i) => reply_of(*i).map(|r| out.buf.extend_from_slice(r)),
+            StepAnswer::Text(text) => {
+                out.buf.extend_from_slice(text);
+                Ok(())
+            }
+            StepAnswer::Split {
+                merge,
+                sends,
+                order,
+            } => sends
+                .iter()
+                .map(|&i| reply_of(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|parts| merge_replies(*merge, &parts, order, out.buf)),
+        };
+        if let Err(error) = merged {
+            backend.traffic.failed(error.side());
+            error.write_reply(out.buf);
         }
     }
     Ok(())
+}
+
+/// Splits the multi-key command `args` into one command per slot (keys in
+/// their order within each), appended to `made` and `sends`.
+fn split_by_slot(
+    args: &[&[u8]],
+    merge: Merge,
+    per_key: usize,
+    made: &mut BytesMut,
+    sends: &mut Vec<(Source, Option<u16>)>,
+) -> StepAnswer {
+    // (slot, the key indices in it)
+    let mut slots: Vec<(u16, Vec<usize>)> = Vec::new();
+    let keys = (args.len() - 1) / per_key;
+    for k in 0..keys {
+        let slot = key_slot(args[1 + k * per_key]);
+        match slots.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, ks)) => ks.push(k),
+            None => slots.push((slot, vec![k])),
+        }
+    }
+    let mut step_sends = Vec::with_capacity(slots.len());
+    let mut order = Vec::new();
+    for (slot, ks) in &slots {
+        let start = made.len();
+        let parts = std::iter::once(args[0]).chain(
+            ks.iter()
+                .flat_map(|&k| args[1 + k * per_key..1 + (k + 1) * per_key].iter().copied()),
+        );
+        let parts: Vec<&[u8]> = parts.collect();
+        crate::resp::write_command(made, parts.into_iter());
+        sends.push((Source::Made(start..made.len()), Some(*slot)));
+        step_sends.push(sends.len() - 1);
+        order.extend(ks.iter().copied());
+    }
+    StepAnswer::Split {
+        merge,
+        sends: step_sends,
+        order,
+    }
+}
+
+/// Writes the reply of a split command from its parts' replies: the first
+/// error if any part failed, else the merge.
+fn merge_replies(merge: Merge, parts: &[&[u8]], order: &[usize], out: &mut BytesMut) {
+    if let Some(error) = parts.iter().find(|p| p.starts_with(b"-")) {
+        out.extend_from_slice(error);
+        return;
+    }
+    match merge {
+        Merge::Ok => out.extend_from_slice(b"+OK\r\n"),
+        Merge::Sum => {
+            let mut sum = 0i64;
+            for part in parts {
+                let n = std::str::from_utf8(&part[1..])
+                    .ok()
+                    .and_then(|t| t.trim_end().parse::<i64>().ok());
+                match (part.first(), n) {
+                    (Some(b':'), Some(n)) => sum += n,
+                    _ => {
+                        out.extend_from_slice(part);
+                        return;
+                    }
+                }
+            }
+            out.extend_from_slice(format!(":{sum}\r\n").as_bytes());
+        }
+        Merge::Values => {
+            let mut values: Vec<&[u8]> = Vec::with_capacity(order.len());
+            for part in parts {
+                match array_elements(part) {
+                    Some(elements) => values.extend(elements),
+                    None => {
+                        out.extend_from_slice(part);
+                        return;
+                    }
+                }
+            }
+            let mut placed: Vec<&[u8]> = vec![&[]; order.len()];
+            for (&k, value) in order.iter().zip(values) {
+                placed[k] = value;
+            }
+            out.extend_from_slice(format!("*{}\r\n", placed.len()).as_bytes());
+            for value in placed {
+                out.extend_from_slice(value);
+            }
+        }
+    }
+}
+
+/// The elements of an array of bulk strings and nils (an MGET reply, RESP2
+/// or RESP3), each as its bytes; `None` for anything else.
+fn array_elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
+    let line = |at: usize| -> Option<(i64, usize)> {
+        let end = at + memchr::memchr(b'\r', reply.get(at..)?)?;
+        let n = std::str::from_utf8(reply.get(at + 1..end)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        Some((n, end + 2))
+    };
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let (n, mut at) = line(0)?;
+    let mut elements = Vec::with_capacity(usize::try_from(n).ok()?);
+    for _ in 0..n {
+        let start = at;
+        at = match reply.get(at)? {
+            b'_' => at + 3,
+            b'$' => match line(at)? {
+                (-1, next) => next,
+                (len, next) => next + usize::try_from(len).ok()? + 2,
+            },
+            _ => return None,
+        };
+        elements.push(reply.get(start..at)?);
+    }
+    Some(elements)
+}
+
+/// Follows the redirect in `current` (the node `asked` refused `frame`): at
+/// most `max_redirects` re-sends. `None`: the first reply stands.
+async fn follow(
+    backend: &Backend,
+    cluster: &Cluster,
+    frame: &[u8],
+    mut current: Vec<u8>,
+    mut asked: String,
+    wants: Wants,
+    limit: Option<Duration>,
+) -> Option<Answer> {
+    let mut reply = None;
+    for hop in 0..cluster.max_redirects {
+        let Some(redirect) = redirect_of(&current, &asked) else {
+            break;
+        };
+        let batch: Vec<&[u8]> = match &redirect {
+            Redirect::Moved(slot, addr) => {
+                cluster.moved(*slot, addr);
+                asked = addr.clone();
+                vec![frame]
+            }
+            Redirect::Ask(addr) => {
+                cluster.counters.ask.fetch_add(1, Ordering::Relaxed);
+                asked = addr.clone();
+                vec![ASKING, frame]
+            }
+            Redirect::TryAgain => {
+                cluster.counters.tryagain.fetch_add(1, Ordering::Relaxed);
+                let wait = 8u64 << (2 * hop.min(3));
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                vec![frame]
+            }
+        };
+        let asking = batch.len() == 2;
+        match run_on_node(backend, cluster, &asked, batch, wants, limit).await {
+            Ok((mut bytes, ranges)) => {
+                if asking {
+                    let last = ranges.last().cloned().unwrap_or(0..0);
+                    let _ = bytes.split_to(last.start);
+                }
+                current = bytes.to_vec();
+                reply = Some(Answer::Own(bytes));
+            }
+            Err(error) => return Some(Answer::Failed(error)),
+        }
+    }
+    reply
 }
 
 /// Sends `batch` (whole frames) to the node at `addr` on a connection of its
@@ -721,6 +927,28 @@ mod tests {
         assert_eq!(f[1].args(buf), [&b"PING"[..]]);
         // Cut short: only the whole frames.
         assert_eq!(frames(&buf[..30]).len(), 1);
+    }
+
+    #[test]
+    fn split_replies_merge_as_one_command_would_answer() {
+        let mut out = BytesMut::new();
+        // MGET a b c d: a and c in one slot, b and d in another.
+        let parts: [&[u8]; 2] = [b"*2\r\n$1\r\nA\r\n$-1\r\n", b"*2\r\n_\r\n$2\r\nDD\r\n"];
+        merge_replies(Merge::Values, &parts, &[0, 2, 1, 3], &mut out);
+        assert_eq!(&out[..], b"*4\r\n$1\r\nA\r\n_\r\n$-1\r\n$2\r\nDD\r\n");
+        out.clear();
+        merge_replies(
+            Merge::Sum,
+            &[b":2\r\n", b":0\r\n", b":1\r\n"],
+            &[],
+            &mut out,
+        );
+        assert_eq!(&out[..], b":3\r\n");
+        out.clear();
+        let error: &[u8] = b"-OOM command not allowed\r\n";
+        merge_replies(Merge::Ok, &[b"+OK\r\n", error], &[], &mut out);
+        assert_eq!(&out[..], error);
+        assert!(array_elements(b"*1\r\n:1\r\n").is_none());
     }
 
     #[test]
