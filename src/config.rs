@@ -256,6 +256,9 @@ pub struct ClusterConfig {
     /// How many `MOVED` / `ASK` redirections one command may follow before
     /// the client gets the last one. Default 5.
     pub max_redirects: u32,
+    /// How long commands for a primary that cannot be reached (nothing was
+    /// sent) wait for the slot map to name another owner. Default 10000 ms.
+    pub failover_hold_ms: u64,
     /// `primary` (default): every command goes to the slot's primary.
     pub read_from: ReadFrom,
 }
@@ -275,6 +278,7 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             refresh_interval_ms: 5_000,
             max_redirects: 5,
+            failover_hold_ms: 10_000,
             read_from: ReadFrom::Primary,
         }
     }

@@ -238,6 +238,87 @@ both_modes! {
     }
 }
 
+both_modes! {
+    /// `CLUSTER FAILOVER` on a replica under load: the old primary answers
+    /// MOVED, poolside follows it; no request fails, nothing is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_manual_failover_under_load_fails_nothing(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 1).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let writers = Writers::start(poolside.client_addr, 8);
+        writers.wait_for_acks(400, "writes before the failover").await;
+        let replica = cluster.replica_of(0).await;
+        let mut c = RawClient::connect(cluster.nodes[replica].addr()).await;
+        c.command(&["CLUSTER", "FAILOVER"]).await.expect_ok();
+        cluster.wait_primary(replica, &[1, 2]).await;
+        writers.wait_for_acks(400, "writes after the failover").await;
+        let load = writers.stop().await;
+        assert!(load.failures().is_empty(), "failed: {:?}", load.failures());
+        let lost = load.lost_through(poolside.client_addr).await;
+        assert!(lost.is_empty(), "lost: {lost:?}");
+        let c = poolside.cluster().expect("a cluster upstream");
+        let moved = c.counters.moved.load(Ordering::Relaxed);
+        eprintln!("manual failover: {} acked, MOVED {moved}", load.acked());
+        poolside.shutdown().await;
+    }
+
+    /// `kill -9` of a primary under load: only requests in flight on it may
+    /// fail; the others wait (upstream.cluster.failover_hold_ms) for its
+    /// replica to be promoted and then succeed there. Every write
+    /// acknowledged before the replica was seen to have it is kept (what
+    /// Redis' asynchronous replication had not sent yet may be lost: that
+    /// is Redis', and counted, not asserted).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_primary_killed_under_load_fails_only_what_was_in_flight(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 1).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let writers = Writers::start(poolside.client_addr, 8);
+        writers.wait_for_acks(400, "writes before the kill").await;
+        let replica = cluster.replica_of(0).await;
+        // Redis replicates asynchronously: what the replica has not got
+        // when its primary dies is lost whatever the proxy does. Every
+        // write acknowledged before `synced` is on the replica.
+        let synced = std::time::Instant::now();
+        let offset = repl_offset(&cluster, 0, "master_repl_offset").await;
+        wait_until(WAIT, "the replica has the primary's writes", || async {
+            repl_offset(&cluster, replica, "slave_repl_offset").await >= offset
+        })
+        .await;
+        cluster.nodes[0].signal("KILL");
+        cluster.wait_primary(replica, &[1, 2]).await;
+        writers.wait_for_acks(400, "writes after the failover").await;
+        let load = writers.stop().await;
+        let failures = load.failures();
+        eprintln!("kill -9: {} acked, {} failed: {failures:?}", load.acked(), failures.len());
+        assert!(failures.len() <= 8, "more failures than requests in flight: {failures:?}");
+        let lost = load.lost_through(poolside.client_addr).await;
+        let before: std::collections::HashSet<String> = load
+            .logs
+            .iter()
+            .enumerate()
+            .flat_map(|(id, log)| {
+                let sent_before = log.sets.iter().zip(&log.sets_sent);
+                sent_before
+                    .filter(|(_, sent)| **sent < synced)
+                    .map(move |(n, _)| format!("k:{id}:{n}"))
+            })
+            .collect();
+        let lost_before: Vec<&String> = lost
+            .iter()
+            .filter(|l| before.contains(l.split(' ').next().unwrap_or_default()))
+            .collect();
+        eprintln!("kill -9: {} lost, none of them before the replica had it", lost.len());
+        assert!(lost_before.is_empty(), "lost, though replicated: {lost_before:?}");
+        poolside.shutdown().await;
+    }
+}
+
+/// A replication offset field of `node`'s `INFO replication`.
+async fn repl_offset(cluster: &RedisCluster, node: usize, field: &str) -> u64 {
+    let info = common::cluster::node_text(&cluster.nodes[node], &["INFO", "replication"]).await;
+    common::info_field(&info, field)
+}
+
 /// No node answers: a client gets an error naming the missing slot map
 /// within the connect timeout, not a hang, and poolside keeps serving.
 #[tokio::test]

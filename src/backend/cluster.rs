@@ -84,6 +84,8 @@ pub struct Cluster {
     keys: OnceLock<Arc<KeyTable>>,
     refresh: Notify,
     max_redirects: usize,
+    /// `upstream.cluster.failover_hold_ms`.
+    hold: Duration,
     health_interval: Duration,
     shutdown: watch::Receiver<bool>,
     pub counters: ClusterCounters,
@@ -118,6 +120,7 @@ impl Cluster {
             keys: OnceLock::new(),
             refresh: Notify::new(),
             max_redirects: c.max_redirects as usize,
+            hold: Duration::from_millis(c.failover_hold_ms),
             health_interval: Duration::from_secs(config.pool.health_check_interval_secs),
             shutdown,
             counters: ClusterCounters::default(),
@@ -610,6 +613,18 @@ pub async fn execute_split(
             }
         }
     }
+    hold_for_failover(
+        backend,
+        cluster,
+        &sends,
+        &bytes,
+        wants,
+        limit,
+        &mut groups,
+        &mut answers,
+        &mut replies,
+    )
+    .await;
     // Redirects, in the client's order: each re-send waits for the one before.
     for i in 0..answers.len() {
         let Answer::In(g, range) = &answers[i] else {
@@ -666,6 +681,81 @@ pub async fn execute_split(
         }
     }
     Ok(())
+}
+
+/// Commands whose node could not be reached (nothing was sent: the pool
+/// knows it is down) wait for the slot map to change, up to
+/// `failover_hold_ms`, and go to their slot's owner then: a replica
+/// promoted takes them without an error. What is still down at the end
+/// keeps its error.
+#[allow(clippy::too_many_arguments)]
+async fn hold_for_failover<'a>(
+    backend: &Backend,
+    cluster: &Cluster,
+    sends: &[(Source, Option<u16>)],
+    bytes: &impl Fn(&Source) -> &'a [u8],
+    wants: Wants,
+    limit: Option<Duration>,
+    groups: &mut Vec<(String, Vec<usize>)>,
+    answers: &mut [Answer],
+    replies: &mut Vec<BytesMut>,
+) {
+    let unsent = |a: &Answer| matches!(a, Answer::Failed(Error::UpstreamDown(_)));
+    let mut waiting: Vec<usize> = (0..answers.len())
+        .filter(|&i| unsent(&answers[i]))
+        .collect();
+    if waiting.is_empty() || cluster.hold.is_zero() {
+        return;
+    }
+    let deadline = Instant::now() + cluster.hold;
+    let mut rx = cluster.topology.subscribe();
+    rx.borrow_and_update();
+    while !waiting.is_empty() {
+        cluster.request_refresh();
+        if !matches!(
+            tokio::time::timeout_at(deadline, rx.changed()).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        let Some(topology) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let first = groups.len();
+        for &i in &waiting {
+            let owner = sends[i]
+                .1
+                .and_then(|slot| topology.owner(slot))
+                .unwrap_or(0);
+            let node = &topology.primaries[owner];
+            match groups[first..].iter_mut().find(|(n, _)| n == node) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((node.clone(), vec![i])),
+            }
+        }
+        let runs = groups[first..].iter().map(|(node, members)| {
+            let batch: Vec<&[u8]> = members.iter().map(|&i| bytes(&sends[i].0)).collect();
+            run_on_node(backend, cluster, node, batch, wants, limit)
+        });
+        let ran = futures_util::future::join_all(runs).await;
+        for (g, result) in (first..).zip(ran) {
+            match result {
+                Ok((reply, ranges)) => {
+                    for (&i, range) in groups[g].1.iter().zip(ranges) {
+                        answers[i] = Answer::In(g, range);
+                    }
+                    replies.push(reply);
+                }
+                Err(error) => {
+                    for &i in &groups[g].1 {
+                        answers[i] = Answer::Failed(error);
+                    }
+                    replies.push(BytesMut::new());
+                }
+            }
+        }
+        waiting.retain(|&i| unsent(&answers[i]));
+    }
 }
 
 /// Splits the multi-key command `args` into one command per slot (keys in

@@ -207,6 +207,14 @@ fn check_cluster(
             reason,
         ));
     }
+    if c.failover_hold_ms > 600_000 {
+        let reason = "must be at most 600000".to_string();
+        return Some((
+            "upstream.cluster.failover_hold_ms",
+            c.failover_hold_ms.to_string(),
+            reason,
+        ));
+    }
     if c.read_from != super::ReadFrom::Primary {
         let reason = "reads from replicas are not built yet: every command goes to the \
                       slot's primary (read_from = \"primary\")"

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::raw::{RawClient, Reply};
-use super::{wait_until, RedisServer};
+use super::{wait_for, wait_until, RedisServer};
 
 /// How long forming the cluster (gossip, replicas attached) may take.
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,6 +28,9 @@ impl RedisCluster {
             let conf = dir.path().join(format!("nodes-{i}.conf"));
             let node = RedisServer::builder()
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                // Replicas in sync at once (the default waits 5 s for more
+                // replicas), so a primary may fail over from the start.
+                .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--cluster-config-file")
                 .arg(conf.display().to_string())
                 .start()
@@ -58,16 +61,24 @@ impl RedisCluster {
         cluster
     }
 
-    /// Every node reports `cluster_state:ok` and knows every other node.
+    /// Every node reports `cluster_state:ok` and knows every other node,
+    /// and every replica is in sync with its primary.
     pub async fn wait_formed(&self) {
         let total = self.nodes.len();
-        for node in &self.nodes {
+        for (i, node) in self.nodes.iter().enumerate() {
             wait_until(FORM_TIMEOUT, "every cluster node is ok", || async {
                 let info = node_text(node, &["CLUSTER", "INFO"]).await;
                 info.contains("cluster_state:ok")
                     && info.contains(&format!("cluster_known_nodes:{total}\r"))
             })
             .await;
+            if i >= self.primaries {
+                wait_until(FORM_TIMEOUT, "every replica is in sync", || async {
+                    let info = node_text(node, &["INFO", "replication"]).await;
+                    info.contains("master_link_status:up")
+                })
+                .await;
+            }
         }
     }
 
@@ -96,6 +107,59 @@ impl RedisCluster {
             }
         }
         sizes
+    }
+
+    /// The index of the node replicating primary `primary`, once the
+    /// primary lists one.
+    pub async fn replica_of(&self, primary: usize) -> usize {
+        let id = self.id_of(primary).await;
+        let id = id.as_str();
+        wait_for(
+            FORM_TIMEOUT,
+            "the primary lists its replica",
+            || async move {
+                let mut c = RawClient::connect(self.nodes[primary].addr()).await;
+                let line = match c.command(&["CLUSTER", "REPLICAS", id]).await {
+                    Reply::Array(Some(lines)) => lines.into_iter().next(),
+                    other => return Err(format!("{other:?}")),
+                };
+                let Some(Reply::Bulk(Some(b))) = line else {
+                    return Err("no replica yet".into());
+                };
+                let text = String::from_utf8_lossy(&b).into_owned();
+                let addr = text.split(' ').nth(1).and_then(|a| a.split('@').next());
+                let addr = addr.unwrap_or_default().to_string();
+                self.nodes
+                    .iter()
+                    .position(|n| n.addr().to_string() == addr)
+                    .ok_or(text)
+            },
+        )
+        .await
+    }
+
+    /// Waits until `node` is a primary that owns slots, as every other
+    /// reachable node sees it.
+    pub async fn wait_primary(&self, node: usize, others: &[usize]) {
+        let addr = self.nodes[node].addr().to_string();
+        for &o in others {
+            wait_until(
+                FORM_TIMEOUT,
+                "the cluster names the new primary",
+                || async {
+                    let nodes = node_text(&self.nodes[o], &["CLUSTER", "NODES"]).await;
+                    let info = node_text(&self.nodes[o], &["CLUSTER", "INFO"]).await;
+                    info.contains("cluster_state:ok")
+                        && nodes.lines().any(|l| {
+                            l.contains(&format!(" {addr}@")) && l.contains("master") && {
+                                // A primary line with slots has a ninth field.
+                                l.split(' ').count() > 8
+                            }
+                        })
+                },
+            )
+            .await;
+        }
     }
 
     /// `CLUSTER MYID` of `node`.
