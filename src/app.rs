@@ -174,6 +174,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         traffic.clone(),
         &target,
         sentinels,
+        cluster.clone(),
     )?);
     admin_state.listening.store(true, Ordering::Release);
     tasks.extend(admin_state.spawn_background(rx.clone()));

@@ -55,6 +55,21 @@ both_modes! {
         assert!(sizes.iter().all(|&n| n > 0), "every primary has keys: {sizes:?}");
         assert_eq!(sizes.iter().sum::<i64>(), 300, "{sizes:?}");
         assert_eq!(poolside.stats().failed_total(Side::Upstream), 0);
+        // /pool/status and /metrics show each node's pool and its slots.
+        let status = common::get(poolside.admin_addr, "/pool/status").await.json();
+        let nodes = status["upstream"]["cluster"]["nodes"].as_array().expect("nodes").clone();
+        assert_eq!(nodes.len(), 3, "{nodes:?}");
+        let slots: u64 = nodes.iter().map(|n| n["slots"].as_u64().unwrap()).sum();
+        assert_eq!(slots, 16384);
+        for n in &nodes {
+            assert!(n["connections"].as_u64().unwrap() >= 1, "{n}");
+            assert!(n["connections"].as_u64() <= n["max_connections"].as_u64(), "{n}");
+        }
+        let metrics = common::http::metrics(poolside.admin_addr).await;
+        let node = cluster.nodes[0].addr();
+        let owned = metrics.value(&format!("poolside_cluster_node_slots{{node=\"{node}\"}}"));
+        assert_eq!(owned, 5461.0);
+        assert!(metrics.has_family("poolside_cluster_redirects_total"));
         poolside.shutdown().await;
     }
 

@@ -2,6 +2,7 @@
 //! reads the pool's own counters at scrape time, so the data path pays for
 //! no second set of counters and the exposition is always one consistent view.
 
+use crate::backend::cluster::{Cluster, NodeStatus};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -201,7 +202,33 @@ const SENTINEL_REACHABLE: Def = Def(
     Some("sentinel"),
 );
 
-const ALL: [&Def; 35] = [
+const CLUSTER_REDIRECTS: Def = Def(
+    "poolside_cluster_redirects_total",
+    "Redis Cluster redirects poolside followed: moved, ask, and re-sends after tryagain.",
+    Some("kind"),
+);
+const CLUSTER_READS: Def = Def(
+    "poolside_cluster_slot_map_reads_total",
+    "CLUSTER SLOTS readings: ok, or failed (no node answered).",
+    Some("result"),
+);
+const CLUSTER_SLOTS: Def = Def(
+    "poolside_cluster_node_slots",
+    "Slots each cluster node owns in poolside's slot map.",
+    Some("node"),
+);
+const CLUSTER_IN_USE: Def = Def(
+    "poolside_cluster_node_connections_in_use",
+    "Connections to each cluster node checked out now (each node has pool.max_connections).",
+    Some("node"),
+);
+const CLUSTER_OPEN: Def = Def(
+    "poolside_cluster_node_connections",
+    "Open connections to each cluster node, in use or idle.",
+    Some("node"),
+);
+
+const ALL: [&Def; 40] = [
     &MAX,
     &IN_USE,
     &IDLE,
@@ -237,6 +264,11 @@ const ALL: [&Def; 35] = [
     &SENTINEL_HELD,
     &SENTINEL_EXPIRED,
     &SENTINEL_REACHABLE,
+    &CLUSTER_REDIRECTS,
+    &CLUSTER_READS,
+    &CLUSTER_SLOTS,
+    &CLUSTER_IN_USE,
+    &CLUSTER_OPEN,
 ];
 
 /// The registry of one poolside instance.
@@ -251,6 +283,7 @@ impl Metrics {
         alerts: Arc<Alerts>,
         control: Arc<ControlPlane>,
         sentinels: Option<Sentinels>,
+        cluster: Option<Arc<Cluster>>,
     ) -> prometheus::Result<Metrics> {
         let descs = ALL
             .iter()
@@ -266,6 +299,7 @@ impl Metrics {
             alerts,
             control,
             sentinels,
+            cluster,
             descs,
         }))?;
         Ok(Metrics { registry })
@@ -286,6 +320,7 @@ struct PoolCollector {
     alerts: Arc<Alerts>,
     control: Arc<ControlPlane>,
     sentinels: Option<Sentinels>,
+    cluster: Option<Arc<Cluster>>,
     descs: Vec<Desc>,
 }
 
@@ -343,11 +378,37 @@ impl Collector for PoolCollector {
         ];
         self.collect_fleet(s.max_connections, &mut families);
         self.collect_sentinel(&mut families);
+        self.collect_cluster(&mut families);
         families
     }
 }
 
 impl PoolCollector {
+    /// Redis Cluster mode only.
+    fn collect_cluster(&self, families: &mut Vec<MetricFamily>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let s = cluster.status();
+        families.push(counter(
+            &CLUSTER_REDIRECTS,
+            [("moved", s.moved), ("ask", s.ask), ("tryagain", s.tryagain)],
+        ));
+        families.push(counter(
+            &CLUSTER_READS,
+            [("ok", s.slot_map_reads), ("failed", s.slot_map_failures)],
+        ));
+        let per_node = |f: fn(&NodeStatus) -> f64| {
+            s.nodes
+                .iter()
+                .map(|n| (n.address.as_str(), f(n)))
+                .collect::<Vec<_>>()
+        };
+        families.push(gauges(&CLUSTER_SLOTS, per_node(|n| n.slots as f64)));
+        families.push(gauges(&CLUSTER_IN_USE, per_node(|n| n.in_use.into())));
+        families.push(gauges(&CLUSTER_OPEN, per_node(|n| n.connections.into())));
+    }
+
     /// Sentinel mode only.
     fn collect_sentinel(&self, families: &mut Vec<MetricFamily>) {
         let (Some(sentinels), Some(primary)) = (&self.sentinels, self.pool.primary()) else {

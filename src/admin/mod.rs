@@ -9,6 +9,7 @@ mod metrics;
 mod recommend;
 mod status;
 
+use crate::backend::cluster::Cluster;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct AdminState {
     pub upstream: Address,
     /// Sentinel mode: the Sentinels poolside follows.
     pub sentinels: Option<Sentinels>,
+    /// Redis Cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
     pub min_idle: u32,
     pub pool_mode: PoolMode,
     /// Set by the app once the client listener accepts.
@@ -74,6 +77,7 @@ impl AdminState {
         traffic: Arc<Traffic>,
         target: &Target,
         sentinels: Option<Sentinels>,
+        cluster: Option<Arc<Cluster>>,
     ) -> anyhow::Result<AdminState> {
         let a = &config.alerts;
         let alerts = Arc::new(Alerts::new(a, config.profile.name()));
@@ -86,12 +90,14 @@ impl AdminState {
                 alerts.clone(),
                 control.clone(),
                 sentinels.clone(),
+                cluster.clone(),
             )?,
             pool,
             traffic,
             profile: config.profile,
             upstream: target.address.clone(),
             sentinels,
+            cluster,
             min_idle: config.pool.min_idle,
             pool_mode: config.pool.mode,
             listening: AtomicBool::new(false),

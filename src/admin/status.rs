@@ -2,6 +2,7 @@
 //! instances on that Redis, alerts and recommendations, in field names
 //! applications already parse.
 
+use crate::backend::cluster::ClusterStatus;
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
@@ -94,6 +95,10 @@ pub struct Upstream {
     /// Sentinel mode only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel: Option<SentinelStatus>,
+    /// Redis Cluster only: the slot map, redirects and each node's pool
+    /// (the top-level pool figures are the first seed's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
 }
 
 /// `upstream.sentinel` in `/pool/status`.
@@ -286,6 +291,7 @@ fn upstream(state: &AdminState, reachable: bool, server: ServerInfo) -> Upstream
         },
         resent_batches: state.traffic.resent_total(),
         sentinel: sentinel_status(state),
+        cluster: state.cluster.as_ref().map(|c| c.status()),
     }
 }
 

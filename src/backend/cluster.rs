@@ -59,6 +59,38 @@ pub struct ClusterCounters {
     pub refresh_failures: AtomicU64,
 }
 
+/// `upstream.cluster` in `/pool/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    /// A slot map was read from some node.
+    pub slot_map_read: bool,
+    pub unowned_slots: usize,
+    /// `CLUSTER SLOTS` readings, and rounds in which no node answered.
+    pub slot_map_reads: u64,
+    pub slot_map_failures: u64,
+    /// Redirects followed: `-MOVED`, `-ASK`, and re-sends after `-TRYAGAIN`.
+    pub moved: u64,
+    pub ask: u64,
+    pub tryagain: u64,
+    pub max_redirects: usize,
+    pub failover_hold_ms: u64,
+    /// Each node poolside keeps a pool for (the primaries, and the first seed).
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One node's pool.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    pub address: String,
+    /// Slots it owns in the slot map (0: a seed that owns none).
+    pub slots: usize,
+    pub reachable: bool,
+    pub in_use: u32,
+    pub idle: u32,
+    pub connections: u32,
+    pub max_connections: u32,
+}
+
 /// A node's pool and the health checker that keeps it.
 struct Node {
     pool: Pool,
@@ -125,6 +157,50 @@ impl Cluster {
             shutdown,
             counters: ClusterCounters::default(),
         })
+    }
+
+    /// What `/pool/status` shows of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let topology = self.topology_now();
+        let owned = topology
+            .as_ref()
+            .map(|t| t.slots_owned())
+            .unwrap_or_default();
+        let nodes = self
+            .node_pools()
+            .into_iter()
+            .map(|(address, pool)| {
+                let s = pool.snapshot();
+                let slots = topology
+                    .as_ref()
+                    .and_then(|t| t.primaries.iter().position(|p| *p == address))
+                    .and_then(|i| owned.get(i).copied())
+                    .unwrap_or(0);
+                NodeStatus {
+                    reachable: !pool.health.is_down(),
+                    address,
+                    slots,
+                    in_use: s.in_use,
+                    idle: s.idle,
+                    connections: s.connections,
+                    max_connections: s.max_connections,
+                }
+            })
+            .collect();
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClusterStatus {
+            slot_map_read: topology.is_some(),
+            unowned_slots: topology.as_ref().map_or(0, |t| t.unowned()),
+            slot_map_reads: n(&c.refreshes),
+            slot_map_failures: n(&c.refresh_failures),
+            moved: n(&c.moved),
+            ask: n(&c.ask),
+            tryagain: n(&c.tryagain),
+            max_redirects: self.max_redirects,
+            failover_hold_ms: self.hold.as_millis() as u64,
+            nodes,
+        }
     }
 
     /// The slot map now, if one was read.
