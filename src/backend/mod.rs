@@ -15,9 +15,9 @@
 //!   reads of the client (id, name) and updates from replies (database,
 //!   protocol, transaction pins).
 //!
-//! Today's backends are the per-batch checkout ([`checkout`], transaction
-//! mode) and shared lanes ([`mux`], multiplexed mode). Where the next ones
-//! plug in, without touching the session or the planner:
+//! The backends are the per-batch checkout ([`checkout`], transaction
+//! mode), shared lanes ([`mux`], multiplexed mode) and the cluster's. How
+//! the others plug in without touching the session or the planner:
 //!
 //! - **Sentinel** changes where connections go, not how batches run: it is
 //!   an upstream *target* inside [`Pool`] (`pool::Primary`, the address the
@@ -26,13 +26,11 @@
 //!   run unchanged; the failover hold waits in `Pool::ready` before the
 //!   checkout or the lane submit, where nothing has been written yet, and
 //!   the backends check a connection's generation once more before writing.
-//! - **Cluster** is a third variant of `Mode`: one [`Pool`] per node, the
-//!   plan's remote steps grouped by slot owner (the planner writes one frame
-//!   per remote step into `Plan::upstream`; the cluster backend also needs
-//!   each frame's range and key slot, which `push_remote` is the one place to
-//!   record), each group run with [`checkout::round_trip`] or a node's
-//!   lanes, and the replies merged back in step order. MOVED/ASK re-sends
-//!   happen per step inside it.
+//! - **Cluster** is a third variant of `Mode` ([`cluster`]): one [`Pool`]
+//!   per node; a plan of plain commands is split by slot owner (its frames
+//!   re-read from `Plan::upstream`), each node's share run at once and the
+//!   replies merged back in step order, MOVED/ASK re-sent per command; any
+//!   other plan runs whole with the checkout path on one node's pool.
 
 mod checkout;
 pub mod cluster;

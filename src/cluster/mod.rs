@@ -1,4 +1,4 @@
-//! Redis Cluster (issue #13, in progress): the pieces of a cluster backend
+//! Redis Cluster: the pieces of the cluster backend
 //! that do no I/O, each checked against a real cluster-enabled Redis by
 //! `tests/cluster_tables.rs`:
 //!
@@ -8,11 +8,8 @@
 //! - [`topology`]: the slot map read from `CLUSTER SLOTS`, and `MOVED`
 //!   applied to it.
 //!
-//! Not built yet: the backend that splits a batch by slot owner over one
-//! pool per node, follows `MOVED`/`ASK` and merges the replies (DESIGN.md's
-//! `Mode` for it is described in `backend/mod.rs`). Until it is, a
-//! `redis+cluster://` upstream is refused at start with that reason rather
-//! than run as if the first seed were a standalone Redis.
+//! The backend that uses them (one pool per node, batches split by slot
+//! owner, `MOVED`/`ASK` followed) is `backend/cluster.rs`.
 
 pub mod keys;
 pub mod slot;
