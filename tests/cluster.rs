@@ -251,6 +251,33 @@ both_modes! {
         assert_eq!(raw(&mut client, &odd).await, raw(&mut node, &odd).await);
         poolside.shutdown().await;
     }
+
+    /// DBSIZE is the cluster's; SCRIPT LOAD reaches every primary, so the
+    /// script runs by its SHA whichever node a key is on; FLUSHALL empties
+    /// every primary.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_cluster_commands_reach_every_primary(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 1).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let mut con = connect(poolside.client_addr).await;
+        let mut pipe = redis::pipe();
+        for i in 0..60 {
+            pipe.cmd("SET").arg(format!("all:{i}")).arg(i).ignore();
+        }
+        let () = pipe.query_async(&mut con).await.expect("SETs");
+        let total: i64 = common::ok(&mut con, &["DBSIZE"]).await;
+        assert_eq!(total, 60);
+        assert_eq!(cluster.dbsizes().await.iter().sum::<i64>(), 60);
+        let sha: String = common::ok(&mut con, &["SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])"]).await;
+        for i in 0..60 {
+            let key = format!("all:{i}");
+            let got: String = common::ok(&mut con, &["EVALSHA", &sha, "1", &key]).await;
+            assert_eq!(got, i.to_string());
+        }
+        let () = common::ok(&mut con, &["FLUSHALL"]).await;
+        assert_eq!(cluster.dbsizes().await, [0, 0, 0]);
+        poolside.shutdown().await;
+    }
 }
 
 both_modes! {

@@ -225,7 +225,7 @@ impl Cluster {
     }
 
     /// Asks the refresher for a new reading soon (at most one in flight, and
-    /// [`REFRESH_GAP`] apart).
+    /// 100 ms apart).
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
     }
@@ -514,6 +514,31 @@ enum Merge {
     Sum,
     /// MSET: `+OK`, or the first error.
     Ok,
+    /// A command sent to every primary (SCRIPT LOAD, FLUSHALL...): the
+    /// first node's reply, or the first error.
+    First,
+}
+
+/// Commands without keys that act on every primary's data or scripts, and
+/// how their replies merge: DBSIZE is summed, the others must succeed on
+/// every primary (a script loaded on one node only is `NOSCRIPT` on the
+/// others).
+fn broadcast(args: &[&[u8]]) -> Option<Merge> {
+    let is = |i: usize, n: &str| {
+        args.get(i)
+            .is_some_and(|a| a.eq_ignore_ascii_case(n.as_bytes()))
+    };
+    if is(0, "DBSIZE") && args.len() == 1 {
+        Some(Merge::Sum)
+    } else if (is(0, "SCRIPT") && (is(1, "LOAD") || is(1, "FLUSH")))
+        || (is(0, "FUNCTION") && (is(1, "LOAD") || is(1, "FLUSH") || is(1, "DELETE")))
+        || is(0, "FLUSHALL")
+        || is(0, "FLUSHDB")
+    {
+        Some(Merge::First)
+    } else {
+        None
+    }
 }
 
 impl Merge {
@@ -611,10 +636,25 @@ pub async fn execute_split(
                 sends.push((Source::Plan(frame.range.clone()), Some(slot)));
                 StepAnswer::Sent(sends.len() - 1)
             }
-            Route::Any => {
-                sends.push((Source::Plan(frame.range.clone()), None));
-                StepAnswer::Sent(sends.len() - 1)
-            }
+            Route::Any => match broadcast(&args) {
+                Some(merge) => {
+                    // One send per primary, each routed by a slot it owns.
+                    let mut step_sends = Vec::with_capacity(topology.primaries.len());
+                    for slot in topology.a_slot_of_each() {
+                        sends.push((Source::Plan(frame.range.clone()), Some(slot)));
+                        step_sends.push(sends.len() - 1);
+                    }
+                    StepAnswer::Split {
+                        merge,
+                        sends: step_sends,
+                        order: Vec::new(),
+                    }
+                }
+                None => {
+                    sends.push((Source::Plan(frame.range.clone()), None));
+                    StepAnswer::Sent(sends.len() - 1)
+                }
+            },
             Route::CrossSlot => match Merge::of(args[0]) {
                 // A wrong number of arguments is the node's to answer.
                 Some((_, per_key)) if (args.len() - 1) % per_key != 0 => {
@@ -883,6 +923,7 @@ fn merge_replies(merge: Merge, parts: &[&[u8]], order: &[usize], out: &mut Bytes
     }
     match merge {
         Merge::Ok => out.extend_from_slice(b"+OK\r\n"),
+        Merge::First => out.extend_from_slice(parts.first().copied().unwrap_or(b"+OK\r\n")),
         Merge::Sum => {
             let mut sum = 0i64;
             for part in parts {

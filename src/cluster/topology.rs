@@ -49,6 +49,18 @@ impl Topology {
         owned
     }
 
+    /// For each primary that owns slots, one of them (its first), in
+    /// `primaries` order: a command routed by it reaches that primary.
+    pub fn a_slot_of_each(&self) -> Vec<u16> {
+        let mut first = vec![None; self.primaries.len()];
+        for (slot, &i) in self.slots.iter().enumerate() {
+            if let Some(f) = first.get_mut(usize::from(i)) {
+                f.get_or_insert(slot as u16);
+            }
+        }
+        first.into_iter().flatten().collect()
+    }
+
     pub fn unowned(&self) -> usize {
         self.slots.iter().filter(|&&i| i == UNOWNED).count()
     }
@@ -148,6 +160,7 @@ mod tests {
         assert_eq!(t.owner(8191), Some(0));
         assert_eq!(t.owner(8192), Some(1));
         assert_eq!(t.slots_owned(), [8192, 8192]);
+        assert_eq!(t.a_slot_of_each(), [0, 8192]);
         assert_eq!(t.unowned(), 0);
     }
 
