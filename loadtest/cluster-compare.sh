@@ -34,18 +34,28 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A node's cluster bus listens on its port + 10000: keep both under 65536.
+node_port() {
+    local port
+    port=$(free_port)
+    while [ "$port" -gt 55000 ]; do port=$(free_port); done
+    echo "$port"
+}
 
 ports=()
 for i in 1 2 3; do
-    port=$(free_port)
+    port=$(node_port)
     ports+=("$port")
     redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --maxclients 10000 \
         --cluster-enabled yes --cluster-config-file "$work/nodes-$port.conf" --dir "$work" \
         --logfile "$work/redis-$port.log" &
     pids+=($!)
 done
-for port in "${ports[@]}"; do
-    until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
+for i in 0 1 2; do
+    until redis-cli -p "${ports[$i]}" ping >/dev/null 2>&1; do
+        kill -0 "${pids[$i]}" 2>/dev/null || { cat "$work/redis-${ports[$i]}.log" >&2; exit 1; }
+        sleep 0.05
+    done
 done
 redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-yes >/dev/null
 for port in "${ports[@]}"; do

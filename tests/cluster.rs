@@ -355,6 +355,52 @@ both_modes! {
     }
 }
 
+/// The ElastiCache Serverless shape: one TLS-only node that owns every
+/// slot, behind a `rediss+cluster://` URL; commands are verified over TLS
+/// to the node the slot map names (itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_cluster_over_tls_serves_clients() {
+    let certs = common::tls::Certs::generate();
+    let conf = certs.dir.path().join("nodes.conf");
+    let node = certs
+        .redis_server(false)
+        .args(["--cluster-enabled", "yes", "--tls-cluster", "yes"])
+        .arg("--cluster-config-file")
+        .arg(conf.display().to_string())
+        .start()
+        .await;
+    let mut direct = node.direct_raw().await;
+    let added = raw(&mut direct, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).await;
+    assert_eq!(added, b"+OK\r\n");
+    let node_ref = &node;
+    wait_until(WAIT, "the one-node cluster is ok", || async move {
+        let mut c = node_ref.direct_raw().await;
+        let info = raw(&mut c, &["CLUSTER", "INFO"]).await;
+        String::from_utf8_lossy(&info).contains("cluster_state:ok")
+    })
+    .await;
+    let url = format!("rediss+cluster://127.0.0.1:{}", node.port());
+    let mut config = Config::for_tests(&url);
+    config.tls.ca_file = Some(certs.ca.clone());
+    let poolside = poolside::app::start(config).await.expect("poolside starts");
+    let mut client = RawClient::connect(poolside.client_addr).await;
+    for i in 0..20 {
+        let key = format!("tls:{i}");
+        assert_eq!(raw(&mut client, &["SET", &key, "v"]).await, b"+OK\r\n");
+    }
+    let mut mget = vec!["MGET"];
+    let keys: Vec<String> = (0..20).map(|i| format!("tls:{i}")).collect();
+    mget.extend(keys.iter().map(String::as_str));
+    let reply = raw(&mut client, &mget).await;
+    assert!(
+        reply.starts_with(b"*20\r\n$1\r\nv\r\n"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(raw(&mut direct, &["DBSIZE"]).await, b":20\r\n");
+    poolside.shutdown().await;
+}
+
 /// A replication offset field of `node`'s `INFO replication`.
 async fn repl_offset(cluster: &RedisCluster, node: usize, field: &str) -> u64 {
     let info = common::cluster::node_text(&cluster.nodes[node], &["INFO", "replication"]).await;
