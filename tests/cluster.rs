@@ -407,6 +407,38 @@ async fn repl_offset(cluster: &RedisCluster, node: usize, field: &str) -> u64 {
     common::info_field(&info, field)
 }
 
+both_modes! {
+    /// A blocking command waits on its key's node: a push through poolside
+    /// from another client wakes it, for lists on every primary.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_commands_wait_on_their_keys_node(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 1).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let addr = poolside.client_addr;
+        for list in ["queue:a", "queue:b", "queue:c", "queue:d"] {
+            let waiter = tokio::spawn(async move {
+                let mut c = RawClient::connect(addr).await;
+                raw(&mut c, &["BLPOP", list, "10"]).await
+            });
+            let mut pusher = RawClient::connect(addr).await;
+            wait_until(WAIT, "the BLPOP waits on a node", || async {
+                let mut total = 0;
+                for node in cluster.primary_nodes() {
+                    let info = common::cluster::node_text(node, &["INFO", "clients"]).await;
+                    total += common::info_field(&info, "blocked_clients");
+                }
+                total == 1
+            })
+            .await;
+            assert_eq!(raw(&mut pusher, &["LPUSH", list, "job"]).await, b":1\r\n");
+            let got = waiter.await.expect("waiter");
+            let want = format!("*2\r\n${}\r\n{list}\r\n$3\r\njob\r\n", list.len());
+            assert_eq!(String::from_utf8_lossy(&got), want);
+        }
+        poolside.shutdown().await;
+    }
+}
+
 /// No node answers: a client gets an error naming the missing slot map
 /// within the connect timeout, not a hang, and poolside keeps serving.
 #[tokio::test]
