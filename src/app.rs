@@ -148,6 +148,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let client_addr = listener.local_addr()?;
+    shared.cluster_face.set_port(client_addr.port());
     let admin_listener = TcpListener::bind(&config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;

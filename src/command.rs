@@ -46,6 +46,49 @@ pub enum Local {
     /// CLIENT REPLY ON|OFF|SKIP: kept per client; poolside still reads every
     /// upstream reply and drops those the client asked not to get.
     ClientReply,
+    /// CLUSTER SLOTS, SHARDS, NODES, INFO, MYID: poolside is a one-node
+    /// cluster to its clients (`proxy/cluster_face.rs`).
+    Cluster(ClusterAsk),
+}
+
+/// The `CLUSTER` subcommands poolside answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterAsk {
+    Slots,
+    Shards,
+    Nodes,
+    Info,
+    MyId,
+}
+
+impl ClusterAsk {
+    pub fn of(sub: &[u8]) -> Option<ClusterAsk> {
+        let is = |n: &str| sub.eq_ignore_ascii_case(n.as_bytes());
+        Some(if is("SLOTS") {
+            ClusterAsk::Slots
+        } else if is("SHARDS") {
+            ClusterAsk::Shards
+        } else if is("NODES") {
+            ClusterAsk::Nodes
+        } else if is("INFO") {
+            ClusterAsk::Info
+        } else if is("MYID") {
+            ClusterAsk::MyId
+        } else {
+            return None;
+        })
+    }
+
+    /// The name Redis' arity errors give it (`cluster|slots`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ClusterAsk::Slots => "cluster|slots",
+            ClusterAsk::Shards => "cluster|shards",
+            ClusterAsk::Nodes => "cluster|nodes",
+            ClusterAsk::Info => "cluster|info",
+            ClusterAsk::MyId => "cluster|myid",
+        }
+    }
 }
 
 /// Longest command name in the table; longer names are plain `Stateless`.
@@ -92,6 +135,10 @@ pub fn classify(name: &[u8], sub: Option<&[u8]>) -> Class {
         // merely keeps it off shared connections, which is always correct.
         b"XREAD" | b"XREADGROUP" => Class::Blocking,
         b"CLIENT" => classify_client(sub),
+        b"CLUSTER" => match sub.and_then(ClusterAsk::of) {
+            Some(ask) => Class::Local(Local::Cluster(ask)),
+            None => Class::Stateless,
+        },
         _ => Class::Stateless,
     }
 }

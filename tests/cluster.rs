@@ -355,6 +355,34 @@ both_modes! {
     }
 }
 
+/// poolside answers CLUSTER SLOTS, NODES and MYID as a one-node cluster
+/// at the address the client used (an empty host, as a node that was not
+/// told its address answers), in front of a cluster or a standalone Redis.
+#[tokio::test]
+async fn cluster_slots_name_poolside_as_the_one_node() {
+    let redis = common::RedisServer::start().await;
+    let poolside = common::start_poolside(&redis, PoolMode::Transaction, |_| {}).await;
+    let port = poolside.client_addr.port();
+    let mut client = RawClient::connect(poolside.client_addr).await;
+    let id = String::from_utf8(raw(&mut client, &["CLUSTER", "MYID"]).await).unwrap();
+    let id = id.trim_end().rsplit('\n').next().unwrap().to_string();
+    assert_eq!(id.len(), 40, "{id}");
+    let slots = raw(&mut client, &["CLUSTER", "SLOTS"]).await;
+    let want =
+        format!("*1\r\n*3\r\n:0\r\n:16383\r\n*4\r\n$0\r\n\r\n:{port}\r\n$40\r\n{id}\r\n*0\r\n");
+    assert_eq!(String::from_utf8_lossy(&slots), want);
+    let nodes = String::from_utf8(raw(&mut client, &["CLUSTER", "NODES"]).await).unwrap();
+    assert!(nodes.contains(&format!(
+        "{id} :{port}@0 myself,master - 0 0 0 connected 0-16383\n"
+    )));
+    let arity = raw(&mut client, &["CLUSTER", "SLOTS", "x"]).await;
+    assert_eq!(
+        arity,
+        b"-ERR wrong number of arguments for 'cluster|slots' command\r\n"
+    );
+    poolside.shutdown().await;
+}
+
 /// The ElastiCache Serverless shape: one TLS-only node that owns every
 /// slot, behind a `rediss+cluster://` URL; commands are verified over TLS
 /// to the node the slot map names (itself).
@@ -399,6 +427,51 @@ async fn a_single_node_cluster_over_tls_serves_clients() {
     );
     assert_eq!(raw(&mut direct, &["DBSIZE"]).await, b":20\r\n");
     poolside.shutdown().await;
+}
+
+/// redis-py's `RedisCluster` pointed at poolside (tests/clients/python/
+/// cluster_scenario.py), which it sees as one node owning every slot: in
+/// front of the three-primary cluster and of a standalone Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_cluster_client_runs_through_poolside() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let poolside = poolside_for(&cluster, PoolMode::Multiplexed).await;
+    run_cluster_scenario(poolside.client_addr.port()).await;
+    assert!(cluster.dbsizes().await.iter().all(|&n| n > 0));
+    poolside.shutdown().await;
+    let redis = common::RedisServer::start().await;
+    let standalone = common::start_poolside(&redis, PoolMode::Multiplexed, |_| {}).await;
+    run_cluster_scenario(standalone.client_addr.port()).await;
+    standalone.shutdown().await;
+}
+
+async fn run_cluster_scenario(port: u16) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python");
+    let python = dir.join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `scripts/install-deps.sh clients`",
+        python.display()
+    );
+    let script = dir.join("cluster_scenario.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args(["127.0.0.1", &port.to_string()])
+            .output()
+            .expect("run the redis-py cluster scenario")
+    })
+    .await
+    .expect("scenario thread");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.contains("all steps passed"),
+        "{report}"
+    );
 }
 
 /// A replication offset field of `node`'s `INFO replication`.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::auth::{Credentials, Verdict};
+use super::cluster_face::ClusterFace;
 use crate::backend::{Pin, Wants};
 use crate::command::Local;
 use crate::resp::{write_bulk, write_error, write_simple, CommandScanner, Frame};
@@ -40,6 +41,8 @@ pub struct ClientState {
     default_db: u32,
     pub(super) credentials: Arc<Credentials>,
     pub(super) traffic: Arc<Traffic>,
+    /// What CLUSTER SLOTS and its kin answer.
+    pub(super) face: Arc<ClusterFace>,
 }
 
 /// What the planner must do after a local answer.
@@ -71,7 +74,14 @@ impl ClientState {
             default_db,
             credentials,
             traffic,
+            face: Arc::default(),
         }
+    }
+
+    /// The one-node cluster this client is told about (poolside's port).
+    pub fn with_face(mut self, face: Arc<ClusterFace>) -> ClientState {
+        self.face = face;
+        self
     }
 
     /// RESET, in pipeline order: what Redis' `clearClientConnectionState`
@@ -146,6 +156,8 @@ impl ClientState {
                 }
             }
             Local::ClientReply => self.client_reply(argc, arg(2), out),
+            Local::Cluster(ask) if argc == 2 => self.face.answer(ask, self.answer_proto, out),
+            Local::Cluster(ask) => wrong_arity(out, ask.name()),
         }
         Answer::Done
     }

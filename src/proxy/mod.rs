@@ -3,6 +3,7 @@
 
 mod auth;
 mod blocking;
+pub mod cluster_face;
 mod hello;
 mod listener;
 mod local;
@@ -47,6 +48,9 @@ pub struct Shared {
     pub max_batch_bytes: usize,
     /// `limits.max_output_bytes`: bytes held for a slow pub/sub reader.
     pub max_output_bytes: usize,
+    /// poolside as a one-node cluster to cluster-mode clients; the app
+    /// sets its port once the listener has one.
+    pub cluster_face: Arc<cluster_face::ClusterFace>,
 }
 
 impl Shared {
@@ -96,6 +100,7 @@ impl Shared {
             max_batch_bytes: l.max_pipeline_bytes.max(1),
             max_output_bytes: l.max_output_bytes,
             default_db: target.db,
+            cluster_face: Arc::default(),
         }
     }
 
@@ -106,5 +111,6 @@ impl Shared {
             self.credentials.clone(),
             self.traffic.clone(),
         )
+        .with_face(self.cluster_face.clone())
     }
 }
