@@ -707,40 +707,17 @@ pub async fn execute_split(
         }
     }
     let limit = backend.reply_limit(plan.wait);
-    let runs = groups.iter().map(|(node, members)| {
-        let batch: Vec<&[u8]> = members.iter().map(|&i| bytes(&sends[i].0)).collect();
-        run_on_node(backend, cluster, node, batch, wants, limit)
-    });
-    let ran = futures_util::future::join_all(runs).await;
-    let mut replies = Vec::with_capacity(ran.len());
-    for (g, result) in ran.into_iter().enumerate() {
-        match result {
-            Ok((reply, ranges)) => {
-                for (&i, range) in groups[g].1.iter().zip(ranges) {
-                    answers[i] = Answer::In(g, range);
-                }
-                replies.push(reply);
-            }
-            Err(error) => {
-                for &i in &groups[g].1 {
-                    answers[i] = Answer::Failed(error);
-                }
-                replies.push(BytesMut::new());
-            }
-        }
-    }
-    hold_for_failover(
+    let mut replies = Vec::with_capacity(groups.len());
+    let run = Run {
         backend,
         cluster,
-        &sends,
-        &bytes,
+        sends: &sends,
+        bytes: &bytes,
         wants,
         limit,
-        &mut groups,
-        &mut answers,
-        &mut replies,
-    )
-    .await;
+    };
+    run.groups(&groups, &mut answers, &mut replies).await;
+    hold_for_failover(&run, &mut groups, &mut answers, &mut replies).await;
     // Redirects, in the client's order: each re-send waits for the one before.
     for i in 0..answers.len() {
         let Answer::In(g, range) = &answers[i] else {
@@ -799,23 +776,73 @@ pub async fn execute_split(
     Ok(())
 }
 
+/// What running a batch's sends on their nodes needs.
+struct Run<'a, B> {
+    backend: &'a Backend,
+    cluster: &'a Cluster,
+    sends: &'a [(Source, Option<u16>)],
+    bytes: &'a B,
+    wants: Wants,
+    limit: Option<Duration>,
+}
+
+impl<'a, B: Fn(&Source) -> &'a [u8]> Run<'a, B> {
+    /// Runs each of `groups` (a node and the sends for it) at once, all
+    /// nodes in parallel; each send's answer is its reply's range in the
+    /// group's buffer (pushed to `replies`, one per group) or the error.
+    async fn groups(
+        &self,
+        groups: &[(String, Vec<usize>)],
+        answers: &mut [Answer],
+        replies: &mut Vec<BytesMut>,
+    ) {
+        let runs = groups.iter().map(|(node, members)| {
+            let batch: Vec<&[u8]> = members
+                .iter()
+                .map(|&i| (self.bytes)(&self.sends[i].0))
+                .collect();
+            run_on_node(
+                self.backend,
+                self.cluster,
+                node,
+                batch,
+                self.wants,
+                self.limit,
+            )
+        });
+        let ran = futures_util::future::join_all(runs).await;
+        for ((_, members), result) in groups.iter().zip(ran) {
+            let g = replies.len();
+            match result {
+                Ok((reply, ranges)) => {
+                    for (&i, range) in members.iter().zip(ranges) {
+                        answers[i] = Answer::In(g, range);
+                    }
+                    replies.push(reply);
+                }
+                Err(error) => {
+                    for &i in members {
+                        answers[i] = Answer::Failed(error);
+                    }
+                    replies.push(BytesMut::new());
+                }
+            }
+        }
+    }
+}
+
 /// Commands whose node could not be reached (nothing was sent: the pool
 /// knows it is down) wait for the slot map to change, up to
 /// `failover_hold_ms`, and go to their slot's owner then: a replica
 /// promoted takes them without an error. What is still down at the end
 /// keeps its error.
-#[allow(clippy::too_many_arguments)]
-async fn hold_for_failover<'a>(
-    backend: &Backend,
-    cluster: &Cluster,
-    sends: &[(Source, Option<u16>)],
-    bytes: &impl Fn(&Source) -> &'a [u8],
-    wants: Wants,
-    limit: Option<Duration>,
+async fn hold_for_failover<'a, B: Fn(&Source) -> &'a [u8]>(
+    run: &Run<'a, B>,
     groups: &mut Vec<(String, Vec<usize>)>,
     answers: &mut [Answer],
     replies: &mut Vec<BytesMut>,
 ) {
+    let (cluster, sends) = (run.cluster, run.sends);
     let unsent = |a: &Answer| matches!(a, Answer::Failed(Error::UpstreamDown(_)));
     let mut waiting: Vec<usize> = (0..answers.len())
         .filter(|&i| unsent(&answers[i]))
@@ -849,27 +876,7 @@ async fn hold_for_failover<'a>(
                 None => groups.push((node.clone(), vec![i])),
             }
         }
-        let runs = groups[first..].iter().map(|(node, members)| {
-            let batch: Vec<&[u8]> = members.iter().map(|&i| bytes(&sends[i].0)).collect();
-            run_on_node(backend, cluster, node, batch, wants, limit)
-        });
-        let ran = futures_util::future::join_all(runs).await;
-        for (g, result) in (first..).zip(ran) {
-            match result {
-                Ok((reply, ranges)) => {
-                    for (&i, range) in groups[g].1.iter().zip(ranges) {
-                        answers[i] = Answer::In(g, range);
-                    }
-                    replies.push(reply);
-                }
-                Err(error) => {
-                    for &i in &groups[g].1 {
-                        answers[i] = Answer::Failed(error);
-                    }
-                    replies.push(BytesMut::new());
-                }
-            }
-        }
+        run.groups(&groups[first..], answers, replies).await;
         waiting.retain(|&i| unsent(&answers[i]));
     }
 }
