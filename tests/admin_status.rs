@@ -247,3 +247,39 @@ async fn no_secret_appears_in_admin_responses_or_logs() {
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
     }
 }
+
+/// The first health check PINGs a connection even when another task (the
+/// control plane) opened the only one first: with `min_idle = 0` that one
+/// is no warm connection, and a round checking only warm ones would leave
+/// poolside "unhealthy" (never checked) for good.
+#[tokio::test]
+async fn the_first_health_check_pings_whatever_another_task_opened() {
+    use poolside::config::{Config, SecretCell};
+    use poolside::pool::{check_once, Address, Pool, Target};
+    let redis = RedisServer::start().await;
+    let config = Config::for_tests(&redis.url());
+    assert_eq!(config.pool.min_idle, 0);
+    let target = Target {
+        address: Address::Fixed(redis.addr().to_string()),
+        username: None,
+        password: SecretCell::default(),
+        tls: None,
+        db: 0,
+        connect_timeout: std::time::Duration::from_secs(5),
+        keepalive: None,
+        client_name: None,
+    };
+    let pool = Pool::new(&config, target);
+    drop(
+        pool.borrow()
+            .await
+            .expect("a connection, as the control plane takes one"),
+    );
+    assert_eq!(pool.snapshot().connections, 1);
+    check_once(&pool).await;
+    let checked = pool
+        .health
+        .last_check_unix_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(checked > 0, "the round checked nothing");
+}

@@ -224,7 +224,11 @@ pub async fn check_once(pool: &Pool) {
     // The control plane's borrow waits: it would find the warm ones taken.
     let _round = pool.keep.round.lock().await;
     let state = pool.bb8().state();
-    let found = if pool.health.is_down() || state.connections == 0 {
+    // Until a check has succeeded, one connection is PINGed whatever is
+    // open: a connection another task opened first (the control plane's)
+    // is no warm one with `min_idle = 0`, and the round would check nothing.
+    let never_checked = pool.health.last_check_unix_ms.load(Ordering::Relaxed) == 0;
+    let found = if pool.health.is_down() || state.connections == 0 || never_checked {
         probe(pool, state.idle_connections).await
     } else {
         check_warm(pool).await
