@@ -290,9 +290,7 @@ both_modes! {
         let writers = Writers::start(poolside.client_addr, 8);
         writers.wait_for_acks(400, "writes before the failover").await;
         let replica = cluster.replica_of(0).await;
-        let mut c = RawClient::connect(cluster.nodes[replica].addr()).await;
-        c.command(&["CLUSTER", "FAILOVER"]).await.expect_ok();
-        cluster.wait_primary(replica, &[1, 2]).await;
+        cluster.manual_failover(replica, &[1, 2]).await;
         writers.wait_for_acks(400, "writes after the failover").await;
         let load = writers.stop().await;
         assert!(load.failures().is_empty(), "failed: {:?}", load.failures());

@@ -588,7 +588,9 @@ enum Redirect {
 /// Reads `-MOVED slot host:port`, `-ASK slot host:port` and `-TRYAGAIN`; an
 /// empty host is the node that answered (`asked`).
 fn redirect_of(reply: &[u8], asked: &str) -> Option<Redirect> {
-    if reply.starts_with(b"-TRYAGAIN") {
+    // TRYAGAIN (keys mid-migration) and CLUSTERDOWN (the node sees the
+    // cluster failed) are both answered before the command runs.
+    if reply.starts_with(b"-TRYAGAIN") || reply.starts_with(b"-CLUSTERDOWN") {
         return Some(Redirect::TryAgain);
     }
     let (moved, rest) = if let Some(rest) = reply.strip_prefix(b"-MOVED ") {
@@ -1030,6 +1032,9 @@ async fn follow(
             }
             Redirect::TryAgain => {
                 cluster.counters.tryagain.fetch_add(1, Ordering::Relaxed);
+                if current.starts_with(b"-CLUSTERDOWN") {
+                    cluster.request_refresh();
+                }
                 let wait = 8u64 << (2 * hop.min(3));
                 tokio::time::sleep(Duration::from_millis(wait)).await;
                 vec![frame]
@@ -1182,6 +1187,10 @@ mod tests {
                 b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
                 "a:1"
             ),
+            Some(Redirect::TryAgain)
+        ));
+        assert!(matches!(
+            redirect_of(b"-CLUSTERDOWN The cluster is down\r\n", "a:1"),
             Some(Redirect::TryAgain)
         ));
         assert!(redirect_of(b"-ERR MOVED\r\n", "a:1").is_none());

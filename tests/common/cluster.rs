@@ -27,7 +27,9 @@ impl RedisCluster {
         for i in 0..total {
             let conf = dir.path().join(format!("nodes-{i}.conf"));
             let node = RedisServer::builder()
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                // 3 s: two clusters of tests share two cores, and a shorter
+                // timeout fails nodes that were only slow.
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "3000"])
                 // Replicas in sync at once (the default waits 5 s for more
                 // replicas), so a primary may fail over from the start.
                 .args(["--repl-diskless-sync-delay", "0"])
@@ -160,6 +162,36 @@ impl RedisCluster {
             )
             .await;
         }
+    }
+
+    /// `CLUSTER FAILOVER` on `replica` until the others name it primary.
+    /// Redis gives a manual failover 5 s for the replica to catch up and
+    /// drops it quietly when that passes (a loaded machine): then it is
+    /// asked again, within [`FORM_TIMEOUT`] in all.
+    pub async fn manual_failover(&self, replica: usize, others: &[usize]) {
+        let addr = self.nodes[replica].addr().to_string();
+        wait_for(FORM_TIMEOUT, "a manual failover completes", || async {
+            let role = node_text(&self.nodes[replica], &["INFO", "replication"]).await;
+            if role.contains("role:master") {
+                return Ok(());
+            }
+            let mut c = RawClient::connect(self.nodes[replica].addr()).await;
+            let asked = c.command(&["CLUSTER", "FAILOVER"]).await;
+            // Redis' manual failover timeout is 5 s: wait that long for it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(6);
+            while std::time::Instant::now() < deadline {
+                let role = node_text(&self.nodes[replica], &["INFO", "replication"]).await;
+                if role.contains("role:master") {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(format!(
+                "{addr} still a replica after CLUSTER FAILOVER ({asked:?})"
+            ))
+        })
+        .await;
+        self.wait_primary(replica, others).await;
     }
 
     /// `CLUSTER MYID` of `node`.
