@@ -152,14 +152,6 @@ impl Backend {
         }
     }
 
-    /// The cluster behind this backend, if it is one.
-    pub fn cluster_state(&self) -> Option<&Arc<cluster::Cluster>> {
-        match &self.mode {
-            Mode::Cluster(c) => Some(c),
-            _ => None,
-        }
-    }
-
     /// Replies must arrive within `timeout` of a batch's write (plus its
     /// blocking commands' own wait); `None` (or zero) disables it.
     pub fn with_response_timeout(mut self, timeout: Option<Duration>) -> Backend {
