@@ -286,7 +286,13 @@ both_modes! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_manual_failover_under_load_fails_nothing(mode: PoolMode) {
         let cluster = RedisCluster::start(3, 1).await;
-        let poolside = poolside_for(&cluster, mode).await;
+        let mut config = Config::for_tests(&cluster.url());
+        config.pool.mode = mode;
+        // A manual failover pauses the primary's clients until its replica
+        // caught up, up to Redis' 5 s limit per attempt (longer when asked
+        // again): a wait, not a failure, so the response timeout is above it.
+        config.pool.response_timeout_ms = 30_000;
+        let poolside = poolside::app::start(config).await.expect("poolside starts");
         let writers = Writers::start(poolside.client_addr, 8);
         writers.wait_for_acks(400, "writes before the failover").await;
         let replica = cluster.replica_of(0).await;
