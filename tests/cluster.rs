@@ -360,8 +360,8 @@ both_modes! {
 }
 
 /// poolside answers CLUSTER SLOTS, NODES and MYID as a one-node cluster
-/// at the address the client used (an empty host, as a node that was not
-/// told its address answers), in front of a cluster or a standalone Redis.
+/// at the address the client connected to (ioredis skips a node with an
+/// empty host), in front of a cluster or a standalone Redis.
 #[tokio::test]
 async fn cluster_slots_name_poolside_as_the_one_node() {
     let redis = common::RedisServer::start().await;
@@ -372,12 +372,13 @@ async fn cluster_slots_name_poolside_as_the_one_node() {
     let id = id.trim_end().rsplit('\n').next().unwrap().to_string();
     assert_eq!(id.len(), 40, "{id}");
     let slots = raw(&mut client, &["CLUSTER", "SLOTS"]).await;
-    let want =
-        format!("*1\r\n*3\r\n:0\r\n:16383\r\n*4\r\n$0\r\n\r\n:{port}\r\n$40\r\n{id}\r\n*0\r\n");
+    let want = format!(
+        "*1\r\n*3\r\n:0\r\n:16383\r\n*4\r\n$9\r\n127.0.0.1\r\n:{port}\r\n$40\r\n{id}\r\n*0\r\n"
+    );
     assert_eq!(String::from_utf8_lossy(&slots), want);
     let nodes = String::from_utf8(raw(&mut client, &["CLUSTER", "NODES"]).await).unwrap();
     assert!(nodes.contains(&format!(
-        "{id} :{port}@0 myself,master - 0 0 0 connected 0-16383\n"
+        "{id} 127.0.0.1:{port}@0 myself,master - 0 0 0 connected 0-16383\n"
     )));
     let arity = raw(&mut client, &["CLUSTER", "SLOTS", "x"]).await;
     assert_eq!(
@@ -469,6 +470,56 @@ async fn run_cluster_scenario(port: u16) {
     .expect("scenario thread");
     let report = format!(
         "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.contains("all steps passed"),
+        "{report}"
+    );
+}
+
+/// ioredis `Cluster` and node-redis `createCluster` pointed at poolside
+/// (tests/clients/node/cluster_scenario.mjs): in front of the three-primary
+/// cluster and of a standalone Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_cluster_clients_run_through_poolside() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let poolside = poolside_for(&cluster, PoolMode::Multiplexed).await;
+    let redis = common::RedisServer::start().await;
+    let standalone = common::start_poolside(&redis, PoolMode::Transaction, |_| {}).await;
+    for library in ["ioredis", "node-redis"] {
+        run_node_cluster_scenario(library, poolside.client_addr.port()).await;
+        run_node_cluster_scenario(library, standalone.client_addr.port()).await;
+    }
+    // The scenarios delete their keys: their reads show they reached every primary.
+    for node in &cluster.nodes[..3] {
+        let stats = common::cluster::node_text(node, &["INFO", "stats"]).await;
+        assert!(common::info_field(&stats, "keyspace_hits") > 0, "{stats}");
+    }
+    poolside.shutdown().await;
+    standalone.shutdown().await;
+}
+
+async fn run_node_cluster_scenario(library: &'static str, port: u16) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/node");
+    assert!(
+        dir.join("node_modules/ioredis/package.json").is_file(),
+        "{} has no node_modules: run `scripts/install-deps.sh clients`",
+        dir.display()
+    );
+    let script = dir.join("cluster_scenario.mjs");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .args([library, "127.0.0.1", &port.to_string()])
+            .output()
+            .expect("run node (is it on PATH? scripts/install-deps.sh clients)")
+    })
+    .await
+    .expect("scenario thread");
+    let report = format!(
+        "{library} at port {port}:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

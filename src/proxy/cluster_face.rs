@@ -3,9 +3,11 @@
 //! node that owns every slot, at the address the client connected to, so
 //! the client sends everything to poolside, which routes it (or forwards it
 //! to its standalone Redis). `CLUSTER SLOTS`, `SHARDS`, `NODES`, `INFO` and
-//! `MYID` are answered here in the bytes a one-node Redis Cluster 7.0 gives
-//! when it was not told its own address (`cluster-announce-ip` unset): an
-//! empty host, which clients read as "the host you asked".
+//! `MYID` are answered here in the bytes a one-node Redis Cluster 7.0 gives,
+//! with the address the client connected to as the node's IP. (Such a node
+//! answers an empty host until it meets another, which redis-py reads as
+//! "the host you asked" but ioredis skips, finding no node at all; a unix
+//! socket client still gets the empty host.)
 
 use std::fmt::Write;
 use std::sync::OnceLock;
@@ -45,9 +47,11 @@ impl ClusterFace {
         self.port.get().copied().unwrap_or(0)
     }
 
-    /// Writes the answer to `CLUSTER <ask>` in RESP `proto`.
-    pub fn answer(&self, ask: ClusterAsk, proto: u8, out: &mut BytesMut) {
+    /// Writes the answer to `CLUSTER <ask>` in RESP `proto`, with `host`
+    /// as the node's address.
+    pub fn answer(&self, ask: ClusterAsk, host: &str, proto: u8, out: &mut BytesMut) {
         let (id, port) = (&self.id, self.port());
+        let n = host.len();
         let map = |n: usize| {
             if proto == 3 {
                 format!("%{n}\r\n")
@@ -60,7 +64,7 @@ impl ClusterFace {
             ClusterAsk::Slots => {
                 let _ = write!(
                     s,
-                    "*1\r\n*3\r\n:0\r\n:16383\r\n*4\r\n$0\r\n\r\n:{port}\r\n$40\r\n{id}\r\n"
+                    "*1\r\n*3\r\n:0\r\n:16383\r\n*4\r\n${n}\r\n{host}\r\n:{port}\r\n$40\r\n{id}\r\n"
                 );
                 s.push_str(&map(0));
             }
@@ -68,7 +72,8 @@ impl ClusterFace {
                 let _ = write!(s, "$40\r\n{id}\r\n");
             }
             ClusterAsk::Nodes => {
-                let line = format!("{id} :{port}@0 myself,master - 0 0 0 connected 0-16383\n");
+                let line =
+                    format!("{id} {host}:{port}@0 myself,master - 0 0 0 connected 0-16383\n");
                 let _ = write!(s, "${}\r\n{line}\r\n", line.len());
             }
             ClusterAsk::Info => {
@@ -90,8 +95,8 @@ impl ClusterFace {
                 s.push_str(&map(7));
                 let _ = write!(
                     s,
-                    "$2\r\nid\r\n$40\r\n{id}\r\n$4\r\nport\r\n:{port}\r\n$2\r\nip\r\n$0\r\n\r\n\
-                     $8\r\nendpoint\r\n$0\r\n\r\n$4\r\nrole\r\n$6\r\nmaster\r\n\
+                    "$2\r\nid\r\n$40\r\n{id}\r\n$4\r\nport\r\n:{port}\r\n$2\r\nip\r\n${n}\r\n{host}\r\n\
+                     $8\r\nendpoint\r\n${n}\r\n{host}\r\n$4\r\nrole\r\n$6\r\nmaster\r\n\
                      $18\r\nreplication-offset\r\n:0\r\n$6\r\nhealth\r\n$6\r\nonline\r\n"
                 );
             }
@@ -112,7 +117,7 @@ mod tests {
         let id = face.id.clone();
         let answer = |ask, proto| {
             let mut out = BytesMut::new();
-            face.answer(ask, proto, &mut out);
+            face.answer(ask, "", proto, &mut out);
             String::from_utf8(out.to_vec()).unwrap()
         };
         assert_eq!(
@@ -130,5 +135,19 @@ mod tests {
         let shards = answer(ClusterAsk::Shards, 2);
         assert!(shards.starts_with("*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*1\r\n*14\r\n$2\r\nid\r\n"));
         assert!(answer(ClusterAsk::Shards, 3).starts_with("*1\r\n%2\r\n"));
+        // The address the client connected to, as a node that knows its own.
+        let mut out = BytesMut::new();
+        face.answer(ClusterAsk::Slots, "127.0.0.1", 2, &mut out);
+        let slots = format!(
+            "*1\r\n*3\r\n:0\r\n:16383\r\n*4\r\n$9\r\n127.0.0.1\r\n:7301\r\n$40\r\n{id}\r\n*0\r\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&out), slots);
+        out.clear();
+        face.answer(ClusterAsk::Nodes, "127.0.0.1", 2, &mut out);
+        let line = format!("{id} 127.0.0.1:7301@0 myself,master - 0 0 0 connected 0-16383\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!("${}\r\n{line}\r\n", line.len())
+        );
     }
 }

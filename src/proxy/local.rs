@@ -1,6 +1,7 @@
 //! Commands poolside answers itself: AUTH, QUIT, RESET, CLIENT
 //! SETNAME/GETNAME/SETINFO/REPLY, and HELLO's options (see `hello.rs`).
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub struct ClientState {
     pub(super) traffic: Arc<Traffic>,
     /// What CLUSTER SLOTS and its kin answer.
     pub(super) face: Arc<ClusterFace>,
+    /// The address the client connected to: the one-node cluster's.
+    host: Option<IpAddr>,
 }
 
 /// What the planner must do after a local answer.
@@ -75,12 +78,19 @@ impl ClientState {
             credentials,
             traffic,
             face: Arc::default(),
+            host: None,
         }
     }
 
     /// The one-node cluster this client is told about (poolside's port).
     pub fn with_face(mut self, face: Arc<ClusterFace>) -> ClientState {
         self.face = face;
+        self
+    }
+
+    /// The client connected to `host`: the one-node cluster is there.
+    pub fn at(mut self, host: Option<IpAddr>) -> ClientState {
+        self.host = host;
         self
     }
 
@@ -156,7 +166,10 @@ impl ClientState {
                 }
             }
             Local::ClientReply => self.client_reply(argc, arg(2), out),
-            Local::Cluster(ask) if argc == 2 => self.face.answer(ask, self.answer_proto, out),
+            Local::Cluster(ask) if argc == 2 => {
+                let host = self.host.map(|ip| ip.to_string()).unwrap_or_default();
+                self.face.answer(ask, &host, self.answer_proto, out)
+            }
             Local::Cluster(ask) => wrong_arity(out, ask.name()),
         }
         Answer::Done

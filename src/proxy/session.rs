@@ -76,7 +76,7 @@ impl<S: ClientSocket> Session<S> {
     pub fn new(shared: Arc<Shared>, client: S, shutdown: watch::Receiver<bool>) -> Session<S> {
         Session {
             scanner: CommandScanner::new(shared.limits),
-            client_state: shared.new_client(),
+            client_state: shared.new_client().at(client.local_ip()),
             plan: Plan::default(),
             exec: Exec::new(shared.backend.clone(), client.direct()),
             shared,

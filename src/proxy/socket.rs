@@ -5,6 +5,7 @@
 //! writes only once no batch of its client is in the lane's hands.
 
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -24,6 +25,12 @@ pub trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send {
     /// Ready when a read would not wait (data, EOF or an error): an idle
     /// session waits here without a read buffer.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The address the client connected to (TCP): poolside's own, as the
+    /// one-node cluster it presents.
+    fn local_ip(&self) -> Option<IpAddr> {
+        None
+    }
 }
 
 /// A read half that can say when a read would not wait.
@@ -48,6 +55,10 @@ impl ReadReady for unix::OwnedReadHalf {
 /// for writability itself.
 pub trait SharedWrite: ClientWrite + 'static {
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    fn local_ip(&self) -> Option<IpAddr> {
+        None
+    }
 }
 
 impl ClientWrite for tcp::OwnedWriteHalf {
@@ -59,6 +70,10 @@ impl ClientWrite for tcp::OwnedWriteHalf {
 impl SharedWrite for tcp::OwnedWriteHalf {
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.as_ref().poll_write_ready(cx)
+    }
+
+    fn local_ip(&self) -> Option<IpAddr> {
+        self.local_addr().ok().map(|a| a.ip())
     }
 }
 
@@ -110,6 +125,10 @@ impl<R: AsyncRead + ReadReady + Unpin + Send, W: SharedWrite> ClientSocket for S
 
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.read.poll_read_ready(cx)
+    }
+
+    fn local_ip(&self) -> Option<IpAddr> {
+        self.write.local_ip()
     }
 }
 
