@@ -122,12 +122,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let traffic = Arc::new(Traffic::default());
     let cluster = cluster_seeds.map(|seeds| {
-        let cluster = Cluster::new(&config, target.clone(), seeds, pool.clone(), rx.clone());
+        let (pool, traffic) = (pool.clone(), traffic.clone());
+        let cluster = Cluster::new(&config, target.clone(), seeds, pool, traffic, rx.clone());
         tasks.push(cluster.spawn_refresher());
         cluster
     });
-    let traffic = Arc::new(Traffic::default());
     let shared = Shared::new(
         &config,
         pool.clone(),

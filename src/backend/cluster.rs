@@ -13,6 +13,10 @@
 //! `upstream.cluster.max_redirects` times per command. These re-sends are
 //! safe for writes because the node refused the command: it did not run.
 //!
+//! In multiplexed mode each node has its shared lanes (a [`Multiplexer`]
+//! over its pool): a node's share of a batch goes to one of them, unless it
+//! holds a blocking command, which waits on a connection of its own.
+//!
 //! Every other batch (MULTI, WATCH, HELLO, SELECT, pub/sub, a pinned client)
 //! runs whole on one node with the per-batch checkout, as against a single
 //! Redis: the node pinned already, else the owner of the batch's first key.
@@ -30,15 +34,19 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::checkout::read_within;
+use super::mux::{Backlog, MuxRequest};
 use super::plan::{Part, Plan};
-use super::{prepare, Backend, Failed, Out, Wants};
+use super::shared::MAX_BOUNCES;
+use super::{prepare, Backend, Failed, Multiplexer, Out, Wants};
 use crate::cluster::keys::{KeyTable, Keys};
 use crate::cluster::slot::key_slot;
 use crate::cluster::topology::Topology;
-use crate::config::Config;
+use crate::config::{Config, PoolMode};
 use crate::error::{Error, Refusal};
 use crate::pool::{spawn_health_checker, Address, Pool, Target, UpstreamConn};
+use crate::resp::ReplyScanner;
 use crate::sentinel::value;
+use crate::traffic::Traffic;
 
 /// What a cluster node answers a command whose keys are in different slots.
 pub const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
@@ -91,9 +99,11 @@ pub struct NodeStatus {
     pub max_connections: u32,
 }
 
-/// A node's pool and the health checker that keeps it.
+/// A node's pool, its shared lanes (multiplexed mode) and the health
+/// checker that keeps it.
 struct Node {
     pool: Pool,
+    mux: Option<Arc<Multiplexer>>,
     checker: Option<JoinHandle<()>>,
 }
 
@@ -120,6 +130,8 @@ pub struct Cluster {
     hold: Duration,
     health_interval: Duration,
     shutdown: watch::Receiver<bool>,
+    /// For the nodes' lanes (multiplexed mode).
+    traffic: Arc<Traffic>,
     pub counters: ClusterCounters,
 }
 
@@ -132,11 +144,13 @@ impl Cluster {
         template: Target,
         seeds: Vec<String>,
         seed_pool: Pool,
+        traffic: Arc<Traffic>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Cluster> {
         let mut nodes = HashMap::new();
         if let Some(first) = seeds.first() {
             let node = Node {
+                mux: lanes_for(config, &seed_pool, &traffic),
                 pool: seed_pool,
                 checker: None,
             };
@@ -155,6 +169,7 @@ impl Cluster {
             hold: Duration::from_millis(c.failover_hold_ms),
             health_interval: Duration::from_secs(config.pool.health_check_interval_secs),
             shutdown,
+            traffic,
             counters: ClusterCounters::default(),
         })
     }
@@ -243,21 +258,29 @@ impl Cluster {
 
     /// The pool of the node at `addr`, made on first use.
     pub fn pool_for(&self, addr: &str) -> Pool {
+        self.node(addr).0
+    }
+
+    /// The pool of the node at `addr` and its lanes (multiplexed mode),
+    /// made on first use.
+    fn node(&self, addr: &str) -> (Pool, Option<Arc<Multiplexer>>) {
         let mut nodes = self.nodes.lock().expect("cluster nodes");
         if let Some(node) = nodes.get(addr) {
-            return node.pool.clone();
+            return (node.pool.clone(), node.mux.clone());
         }
         let pool = Pool::new(&self.config, self.target_for(addr));
         let checker =
             spawn_health_checker(pool.clone(), self.health_interval, self.shutdown.clone());
+        let mux = lanes_for(&self.config, &pool, &self.traffic);
         nodes.insert(
             addr.to_string(),
             Node {
                 pool: pool.clone(),
+                mux: mux.clone(),
                 checker: Some(checker),
             },
         );
-        pool
+        (pool, mux)
     }
 
     fn target_for(&self, addr: &str) -> Target {
@@ -426,6 +449,25 @@ impl Cluster {
         }
         topology.primaries[0].clone()
     }
+}
+
+/// Multiplexed mode: the shared lanes over a node's pool, as
+/// [`Backend::multiplexed`] makes them for a single Redis.
+fn lanes_for(config: &Config, pool: &Pool, traffic: &Arc<Traffic>) -> Option<Arc<Multiplexer>> {
+    let p = &config.pool;
+    if p.mode != PoolMode::Multiplexed {
+        return None;
+    }
+    let mut mux = Multiplexer::new(
+        pool.clone(),
+        traffic.clone(),
+        p.multiplex_saturation,
+        Duration::from_millis(p.multiplex_idle_ms),
+    );
+    mux.set_response_timeout(
+        Some(Duration::from_millis(p.response_timeout_ms)).filter(|t| !t.is_zero()),
+    );
+    Some(Arc::new(mux))
 }
 
 /// Where one command goes.
@@ -708,15 +750,19 @@ pub async fn execute_split(
             None => groups.push((topology.primaries[0].clone(), keyless)),
         }
     }
-    let limit = backend.reply_limit(plan.wait);
+    let how = Sending {
+        wants,
+        limit: backend.reply_limit(plan.wait),
+        // A blocking command holds its connection: never a shared lane.
+        lanes: !plan.may_block,
+    };
     let mut replies = Vec::with_capacity(groups.len());
     let run = Run {
         backend,
         cluster,
         sends: &sends,
         bytes: &bytes,
-        wants,
-        limit,
+        how,
     };
     run.groups(&groups, &mut answers, &mut replies).await;
     hold_for_failover(&run, &mut groups, &mut answers, &mut replies).await;
@@ -732,7 +778,7 @@ pub async fn execute_split(
         let asked = groups[*g].0.clone();
         let current = first.to_vec();
         let frame = bytes(&sends[i].0);
-        if let Some(answer) = follow(backend, cluster, frame, current, asked, wants, limit).await {
+        if let Some(answer) = follow(backend, cluster, frame, current, asked, how).await {
             answers[i] = answer;
         }
     }
@@ -784,8 +830,19 @@ struct Run<'a, B> {
     cluster: &'a Cluster,
     sends: &'a [(Source, Option<u16>)],
     bytes: &'a B,
+    how: Sending,
+}
+
+/// How a batch's commands are sent to their nodes.
+#[derive(Debug, Clone, Copy)]
+struct Sending {
+    /// The client's connection state (protocol, database).
     wants: Wants,
+    /// How long the replies may take (the response timeout, plus any
+    /// blocking command's wait).
     limit: Option<Duration>,
+    /// Multiplexed mode: the node's shared lanes may carry them.
+    lanes: bool,
 }
 
 impl<'a, B: Fn(&Source) -> &'a [u8]> Run<'a, B> {
@@ -803,14 +860,7 @@ impl<'a, B: Fn(&Source) -> &'a [u8]> Run<'a, B> {
                 .iter()
                 .map(|&i| (self.bytes)(&self.sends[i].0))
                 .collect();
-            run_on_node(
-                self.backend,
-                self.cluster,
-                node,
-                batch,
-                self.wants,
-                self.limit,
-            )
+            run_on_node(self.backend, self.cluster, node, batch, self.how)
         });
         let ran = futures_util::future::join_all(runs).await;
         for ((_, members), result) in groups.iter().zip(ran) {
@@ -1011,8 +1061,7 @@ async fn follow(
     frame: &[u8],
     mut current: Vec<u8>,
     mut asked: String,
-    wants: Wants,
-    limit: Option<Duration>,
+    how: Sending,
 ) -> Option<Answer> {
     let mut reply = None;
     for hop in 0..cluster.max_redirects {
@@ -1041,7 +1090,7 @@ async fn follow(
             }
         };
         let asking = batch.len() == 2;
-        match run_on_node(backend, cluster, &asked, batch, wants, limit).await {
+        match run_on_node(backend, cluster, &asked, batch, how).await {
             Ok((mut bytes, ranges)) => {
                 if asking {
                     let last = ranges.last().cloned().unwrap_or(0..0);
@@ -1064,11 +1113,13 @@ async fn run_on_node(
     cluster: &Cluster,
     addr: &str,
     batch: Vec<&[u8]>,
-    wants: Wants,
-    limit: Option<Duration>,
+    how: Sending,
 ) -> Result<(BytesMut, Vec<Range<usize>>), Error> {
-    let pool = cluster.pool_for(addr);
-    let ran = round_trip(backend, &pool, &batch, wants, limit).await;
+    let (pool, lanes) = cluster.node(addr);
+    let ran = match lanes.filter(|_| how.lanes) {
+        Some(mux) => on_lane(backend, &mux, &batch, how.wants).await,
+        None => round_trip(backend, &pool, &batch, how.wants, how.limit).await,
+    };
     if let Err(error) = &ran {
         if matches!(error, Error::TimedOut { .. }) {
             pool.probe_now();
@@ -1076,6 +1127,81 @@ async fn run_on_node(
         cluster.request_refresh();
     }
     ran
+}
+
+/// Multiplexed mode: `batch` goes to one of the node's shared lanes; its
+/// replies come back whole (a split batch's are merged before the client
+/// gets any). A lane that closed before writing it bounces it: it goes
+/// again, a few times.
+async fn on_lane(
+    backend: &Backend,
+    mux: &Multiplexer,
+    batch: &[&[u8]],
+    wants: Wants,
+) -> Result<(BytesMut, Vec<Range<usize>>), Error> {
+    /// Lanes drop replies for a batch whose client went away meanwhile.
+    struct Closing(Arc<Backlog>);
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let mut bytes = BytesMut::with_capacity(batch.iter().map(|b| b.len()).sum());
+    for frame in batch {
+        bytes.extend_from_slice(frame);
+    }
+    let bytes = bytes.freeze();
+    let backlog = Closing(Arc::new(Backlog::new(backend.reply_buffer)));
+    let mut out = BytesMut::new();
+    let mut bounced = 0;
+    let mut started;
+    'submit: loop {
+        started = std::time::Instant::now();
+        let req = MuxRequest {
+            bytes: bytes.clone(),
+            replies: batch.len(),
+            wants,
+            backlog: backlog.0.clone(),
+            direct: None,
+            started,
+        };
+        mux.submit(req).await?;
+        loop {
+            let piece = match backlog.0.recv().await {
+                Ok(piece) => piece,
+                Err(Error::NotSent) if bounced < MAX_BOUNCES => {
+                    bounced += 1;
+                    out.clear();
+                    continue 'submit;
+                }
+                Err(error) => return Err(error),
+            };
+            backlog.0.taken(piece.bytes.len());
+            out.extend_from_slice(&piece.bytes);
+            if piece.last {
+                if let Some(kind) = piece.refused.kind {
+                    // The lane marked the node's pool stale (READONLY) or
+                    // closed; the replies stand as Redis gave them.
+                    backend.traffic.refused(kind, piece.refused.count);
+                }
+                break 'submit;
+            }
+        }
+    }
+    let mut ranges = Vec::with_capacity(batch.len());
+    let mut scanner = ReplyScanner::default();
+    let mut at = 0;
+    for _ in batch {
+        match scanner.scan(&out, at) {
+            Ok(Some(end)) => {
+                ranges.push(at..end);
+                at = end;
+            }
+            _ => return Err(Error::Internal),
+        }
+    }
+    backend.traffic.round_trip_done(started.elapsed());
+    Ok((out, ranges))
 }
 
 async fn round_trip(

@@ -16,7 +16,7 @@ use crate::error::{Error, Refusal};
 use crate::pool::Upstream;
 
 /// How often one batch is submitted again after lanes closed before writing it.
-const MAX_BOUNCES: u32 = 3;
+pub(super) const MAX_BOUNCES: u32 = 3;
 
 /// A client's end of the lanes: its backlog (where its replies come).
 pub(super) struct Inbox {

@@ -57,8 +57,8 @@ impl Shared {
     /// The backend follows `pool.mode`: per-batch checkout or shared lanes.
     /// `target` gives the database clients start in and the upstream's
     /// credentials (AUTH without client credentials is checked against them).
-    /// With `cluster`, the backend routes by slot over its nodes whatever
-    /// `pool.mode` says (shared lanes per node are not built).
+    /// With `cluster`, the backend routes by slot over its nodes, each with
+    /// its own pool (and its shared lanes in multiplexed mode).
     pub fn new(
         config: &Config,
         pool: Pool,
