@@ -359,6 +359,144 @@ both_modes! {
     }
 }
 
+both_modes! {
+    /// A slot mid-migration: the source node answers `-ASK` for a key it
+    /// no longer holds (and for a new key), and poolside sends `ASKING` and
+    /// the command to the target; the slot map is not read again for it.
+    /// Once the slot is the target's, its keys are read there (MOVED).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_migrating_slot_is_followed_with_asking(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 0).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(raw(&mut client, &["SET", "{ask}:old", "v1"]).await, b"+OK\r\n");
+        let c = poolside.cluster().expect("a cluster upstream");
+        let slot = poolside::cluster::slot::key_slot(b"ask");
+        let owner = c.topology_now().expect("a slot map").primaries
+            [c.topology_now().unwrap().owner(slot).expect("owned")]
+        .clone();
+        let source = (0..3)
+            .find(|&i| cluster.nodes[i].addr().to_string() == owner)
+            .expect("the owner is a primary");
+        let target = (source + 1) % 3;
+        let (source_id, target_id) = (cluster.id_of(source).await, cluster.id_of(target).await);
+        let slot_text = slot.to_string();
+        let setslot = |node: usize, how: &'static str, id: String| {
+            let slot_text = slot_text.clone();
+            let node = &cluster.nodes[node];
+            async move {
+                let args = ["CLUSTER", "SETSLOT", &slot_text, how, &id];
+                let reply = common::cluster::node_text(node, &args).await;
+                assert_eq!(reply, "OK", "CLUSTER SETSLOT {how}");
+            }
+        };
+        setslot(target, "IMPORTING", source_id.clone()).await;
+        setslot(source, "MIGRATING", target_id.clone()).await;
+        let to = cluster.nodes[target].addr();
+        let (host, port) = (to.ip().to_string(), to.port().to_string());
+        let migrate = ["MIGRATE", &host, &port, "{ask}:old", "0", "5000"];
+        let migrated = common::cluster::node_text(&cluster.nodes[source], &migrate).await;
+        assert_eq!(migrated, "OK");
+        let reads = c.counters.refreshes.load(Ordering::Relaxed);
+        // The key is on the target now, the slot still the source's.
+        assert_eq!(raw(&mut client, &["GET", "{ask}:old"]).await, b"$2\r\nv1\r\n");
+        assert_eq!(raw(&mut client, &["SET", "{ask}:new", "v2"]).await, b"+OK\r\n");
+        let pipeline = [
+            common::raw::encode(&["GET", "{ask}:old"]),
+            common::raw::encode(&["GET", "{ask}:new"]),
+            common::raw::encode(&["GET", "unrelated"]),
+        ]
+        .concat();
+        client.send(&pipeline).await.expect("sent");
+        assert_eq!(client.raw_reply().await, b"$2\r\nv1\r\n");
+        assert_eq!(client.raw_reply().await, b"$2\r\nv2\r\n");
+        assert_eq!(client.raw_reply().await, b"$-1\r\n");
+        let asks = c.counters.ask.load(Ordering::Relaxed);
+        assert!(asks >= 4, "ASK followed {asks} times");
+        assert_eq!(c.counters.moved.load(Ordering::Relaxed), 0);
+        assert!(
+            c.counters.refreshes.load(Ordering::Relaxed) <= reads + 1,
+            "ASK read the slot map again"
+        );
+        let held = common::cluster::node_text(&cluster.nodes[target], &["DBSIZE"]).await;
+        assert_eq!(held, "Int(2)", "the target holds both keys");
+        // The migration ends: the slot is the target's everywhere.
+        for node in 0..3 {
+            setslot(node, "NODE", target_id.clone()).await;
+        }
+        assert_eq!(raw(&mut client, &["GET", "{ask}:new"]).await, b"$2\r\nv2\r\n");
+        poolside.shutdown().await;
+    }
+}
+
+/// A hash tag whose slot `primary` (an index into the slot map's
+/// primaries) owns.
+fn tag_on(poolside: &Running, primary: usize) -> String {
+    let topology = poolside
+        .cluster()
+        .unwrap()
+        .topology_now()
+        .expect("a slot map");
+    (0..)
+        .map(|i| format!("t{i}"))
+        .find(|tag| {
+            let slot = poolside::cluster::slot::key_slot(tag.as_bytes());
+            topology.owner(slot) == Some(primary)
+        })
+        .unwrap()
+}
+
+both_modes! {
+    /// MULTI sent alone names no node: poolside answers it and sends it
+    /// ahead of the next batch to that batch's first key's node, so a
+    /// transaction sent command by command runs on its keys' node,
+    /// whichever it is. A key of another node's slot inside it gets
+    /// CROSSSLOT, then EXEC the node's EXECABORT. WATCH pins by its key.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_runs_on_its_keys_node(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 0).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        // Answered once the slot map is read.
+        assert_eq!(raw(&mut client, &["PING"]).await, b"+PONG\r\n");
+        let tags: Vec<String> = (0..3).map(|i| tag_on(&poolside, i)).collect();
+        for tag in &tags {
+            let key = format!("{{{tag}}}:a");
+            assert_eq!(raw(&mut client, &["MULTI"]).await, b"+OK\r\n");
+            assert_eq!(raw(&mut client, &["SET", &key, "1"]).await, b"+QUEUED\r\n");
+            assert_eq!(raw(&mut client, &["INCR", &key]).await, b"+QUEUED\r\n");
+            assert_eq!(raw(&mut client, &["EXEC"]).await, b"*2\r\n+OK\r\n:2\r\n");
+        }
+        let (x, y) = (format!("{{{}}}:x", tags[0]), format!("{{{}}}:y", tags[1]));
+        assert_eq!(raw(&mut client, &["MULTI"]).await, b"+OK\r\n");
+        assert_eq!(raw(&mut client, &["SET", &x, "1"]).await, b"+QUEUED\r\n");
+        assert_eq!(
+            raw(&mut client, &["SET", &y, "1"]).await,
+            poolside::backend::cluster::CROSSSLOT
+        );
+        assert_eq!(
+            raw(&mut client, &["EXEC"]).await,
+            b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+        );
+        assert_eq!(raw(&mut client, &["MGET", &x, &y]).await, b"*2\r\n$-1\r\n$-1\r\n");
+        // Nothing queued: EXEC and DISCARD answer as Redis does.
+        assert_eq!(raw(&mut client, &["MULTI"]).await, b"+OK\r\n");
+        assert_eq!(raw(&mut client, &["EXEC"]).await, b"*0\r\n");
+        assert_eq!(raw(&mut client, &["MULTI"]).await, b"+OK\r\n");
+        assert_eq!(raw(&mut client, &["DISCARD"]).await, b"+OK\r\n");
+        // WATCH on the key's node: another client's write there aborts EXEC.
+        let w = format!("{{{}}}:w", tags[2]);
+        let mut other = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(raw(&mut client, &["WATCH", &w]).await, b"+OK\r\n");
+        assert_eq!(raw(&mut other, &["SET", &w, "theirs"]).await, b"+OK\r\n");
+        assert_eq!(raw(&mut client, &["MULTI"]).await, b"+OK\r\n");
+        assert_eq!(raw(&mut client, &["SET", &w, "mine"]).await, b"+QUEUED\r\n");
+        assert_eq!(raw(&mut client, &["EXEC"]).await, b"*-1\r\n");
+        assert_eq!(raw(&mut client, &["GET", &w]).await, b"$6\r\ntheirs\r\n");
+        poolside.shutdown().await;
+    }
+}
+
 /// poolside answers CLUSTER SLOTS, NODES and MYID as a one-node cluster
 /// at the address the client connected to (ioredis skips a node with an
 /// empty host), in front of a cluster or a standalone Redis.

@@ -53,6 +53,8 @@ pub const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same
 /// What a cluster node answers for a slot no node serves.
 const CLUSTERDOWN: &[u8] = b"-CLUSTERDOWN Hash slot not served\r\n";
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// What a node answers a multi-key command on a slot mid-migration.
+const TRYAGAIN: &[u8] = b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n";
 /// The shortest time between two slot-map readings: a burst of MOVED
 /// replies (a reshard) asks for one, not one per reply.
 const REFRESH_GAP: Duration = Duration::from_millis(100);
@@ -103,8 +105,14 @@ pub struct NodeStatus {
 /// checker that keeps it.
 struct Node {
     pool: Pool,
-    mux: Option<Arc<Multiplexer>>,
+    lanes: Option<Arc<NodeLanes>>,
     checker: Option<JoinHandle<()>>,
+}
+
+/// A node's shared lanes, and its address (where a redirect came from).
+pub struct NodeLanes {
+    pub(super) addr: String,
+    pub(super) mux: Multiplexer,
 }
 
 impl Drop for Node {
@@ -150,7 +158,7 @@ impl Cluster {
         let mut nodes = HashMap::new();
         if let Some(first) = seeds.first() {
             let node = Node {
-                mux: lanes_for(config, &seed_pool, &traffic),
+                lanes: lanes_for(config, first, &seed_pool, &traffic),
                 pool: seed_pool,
                 checker: None,
             };
@@ -263,24 +271,24 @@ impl Cluster {
 
     /// The pool of the node at `addr` and its lanes (multiplexed mode),
     /// made on first use.
-    fn node(&self, addr: &str) -> (Pool, Option<Arc<Multiplexer>>) {
+    fn node(&self, addr: &str) -> (Pool, Option<Arc<NodeLanes>>) {
         let mut nodes = self.nodes.lock().expect("cluster nodes");
         if let Some(node) = nodes.get(addr) {
-            return (node.pool.clone(), node.mux.clone());
+            return (node.pool.clone(), node.lanes.clone());
         }
         let pool = Pool::new(&self.config, self.target_for(addr));
         let checker =
             spawn_health_checker(pool.clone(), self.health_interval, self.shutdown.clone());
-        let mux = lanes_for(&self.config, &pool, &self.traffic);
+        let lanes = lanes_for(&self.config, addr, &pool, &self.traffic);
         nodes.insert(
             addr.to_string(),
             Node {
                 pool: pool.clone(),
-                mux: mux.clone(),
+                lanes: lanes.clone(),
                 checker: Some(checker),
             },
         );
-        (pool, mux)
+        (pool, lanes)
     }
 
     fn target_for(&self, addr: &str) -> Target {
@@ -453,7 +461,12 @@ impl Cluster {
 
 /// Multiplexed mode: the shared lanes over a node's pool, as
 /// [`Backend::multiplexed`] makes them for a single Redis.
-fn lanes_for(config: &Config, pool: &Pool, traffic: &Arc<Traffic>) -> Option<Arc<Multiplexer>> {
+fn lanes_for(
+    config: &Config,
+    addr: &str,
+    pool: &Pool,
+    traffic: &Arc<Traffic>,
+) -> Option<Arc<NodeLanes>> {
     let p = &config.pool;
     if p.mode != PoolMode::Multiplexed {
         return None;
@@ -467,7 +480,136 @@ fn lanes_for(config: &Config, pool: &Pool, traffic: &Arc<Traffic>) -> Option<Arc
     mux.set_response_timeout(
         Some(Duration::from_millis(p.response_timeout_ms)).filter(|t| !t.is_zero()),
     );
-    Some(Arc::new(mux))
+    Some(Arc::new(NodeLanes {
+        addr: addr.to_string(),
+        mux,
+    }))
+}
+
+impl Cluster {
+    /// Multiplexed mode: the lanes of the one node every command of the
+    /// batch goes to, when there is one (no command to split, broadcast or
+    /// refuse; the first primary for keyless ones). Such a batch is handed
+    /// to the node's lanes whole, as to a single Redis's, and its replies
+    /// may go to the client from the lane; a redirect among them is followed
+    /// first ([`fix_redirects`]).
+    pub(super) fn single_node(&self, topology: &Topology, plan: &Plan) -> Option<Arc<NodeLanes>> {
+        let buf = &plan.upstream[..];
+        let mut owner = None;
+        for frame in frames(buf) {
+            let args = frame.args(buf);
+            let at = match self.route(&args) {
+                Route::Slot(slot) => topology.owner(slot)?,
+                Route::Any if broadcast(&args).is_none() => continue,
+                _ => return None,
+            };
+            if *owner.get_or_insert(at) != at {
+                return None;
+            }
+        }
+        let addr = &topology.primaries[owner.unwrap_or(0)];
+        self.node(addr).1
+    }
+}
+
+/// Follows the redirects among the replies of `batch`, which ran on
+/// `node`'s lanes, in `out[mark..]`: each is replaced by the reply of its
+/// command where the redirect pointed (or by the error that met it there).
+pub(super) async fn fix_redirects(
+    backend: &Backend,
+    cluster: &Cluster,
+    node: &NodeLanes,
+    batch: &[u8],
+    wants: Wants,
+    out: &mut BytesMut,
+    mark: usize,
+) {
+    let frames = frames(batch);
+    let mut scanner = ReplyScanner::default();
+    let mut ranges = Vec::with_capacity(frames.len());
+    let mut at = mark;
+    for _ in &frames {
+        match scanner.scan(out, at) {
+            Ok(Some(end)) => ranges.push(at..end),
+            // Not the batch's replies whole (never expected): as they are.
+            _ => return,
+        }
+        at = ranges.last().map_or(at, |r| r.end);
+    }
+    let how = Sending {
+        wants,
+        limit: backend.reply_limit(super::plan::Wait::None),
+        lanes: true,
+    };
+    let mut fixed: Vec<(usize, BytesMut)> = Vec::new();
+    for (i, (frame, range)) in frames.iter().zip(&ranges).enumerate() {
+        let reply = &out[range.clone()];
+        if !is_redirect(reply) {
+            continue;
+        }
+        let current = reply.to_vec();
+        let asked = node.addr.clone();
+        let frame = &batch[frame.range.clone()];
+        match follow(backend, cluster, frame, current, asked, how).await {
+            Some(Answer::Own(bytes)) => fixed.push((i, bytes)),
+            Some(Answer::Failed(error)) => {
+                backend.traffic.failed(error.side());
+                let mut bytes = BytesMut::new();
+                error.write_reply(&mut bytes);
+                fixed.push((i, bytes));
+            }
+            _ => {}
+        }
+    }
+    if fixed.is_empty() {
+        return;
+    }
+    let tail = out.split_off(mark);
+    let mut next = fixed.into_iter().peekable();
+    for (i, range) in ranges.iter().enumerate() {
+        match next.next_if(|(at, _)| *at == i) {
+            Some((_, bytes)) => out.extend_from_slice(&bytes),
+            None => out.extend_from_slice(&tail[range.start - mark..range.end - mark]),
+        }
+    }
+}
+
+/// Replaces each `-MOVED` among the replies in `out[mark..]` with
+/// CROSSSLOT, as a transaction's keys in more than one slot get it, and
+/// each `-ASK` (its slot mid-migration) with the `-TRYAGAIN` a node gives
+/// keys of a migrating slot it cannot serve together.
+pub(super) fn redirects_to_crossslot(out: &mut BytesMut, mark: usize) {
+    let Some(tail) = out.get(mark..) else {
+        return;
+    };
+    let redirect = |r: &[u8]| r.starts_with(b"-MOVED ") || r.starts_with(b"-ASK ");
+    if memchr::memmem::find(tail, b"\r\n-MOVED ").is_none()
+        && memchr::memmem::find(tail, b"\r\n-ASK ").is_none()
+        && !redirect(tail)
+    {
+        return;
+    }
+    let mut scanner = ReplyScanner::default();
+    let mut ranges = Vec::new();
+    let mut at = mark;
+    while at < out.len() {
+        match scanner.scan(out, at) {
+            Ok(Some(end)) => {
+                ranges.push(at..end);
+                at = end;
+            }
+            _ => return,
+        }
+    }
+    let tail = out.split_off(mark);
+    for range in ranges {
+        let reply = &tail[range.start - mark..range.end - mark];
+        out.extend_from_slice(match reply {
+            r if r.starts_with(b"-MOVED ") => CROSSSLOT,
+            r if r.starts_with(b"-ASK ") => TRYAGAIN,
+            r => r,
+        });
+    }
 }
 
 /// Where one command goes.
@@ -625,6 +767,15 @@ enum Redirect {
     Moved(u16, String),
     Ask(String),
     TryAgain,
+}
+
+/// The reply is a redirect [`redirect_of`] reads (checked on every shared
+/// lane's replies, so it looks at the first bytes only).
+pub(super) fn is_redirect(reply: &[u8]) -> bool {
+    reply.first() == Some(&b'-')
+        && [&b"-MOVED "[..], b"-ASK ", b"-TRYAGAIN", b"-CLUSTERDOWN"]
+            .iter()
+            .any(|code| reply.starts_with(code))
 }
 
 /// Reads `-MOVED slot host:port`, `-ASK slot host:port` and `-TRYAGAIN`; an
@@ -1117,7 +1268,7 @@ async fn run_on_node(
 ) -> Result<(BytesMut, Vec<Range<usize>>), Error> {
     let (pool, lanes) = cluster.node(addr);
     let ran = match lanes.filter(|_| how.lanes) {
-        Some(mux) => on_lane(backend, &mux, &batch, how.wants).await,
+        Some(lanes) => on_lane(backend, &lanes.mux, &batch, how.wants).await,
         None => round_trip(backend, &pool, &batch, how.wants, how.limit).await,
     };
     if let Err(error) = &ran {

@@ -67,6 +67,9 @@ pub struct ClientView<'a> {
     pub pin: &'a mut Pin,
 }
 
+/// A cluster's held MULTI, as it goes to its node.
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+
 /// `limits.max_reply_buffer_bytes` unless configured.
 const DEFAULT_REPLY_BUFFER: usize = 8 << 20;
 /// `pool.backoff_max_ms` unless configured.
@@ -237,6 +240,9 @@ pub struct Exec {
     pinned: Option<Upstream>,
     /// Cluster mode: the node pool `pinned` came from.
     pinned_pool: Option<Pool>,
+    /// Cluster mode: the client's MULTI was answered here; it goes to the
+    /// node of the next batch's first key, ahead of that batch.
+    held_multi: bool,
     /// This client's reply channel for shared batches, made on first use.
     inbox: Option<Inbox>,
     /// The client's socket, for lanes to write deferred batches' replies to.
@@ -251,6 +257,7 @@ impl Exec {
             backend,
             pinned: None,
             pinned_pool: None,
+            held_multi: false,
             inbox: None,
             client,
             prefix: BytesMut::new(),
@@ -273,11 +280,10 @@ impl Exec {
     /// or they are in `out` now. On failure, the error and how many replies
     /// the client is owed (each one gets the error).
     pub async fn settle(&mut self, out: &mut Out<'_>) -> Result<(), (Failed, usize)> {
-        let (Mode::Multiplexed(mux), Some(inbox)) = (&self.backend.mode, self.inbox.as_mut())
-        else {
+        let Some(inbox) = self.inbox.as_mut() else {
             return Ok(());
         };
-        let settled = settle(&self.backend, mux, inbox, out).await;
+        let settled = settle(&self.backend, inbox, out).await;
         if settled.is_err() {
             // Pieces of the failed batch may still come: not on the next
             // batch's channel.
@@ -326,7 +332,8 @@ impl Exec {
                 let socket = self.client.as_ref();
                 let inbox = self.inbox.get_or_insert_with(|| Inbox::new(limit, socket));
                 let backend = &self.backend;
-                let ran = execute_shared(backend, mux, inbox, plan, *client.wants, out).await;
+                let wants = *client.wants;
+                let ran = execute_shared(backend, mux, None, inbox, plan, wants, out).await;
                 if ran.is_err() {
                     // Pieces of the failed batch may still come: not on the
                     // next batch's channel.
@@ -354,6 +361,47 @@ impl Exec {
             .topology()
             .await
             .map_err(|error| Failed { error, answered: 0 })?;
+        if std::mem::take(&mut self.held_multi) && client.pin.multi && self.pinned.is_none() {
+            // The transaction's node is this batch's (its first key's).
+            plan.prepend_silent(Remote::Multi, MULTI);
+        } else if self.pinned.is_none() && !client.pin.active() && plan.is_multi_alone() {
+            // MULTI alone names no node: answered as Redis answers it, and
+            // held until the next batch does (a cluster client's commands
+            // inside it must all be in one slot anyway).
+            out.buf.extend_from_slice(b"+OK\r\n");
+            client.pin.multi = true;
+            client.pin.queued = 0;
+            client.pin.queued_selects.clear();
+            self.held_multi = true;
+            return Ok(None);
+        }
+        let shared = self.pinned.is_none() && plan.shareable && plan.stream_from.is_none();
+        if let Some(node) = shared
+            .then(|| cluster.single_node(&topology, plan))
+            .flatten()
+        {
+            // Every command for one node: its lanes take the batch whole.
+            let limit = self.backend.reply_buffer;
+            let socket = self.client.as_ref();
+            let inbox = self.inbox.get_or_insert_with(|| Inbox::new(limit, socket));
+            let (backend, wants) = (&self.backend, *client.wants);
+            let mux = &node.mux;
+            let ran =
+                execute_shared(backend, mux, Some(node.clone()), inbox, plan, wants, out).await;
+            match ran {
+                Ok(ran) => return Ok(ran),
+                // The node is down and nothing was sent: the split path
+                // holds the batch for a failover.
+                Err(Failed {
+                    error: Error::UpstreamDown(_),
+                    answered: 0,
+                }) => self.inbox = None,
+                Err(failed) => {
+                    self.inbox = None;
+                    return Err(failed);
+                }
+            }
+        }
         if self.pinned.is_none() && cluster::splittable(plan) {
             let backend = &self.backend;
             cluster::execute_split(backend, cluster, &topology, plan, *client.wants, out).await?;
@@ -364,12 +412,26 @@ impl Exec {
             _ => cluster.pool_for(&cluster.node_for_batch(&topology, plan)),
         };
         let mark = out.buf.len();
+        let in_transaction = client.pin.multi
+            || plan.parts(0).any(|p| {
+                matches!(
+                    p,
+                    Part::Remote(Remote::Multi | Remote::Exec) | Part::Silent(Remote::Multi)
+                )
+            });
         let ran = self
             .execute_checked_out(plan, client, out, Some(pool))
             .await;
-        if memchr::memmem::find(&out.buf[mark.min(out.buf.len())..], b"-MOVED ").is_some() {
+        let replies = &out.buf[mark.min(out.buf.len())..];
+        if memchr::memmem::find(replies, b"-MOVED ").is_some() {
             // Run whole, its redirects go to the client: the map is read again.
             cluster.request_refresh();
+        }
+        if in_transaction && !out.spilled {
+            // A key of another node's slot inside MULTI: the node's MOVED
+            // (ASK) cannot be followed (the transaction is this node's) and
+            // means nothing to a client that does not know the cluster.
+            cluster::redirects_to_crossslot(out.buf, mark);
         }
         ran
     }
@@ -468,6 +530,7 @@ impl Exec {
             conn.mark_broken();
         }
         self.pinned_pool = None;
+        self.held_multi = false;
     }
 }
 

@@ -79,6 +79,9 @@ pub struct Refused {
     pub of: usize,
     /// The last refusal seen.
     pub kind: Option<Refusal>,
+    /// A reply is a cluster node's redirect (`-MOVED`, `-ASK`, `-TRYAGAIN`,
+    /// `-CLUSTERDOWN`): the session follows it before the client sees it.
+    pub redirected: bool,
 }
 
 impl Refused {

@@ -183,6 +183,27 @@ impl Plan {
         });
     }
 
+    /// Puts `frame` before the batch's commands, its reply read and dropped
+    /// (a cluster's MULTI held until the batch that names its node).
+    pub fn prepend_silent(&mut self, kind: Remote, frame: &[u8]) {
+        let mut upstream = BytesMut::with_capacity(frame.len() + self.upstream.len());
+        upstream.extend_from_slice(frame);
+        upstream.extend_from_slice(&self.upstream);
+        self.upstream = upstream;
+        self.steps.insert(0, Step::Silent(kind));
+        self.shareable = false;
+    }
+
+    /// The batch is `MULTI` alone.
+    pub fn is_multi_alone(&self) -> bool {
+        let mut parts = self.parts(0);
+        self.stream_from.is_none()
+            && matches!(
+                (parts.next(), parts.next()),
+                (Some(Part::Remote(Remote::Multi)), None)
+            )
+    }
+
     /// The EXEC of a transaction that had a command refused: DISCARD goes
     /// upstream (ending the server-side MULTI) and the client gets EXECABORT.
     pub fn push_exec_aborted(&mut self) {

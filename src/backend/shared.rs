@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::cluster::{self, NodeLanes};
 use super::mux::{Backlog, BatchReply, ClientWrite, Direct, MuxRequest};
-use super::{Backend, Failed, Multiplexer, Out, Plan, Wants, SPILL_BYTES};
+use super::{Backend, Failed, Mode, Multiplexer, Out, Plan, Wants, SPILL_BYTES};
 use crate::error::{Error, Refusal};
 use crate::pool::Upstream;
 
@@ -78,20 +79,25 @@ struct Batch {
     /// Times lanes closed before writing it.
     bounced: u32,
     started: Instant,
+    /// Cluster mode: the node whose lanes run it.
+    node: Option<Arc<NodeLanes>>,
 }
 
-/// Multiplexed mode: hands the batch to a shared lane and waits for its
-/// replies on the client's own channel, spilling a big batch's pieces to
-/// the client as they come; or defers it (see the module doc) and returns.
+/// Multiplexed mode: hands the batch to a shared lane (of `mux`, or of a
+/// cluster's `node`) and waits for its replies on the client's own channel,
+/// spilling a big batch's pieces to the client as they come; or defers it
+/// (see the module doc) and returns.
 pub(super) async fn execute_shared(
     backend: &Backend,
     mux: &Multiplexer,
+    node: Option<Arc<NodeLanes>>,
     inbox: &mut Inbox,
     plan: &mut Plan,
     wants: Wants,
     out: &mut Out<'_>,
 ) -> Result<Option<Upstream>, Failed> {
     let mut batch = Batch {
+        node,
         bytes: plan.upstream.split().freeze(),
         replies: plan.remote_replies(),
         wants,
@@ -103,15 +109,42 @@ pub(super) async fn execute_shared(
     // Deferred only when its replies are all the client is owed now and
     // the session gave its socket (a blocking batch's session reads instead).
     let defer = out.buf.is_empty() && out.can_spill() && !plan.close;
-    if let Some(direct) = inbox.direct.clone().filter(|_| defer) {
+    let direct = inbox.direct.clone().filter(|_| defer);
+    if let Some(direct) = &direct {
         direct.begin();
-        submit(mux, inbox, &mut batch, Some(direct)).await?;
+    }
+    let deferred = direct.is_some();
+    if let Err(failed) = submit(mux, inbox, &mut batch, direct).await {
+        if batch.node.is_some() {
+            // Nothing was sent: the cluster may run the batch otherwise
+            // (held for a failover), from the plan.
+            plan.upstream.extend_from_slice(&batch.bytes);
+        }
+        return Err(failed);
+    }
+    if deferred {
         inbox.pending = Some(batch);
         return Ok(None);
     }
-    submit(mux, inbox, &mut batch, None).await?;
-    receive(backend, mux, inbox, &mut batch, out).await?;
+    let mark = out.buf.len();
+    let redirected = receive(backend, mux, inbox, &mut batch, out).await?;
+    if redirected {
+        // Boxed: the redirects' state is no part of every session's future.
+        Box::pin(follow_redirects(backend, &batch, out, mark)).await;
+    }
     Ok(None)
+}
+
+/// Cluster mode: a node answered some of the batch with a redirect; they
+/// are followed before the client sees them (unless replies reached the
+/// client already, in pieces: then they stand).
+async fn follow_redirects(backend: &Backend, batch: &Batch, out: &mut Out<'_>, mark: usize) {
+    if let (Some(node), Mode::Cluster(cluster)) = (&batch.node, &backend.mode) {
+        if !out.spilled {
+            let (bytes, wants) = (&batch.bytes, batch.wants);
+            cluster::fix_redirects(backend, cluster, node, bytes, wants, out.buf, mark).await;
+        }
+    }
 }
 
 /// Settles the deferred batch, if any: its replies reached the client, or
@@ -119,12 +152,18 @@ pub(super) async fn execute_shared(
 /// (every one gets the error).
 pub(super) async fn settle(
     backend: &Backend,
-    mux: &Multiplexer,
     inbox: &mut Inbox,
     out: &mut Out<'_>,
 ) -> Result<(), (Failed, usize)> {
     let Some(mut batch) = inbox.pending.take() else {
         return Ok(());
+    };
+    let node = batch.node.clone();
+    let mux = match (&node, &backend.mode) {
+        (Some(node), _) => &node.mux,
+        (None, Mode::Multiplexed(mux)) => mux,
+        // Never: only shared batches are deferred.
+        (None, _) => return Ok(()),
     };
     let waits = inbox.early.is_some() || inbox.direct.as_ref().is_some_and(|d| d.wait());
     if !waits {
@@ -132,9 +171,15 @@ pub(super) async fn settle(
         return Ok(());
     }
     let replies = batch.replies;
-    receive(backend, mux, inbox, &mut batch, out)
+    let mark = out.buf.len();
+    let redirected = receive(backend, mux, inbox, &mut batch, out)
         .await
-        .map_err(|failed| (failed, replies))
+        .map_err(|failed| (failed, replies))?;
+    if redirected {
+        // Boxed: the redirects' state is no part of every session's future.
+        Box::pin(follow_redirects(backend, &batch, out, mark)).await;
+    }
+    Ok(())
 }
 
 async fn submit(
@@ -160,13 +205,14 @@ async fn submit(
 /// Takes the batch's replies from the channel into `out` until the last
 /// piece, submitting it again where nothing of it ran: bounced by lanes
 /// that closed before writing it, or refused whole by Redis (once).
+/// `true`: a reply is a cluster node's redirect.
 async fn receive(
     backend: &Backend,
     mux: &Multiplexer,
     inbox: &mut Inbox,
     batch: &mut Batch,
     out: &mut Out<'_>,
-) -> Result<(), Failed> {
+) -> Result<bool, Failed> {
     let failed = |error| Failed { error, answered: 0 };
     let mark = out.buf.len();
     loop {
@@ -226,6 +272,6 @@ async fn receive(
                 continue;
             }
         }
-        return Ok(());
+        return Ok(refused.redirected);
     }
 }

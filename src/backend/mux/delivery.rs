@@ -15,6 +15,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::Notify;
 use tracing::warn;
 
+use super::super::cluster::is_redirect;
 use super::super::{prepare, Refused, SPILL_BYTES};
 use crate::error::{Cause, Error, Refusal};
 use crate::pool::Pool;
@@ -231,9 +232,9 @@ impl Waiting {
             return false;
         }
         if let Some(direct) = self.direct.as_ref().filter(|_| last && !self.split) {
-            if self.refused.kind.is_none() {
+            if self.refused.kind.is_none() && !self.refused.redirected {
                 // Only whole, unrefused replies: anything else the session
-                // must see (and a refusal may be re-sent).
+                // must see (a refusal may be re-sent, a redirect followed).
                 match direct.sink.try_write(&bytes) {
                     Ok(n) if n == bytes.len() => {
                         if direct.written() {
@@ -389,6 +390,7 @@ pub fn dispatch(
             .then(|| Refusal::of(&r.buf[start..end.min(start + 16)]))
             .flatten();
         front.refused.tally(kind);
+        front.refused.redirected |= whole && is_redirect(&r.buf[start..end]);
         match kind {
             Some(Refusal::ReadOnly) => pool.mark_stale(lane.generation),
             // The same node, not ready: this lane retires, the pool stays.
