@@ -274,6 +274,38 @@ both_modes! {
             let got: String = common::ok(&mut con, &["EVALSHA", &sha, "1", &key]).await;
             assert_eq!(got, i.to_string());
         }
+        // SCRIPT EXISTS: 1 only where every primary has the script.
+        let only_one = "return 1";
+        let mut first = RawClient::connect(cluster.nodes[0].addr()).await;
+        let one_sha = String::from_utf8(raw(&mut first, &["SCRIPT", "LOAD", only_one]).await).unwrap();
+        let one_sha = one_sha.trim_end().rsplit('\n').next().unwrap().to_string();
+        let exists: Vec<i64> = common::ok(&mut con, &["SCRIPT", "EXISTS", &sha, &one_sha, "0"]).await;
+        assert_eq!(exists, [1, 0, 0]);
+        // KEYS: every primary's keys.
+        let mut keys: Vec<String> = common::ok(&mut con, &["KEYS", "all:*"]).await;
+        keys.sort_by_key(|k| k[4..].parse::<u32>().unwrap());
+        assert_eq!(keys, (0..60).map(|i| format!("all:{i}")).collect::<Vec<_>>());
+        // SCAN walks every primary, the node in the cursor; COUNT and MATCH
+        // pass through; a cursor poolside never gave is refused as Redis does.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut cursor = "0".to_string();
+        let mut rounds = 0;
+        loop {
+            let (next, batch): (String, Vec<String>) =
+                common::ok(&mut con, &["SCAN", &cursor, "MATCH", "all:*", "COUNT", "7"]).await;
+            seen.extend(batch);
+            rounds += 1;
+            cursor = next;
+            if cursor == "0" {
+                break;
+            }
+            assert!(rounds < 1000, "SCAN never ends");
+        }
+        assert_eq!(seen.len(), 60, "SCAN saw {seen:?}");
+        assert!(rounds >= 3, "one round per primary at least: {rounds}");
+        let mut raw_client = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(raw(&mut raw_client, &["SCAN", "x"]).await, b"-ERR invalid cursor\r\n");
+        assert_eq!(raw(&mut raw_client, &["SCAN", "1023"]).await, b"-ERR invalid cursor\r\n");
         let () = common::ok(&mut con, &["FLUSHALL"]).await;
         assert_eq!(cluster.dbsizes().await, [0, 0, 0]);
         poolside.shutdown().await;
@@ -493,6 +525,35 @@ both_modes! {
         assert_eq!(raw(&mut client, &["SET", &w, "mine"]).await, b"+QUEUED\r\n");
         assert_eq!(raw(&mut client, &["EXEC"]).await, b"*-1\r\n");
         assert_eq!(raw(&mut client, &["GET", &w]).await, b"$6\r\ntheirs\r\n");
+        poolside.shutdown().await;
+    }
+}
+
+both_modes! {
+    /// SSUBSCRIBE runs on the owner of its channel's slot, where SPUBLISH
+    /// (routed by its channel) delivers: a subscriber per primary gets its
+    /// shard message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shard_channels_are_subscribed_on_their_slots_node(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 0).await;
+        let poolside = poolside_for(&cluster, mode).await;
+        let mut publisher = RawClient::connect(poolside.client_addr).await;
+        assert_eq!(raw(&mut publisher, &["PING"]).await, b"+PONG\r\n");
+        for primary in 0..3 {
+            let channel = format!("{{{}}}:news", tag_on(&poolside, primary));
+            let mut subscriber = RawClient::connect(poolside.client_addr).await;
+            let subscribed = raw(&mut subscriber, &["SSUBSCRIBE", &channel]).await;
+            let want = format!("*3\r\n$10\r\nssubscribe\r\n${}\r\n{channel}\r\n:1\r\n", channel.len());
+            assert_eq!(String::from_utf8_lossy(&subscribed), want);
+            let receivers = raw(&mut publisher, &["SPUBLISH", &channel, "hello"]).await;
+            assert_eq!(receivers, b":1\r\n", "the subscriber is on {channel}'s node");
+            let message = subscriber.raw_reply().await;
+            let want = format!(
+                "*3\r\n$8\r\nsmessage\r\n${}\r\n{channel}\r\n$5\r\nhello\r\n",
+                channel.len()
+            );
+            assert_eq!(String::from_utf8_lossy(&message), want);
+        }
         poolside.shutdown().await;
     }
 }

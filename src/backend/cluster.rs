@@ -445,17 +445,22 @@ impl Cluster {
     }
 
     /// The node a batch that runs whole goes to: the owner of its first
-    /// key's slot, else the first primary.
+    /// key's slot (an SSUBSCRIBE's channel counts as a key), else the first
+    /// primary.
     pub fn node_for_batch(&self, topology: &Topology, plan: &Plan) -> String {
-        for frame in frames(&plan.upstream) {
-            let args = frame.args(&plan.upstream);
-            if let Route::Slot(slot) = self.route(&args) {
-                if let Some(owner) = topology.owner(slot) {
-                    return topology.primaries[owner].clone();
-                }
+        let keyed = frames(&plan.upstream).into_iter().find_map(|frame| {
+            match self.route(&frame.args(&plan.upstream)) {
+                Route::Slot(slot) => Some(slot),
+                _ => None,
             }
-        }
-        topology.primaries[0].clone()
+        });
+        keyed
+            .or(plan.stream_slot)
+            .and_then(|slot| topology.owner(slot))
+            .map_or_else(
+                || topology.primaries[0].clone(),
+                |owner| topology.primaries[owner].clone(),
+            )
     }
 }
 
@@ -500,7 +505,7 @@ impl Cluster {
             let args = frame.args(buf);
             let at = match self.route(&args) {
                 Route::Slot(slot) => topology.owner(slot)?,
-                Route::Any if broadcast(&args).is_none() => continue,
+                Route::Any if broadcast(&args).is_none() && !is_scan(&args) => continue,
                 _ => return None,
             };
             if *owner.get_or_insert(at) != at {
@@ -701,6 +706,10 @@ enum Merge {
     /// A command sent to every primary (SCRIPT LOAD, FLUSHALL...): the
     /// first node's reply, or the first error.
     First,
+    /// KEYS: every primary's array, one after the other.
+    Concat,
+    /// SCRIPT EXISTS: per script, 1 only where every primary has it.
+    Every,
 }
 
 /// Commands without keys that act on every primary's data or scripts, and
@@ -714,6 +723,10 @@ fn broadcast(args: &[&[u8]]) -> Option<Merge> {
     };
     if is(0, "DBSIZE") && args.len() == 1 {
         Some(Merge::Sum)
+    } else if is(0, "KEYS") && args.len() == 2 {
+        Some(Merge::Concat)
+    } else if is(0, "SCRIPT") && is(1, "EXISTS") && args.len() > 2 {
+        Some(Merge::Every)
     } else if (is(0, "SCRIPT") && (is(1, "LOAD") || is(1, "FLUSH")))
         || (is(0, "FUNCTION") && (is(1, "LOAD") || is(1, "FLUSH") || is(1, "DELETE")))
         || is(0, "FLUSHALL")
@@ -752,6 +765,12 @@ enum StepAnswer {
         merge: Merge,
         sends: Vec<usize>,
         order: Vec<usize>,
+    },
+    /// SCAN on one primary (the `index`th of `of`): its cursor rewritten.
+    Scan {
+        send: usize,
+        index: u64,
+        of: u64,
     },
 }
 
@@ -831,6 +850,7 @@ pub async fn execute_split(
                 sends.push((Source::Plan(frame.range.clone()), Some(slot)));
                 StepAnswer::Sent(sends.len() - 1)
             }
+            Route::Any if is_scan(&args) => scan_step(&args, topology, &mut made, &mut sends),
             Route::Any => match broadcast(&args) {
                 Some(merge) => {
                     // One send per primary, each routed by a slot it owns.
@@ -966,6 +986,9 @@ pub async fn execute_split(
                 .map(|&i| reply_of(i))
                 .collect::<Result<Vec<_>, _>>()
                 .map(|parts| merge_replies(*merge, &parts, order, out.buf)),
+            StepAnswer::Scan { send, index, of } => {
+                reply_of(*send).map(|reply| scan_reply(reply, *index, *of, out.buf))
+            }
         };
         if let Err(error) = merged {
             backend.traffic.failed(error.side());
@@ -1124,6 +1147,79 @@ fn split_by_slot(
     }
 }
 
+/// The low bits of a SCAN cursor poolside hands out: which primary (of
+/// those owning slots, in the slot map's order) the walk is on; the node's
+/// own cursor is in the bits above (a node's cursor stays far below 2^54).
+const SCAN_NODE_BITS: u32 = 10;
+
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]`.
+fn is_scan(args: &[&[u8]]) -> bool {
+    args.len() >= 2 && args[0].eq_ignore_ascii_case(b"SCAN")
+}
+
+/// SCAN walks the primaries one after the other: the cursor names the
+/// primary and its own cursor there.
+fn scan_step(
+    args: &[&[u8]],
+    topology: &Topology,
+    made: &mut BytesMut,
+    sends: &mut Vec<(Source, Option<u16>)>,
+) -> StepAnswer {
+    const INVALID: &[u8] = b"-ERR invalid cursor\r\n";
+    let owners = topology.a_slot_of_each();
+    let Some(cursor) = std::str::from_utf8(args[1])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return StepAnswer::Text(INVALID);
+    };
+    let index = cursor & ((1 << SCAN_NODE_BITS) - 1);
+    let Some(&slot) = owners.get(index as usize) else {
+        // A cursor of a walk over more primaries than the map has now.
+        return StepAnswer::Text(INVALID);
+    };
+    let node_cursor = (cursor >> SCAN_NODE_BITS).to_string();
+    let start = made.len();
+    let parts = std::iter::once(args[0])
+        .chain(std::iter::once(node_cursor.as_bytes()))
+        .chain(args[2..].iter().copied());
+    let parts: Vec<&[u8]> = parts.collect();
+    crate::resp::write_command(made, parts.into_iter());
+    sends.push((Source::Made(start..made.len()), Some(slot)));
+    StepAnswer::Scan {
+        send: sends.len() - 1,
+        index,
+        of: owners.len() as u64,
+    }
+}
+
+/// A node's SCAN reply with poolside's cursor: the same primary's next
+/// cursor, or the next primary's start when this one is done (0 after the
+/// last).
+fn scan_reply(reply: &[u8], index: u64, of: u64, out: &mut BytesMut) {
+    let parsed = (|| {
+        let rest = reply.strip_prefix(b"*2\r\n$")?;
+        let eol = memchr::memchr(b'\r', rest)?;
+        let len: usize = std::str::from_utf8(&rest[..eol]).ok()?.parse().ok()?;
+        let body = rest.get(eol + 2..eol + 2 + len)?;
+        let next: u64 = std::str::from_utf8(body).ok()?.parse().ok()?;
+        Some((next, rest.get(eol + 2 + len + 2..)?))
+    })();
+    let Some((next, elements)) = parsed.filter(|(n, _)| n >> (64 - SCAN_NODE_BITS) == 0) else {
+        // An error, or a cursor too big to carry the node: as it is.
+        out.extend_from_slice(reply);
+        return;
+    };
+    let cursor = match next {
+        0 if index + 1 < of => index + 1,
+        0 => 0,
+        n => (n << SCAN_NODE_BITS) | index,
+    }
+    .to_string();
+    out.extend_from_slice(format!("*2\r\n${}\r\n{cursor}\r\n", cursor.len()).as_bytes());
+    out.extend_from_slice(elements);
+}
+
 /// Writes the reply of a split command from its parts' replies: the first
 /// error if any part failed, else the merge.
 fn merge_replies(merge: Merge, parts: &[&[u8]], order: &[usize], out: &mut BytesMut) {
@@ -1150,6 +1246,44 @@ fn merge_replies(merge: Merge, parts: &[&[u8]], order: &[usize], out: &mut Bytes
             }
             out.extend_from_slice(format!(":{sum}\r\n").as_bytes());
         }
+        Merge::Concat => {
+            let mut all: Vec<&[u8]> = Vec::new();
+            for part in parts {
+                match array_elements(part) {
+                    Some(elements) => all.extend(elements),
+                    None => {
+                        out.extend_from_slice(part);
+                        return;
+                    }
+                }
+            }
+            out.extend_from_slice(format!("*{}\r\n", all.len()).as_bytes());
+            for element in all {
+                out.extend_from_slice(element);
+            }
+        }
+        Merge::Every => {
+            let mut every: Option<Vec<bool>> = None;
+            for part in parts {
+                let Some(elements) = array_elements(part) else {
+                    out.extend_from_slice(part);
+                    return;
+                };
+                let has: Vec<bool> = elements.iter().map(|e| *e == b":1\r\n").collect();
+                every = Some(match every {
+                    Some(prev) if prev.len() == has.len() => {
+                        prev.iter().zip(&has).map(|(a, b)| *a && *b).collect()
+                    }
+                    Some(prev) => prev,
+                    None => has,
+                });
+            }
+            let every = every.unwrap_or_default();
+            out.extend_from_slice(format!("*{}\r\n", every.len()).as_bytes());
+            for has in every {
+                out.extend_from_slice(if has { b":1\r\n" } else { b":0\r\n" });
+            }
+        }
         Merge::Values => {
             let mut values: Vec<&[u8]> = Vec::with_capacity(order.len());
             for part in parts {
@@ -1173,8 +1307,9 @@ fn merge_replies(merge: Merge, parts: &[&[u8]], order: &[usize], out: &mut Bytes
     }
 }
 
-/// The elements of an array of bulk strings and nils (an MGET reply, RESP2
-/// or RESP3), each as its bytes; `None` for anything else.
+/// The elements of an array of bulk strings, nils and integers (an MGET,
+/// KEYS or SCRIPT EXISTS reply, RESP2 or RESP3), each as its bytes; `None`
+/// for anything else.
 fn array_elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
     let line = |at: usize| -> Option<(i64, usize)> {
         let end = at + memchr::memchr(b'\r', reply.get(at..)?)?;
@@ -1193,6 +1328,8 @@ fn array_elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
         let start = at;
         at = match reply.get(at)? {
             b'_' => at + 3,
+            // One-line elements (SCRIPT EXISTS' integers).
+            b':' | b'+' => at + memchr::memchr(b'\n', reply.get(at..)?)? + 1,
             b'$' => match line(at)? {
                 (-1, next) => next,
                 (len, next) => next + usize::try_from(len).ok()? + 2,
@@ -1444,7 +1581,37 @@ mod tests {
         let error: &[u8] = b"-OOM command not allowed\r\n";
         merge_replies(Merge::Ok, &[b"+OK\r\n", error], &[], &mut out);
         assert_eq!(&out[..], error);
-        assert!(array_elements(b"*1\r\n:1\r\n").is_none());
+        assert!(array_elements(b"*1\r\n*0\r\n").is_none());
+        assert_eq!(
+            array_elements(b"*2\r\n:1\r\n:0\r\n").map(|e| e.len()),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn scan_cursors_carry_the_primary() {
+        let mut out = BytesMut::new();
+        // Primary 1 of 3 goes on at its cursor 17.
+        scan_reply(b"*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n", 1, 3, &mut out);
+        assert_eq!(&out[..], b"*2\r\n$5\r\n17409\r\n*1\r\n$1\r\nk\r\n");
+        out.clear();
+        // Done there: the next primary from its start; after the last, 0.
+        scan_reply(b"*2\r\n$1\r\n0\r\n*0\r\n", 1, 3, &mut out);
+        assert_eq!(&out[..], b"*2\r\n$1\r\n2\r\n*0\r\n");
+        out.clear();
+        scan_reply(b"*2\r\n$1\r\n0\r\n*0\r\n", 2, 3, &mut out);
+        assert_eq!(&out[..], b"*2\r\n$1\r\n0\r\n*0\r\n");
+        out.clear();
+        scan_reply(b"-ERR x\r\n", 0, 3, &mut out);
+        assert_eq!(&out[..], b"-ERR x\r\n");
+        out.clear();
+        merge_replies(
+            Merge::Every,
+            &[b"*2\r\n:1\r\n:1\r\n", b"*2\r\n:1\r\n:0\r\n"],
+            &[],
+            &mut out,
+        );
+        assert_eq!(&out[..], b"*2\r\n:1\r\n:0\r\n");
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct Plan {
     /// A streaming command (SUBSCRIBE, MONITOR) starts at this offset of the
     /// client's buffer; the batch's other steps come before it.
     pub stream_from: Option<usize>,
+    /// The stream is SSUBSCRIBE: the slot of its first channel.
+    pub stream_slot: Option<u16>,
     /// The client asked to close (QUIT): answer, then close.
     pub close: bool,
     /// A command may block (BLPOP): the session watches for the client leaving.
@@ -118,6 +120,7 @@ impl Plan {
         self.local.clear();
         self.upstream.clear();
         self.stream_from = None;
+        self.stream_slot = None;
         self.close = false;
         self.may_block = false;
         self.wait = Wait::None;

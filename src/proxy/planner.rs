@@ -93,6 +93,11 @@ pub fn plan(
             Class::Stream => {
                 plan.stream_from = Some(f.start);
                 plan.rest = Some(f.end);
+                if name.eq_ignore_ascii_case(b"SSUBSCRIBE") {
+                    // A cluster runs it on the owner of its channel's slot.
+                    let channel = scanner.arg(buf, f, 1);
+                    plan.stream_slot = channel.map(crate::cluster::slot::key_slot);
+                }
                 return;
             }
             Class::Blocking => {
