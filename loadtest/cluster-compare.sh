@@ -8,15 +8,17 @@
 #
 #   loadtest/cluster-compare.sh                 # (a) and (c), 3 rounds
 #   loadtest/cluster-compare.sh --rounds 1 --n 20000
+#   loadtest/cluster-compare.sh --flags '--worker-threads 2'   # poolside's flags
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-rounds=3 n=100000 build=1
+rounds=3 n=300000 build=1 flags=
 while [ $# -gt 0 ]; do
     case "$1" in
     --rounds) rounds=$2; shift ;;
     --n) n=$2; shift ;;
     --no-build) build=0 ;;
+    --flags) flags=$2; shift ;;
     *) echo "cluster-compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -24,7 +26,7 @@ done
 if [ "$build" = 1 ]; then
     (cd "$ROOT" && cargo build --release --bin poolside >&2)
 fi
-poolside="$ROOT/target/release/poolside"
+poolside="${CARGO_TARGET_DIR:-$ROOT/target}/release/poolside"
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -64,10 +66,14 @@ done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 listen=$(free_port) admin=$(free_port)
 seeds=$(printf '127.0.0.1:%s,' "${ports[@]}")
-"$poolside" --listen "127.0.0.1:$listen" --admin-listen "127.0.0.1:$admin" \
+# shellcheck disable=SC2086 # $flags is meant to be word-split
+"$poolside" $flags --listen "127.0.0.1:$listen" --admin-listen "127.0.0.1:$admin" \
     --upstream "redis+cluster://${seeds%,}" >"$work/poolside.log" 2>&1 &
 pids+=($!)
-until redis-cli -p "$listen" set warm up >/dev/null 2>&1; do sleep 0.05; done
+until redis-cli -p "$listen" set warm up >/dev/null 2>&1; do
+    kill -0 "${pids[-1]}" 2>/dev/null || { cat "$work/poolside.log" >&2; exit 1; }
+    sleep 0.05
+done
 
 # The most connected_clients any node reports while "$@" runs (minus the sampler).
 max_node_clients() {
@@ -124,4 +130,4 @@ for scenario in a c; do
 done
 echo
 echo "$(nproc) cores; redis $(redis-server --version | awk '{print $3}'); -n $n, $rounds round(s), medians;" \
-    "command: loadtest/cluster-compare.sh --rounds $rounds --n $n"
+    "command: loadtest/cluster-compare.sh --rounds $rounds --n $n${flags:+ --flags '$flags'}"

@@ -4,7 +4,8 @@
 # loopback ports, runs redis-benchmark and poolside-loadtest scenarios
 # interleaved over rounds, and prints medians with ratios to direct Redis as
 # a Markdown table; scenario (f) runs loadtest/failover.sh (Sentinel
-# failovers) and adds its table. See loadtest/README.md.
+# failovers) and (g) loadtest/cluster-compare.sh (a Redis Cluster straight
+# and through poolside) and add their tables. See loadtest/README.md.
 #
 #   loadtest/compare.sh                       # everything, 3 rounds (~40 min)
 #   loadtest/compare.sh --quick               # 1 round, short runs (smoke test)
@@ -16,7 +17,8 @@ usage() {
 usage: loadtest/compare.sh [options]
   --quick               1 round, -n 10000/100000, 3 s load tests (smoke test)
   --rounds N            rounds per scenario (default 3)
-  --scenarios LIST      of a,b,c,d,e,f (default a,b,c,d,e,f; f: failover.sh)
+  --scenarios LIST      of a,b,c,d,e,f,g (default all; f: failover.sh,
+                        g: cluster-compare.sh)
   --targets LIST        of direct,transaction,multiplexed,twemproxy (default: all
                         that exist; multiplexed only when poolside has --pool-mode)
   --presets LIST        (d) presets, of baseline,stress,ultimate (default all)
@@ -31,7 +33,7 @@ EOF
 }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-rounds=3 quick=0 scenarios=a,b,c,d,e,f targets_wanted="" presets=baseline,stress,ultimate
+rounds=3 quick=0 scenarios=a,b,c,d,e,f,g targets_wanted="" presets=baseline,stress,ultimate
 connections=persistent,per-request lt_duration="" fleet_maxclients=500 out="" build=1 keep=0
 command_line="loadtest/compare.sh $*"
 while [ $# -gt 0 ]; do
@@ -167,7 +169,7 @@ start_poolside() { # name mode listen_port admin_port
     # Run in the work directory: compiled-in production defaults, no profiles/*.toml.
     # shellcheck disable=SC2086 # POOLSIDE_ARGS is meant to be word-split
     (cd "$work" && exec env -u REDIS_URL -u REDIS_HOST -u REDIS_PORT -u REDIS_PASSWORD \
-        -u REDIS_USERNAME -u DEPLOYMENT_ENV RUST_LOG=warn "$poolside" "${args[@]}" ${POOLSIDE_ARGS:-} \
+        -u REDIS_USERNAME -u DEPLOYMENT_ENV -u POOLSIDE_ARGS RUST_LOG=warn "$poolside" "${args[@]}" ${POOLSIDE_ARGS:-} \
         >"$work/$1.log" 2>&1) &
     pids+=($!)
     wait_pong "$3" "$1"
@@ -277,7 +279,7 @@ for scenario in ${scenarios//,/ }; do
                done
            done
            rcli config set maxclients "$default_maxclients" >/dev/null ;;
-        f) break ;; # below: failover.sh runs its own rounds
+        f | g) break ;; # below: failover.sh and cluster-compare.sh run their own rounds
         *) die "unknown scenario $scenario" ;;
         esac
     done
@@ -299,6 +301,19 @@ if has "$scenarios" f; then
         log "(f): none of direct,transaction,multiplexed selected: skipped"
     elif ! CARGO_TARGET_DIR=$target_dir "$ROOT/loadtest/failover.sh" "${f_args[@]}" --targets "$f_targets" >"$work/failover.txt"; then
         log "(f) failover.sh failed (output in $work/failover.txt)"
+    fi
+fi
+
+# (g) A Redis Cluster of three primaries, straight (redis-benchmark --cluster)
+# and through poolside's default mode (loadtest/cluster-compare.sh).
+cluster_md=$work/cluster.md
+if has "$scenarios" g; then
+    g_args=(--no-build --rounds "$rounds" --n 300000)
+    [ "$quick" = 0 ] || g_args=(--no-build --rounds 1 --n 20000)
+    log "(g) cluster-compare.sh ${g_args[*]}"
+    if ! CARGO_TARGET_DIR=$target_dir "$ROOT/loadtest/cluster-compare.sh" "${g_args[@]}" >"$cluster_md" 2>"$work/cluster.err"; then
+        log "(g) cluster-compare.sh failed (output in $work/cluster.err)"
+        : >"$cluster_md"
     fi
 fi
 
@@ -360,6 +375,12 @@ PY
     if [ -s "$failover_md" ]; then
         echo
         cat "$failover_md"
+    fi
+    if [ -s "$cluster_md" ]; then
+        echo
+        echo "### (g) Redis Cluster, three primaries: redis-benchmark --cluster vs through poolside"
+        echo
+        cat "$cluster_md"
     fi
 } >"$report"
 
