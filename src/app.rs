@@ -90,6 +90,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             &admin::instance_name(config.fleet.instance.as_deref()),
             config.profile,
         )),
+        readonly: false,
     };
     let pool = Pool::new(&config, target.clone());
     let (shutdown, rx) = watch::channel(false);

@@ -268,6 +268,7 @@ async fn the_first_health_check_pings_whatever_another_task_opened() {
         connect_timeout: std::time::Duration::from_secs(5),
         keepalive: None,
         client_name: None,
+        readonly: false,
     };
     let pool = Pool::new(&config, target);
     drop(

@@ -558,6 +558,101 @@ both_modes! {
     }
 }
 
+/// `calls` of `INFO commandstats`' line for `command` on `node` (0 when absent).
+async fn calls(node: &common::RedisServer, command: &str) -> u64 {
+    command_stat(node, command, "calls").await
+}
+
+/// A field of `INFO commandstats`' line for `command` on `node` (0 when absent).
+async fn command_stat(node: &common::RedisServer, command: &str, field: &str) -> u64 {
+    let stats = common::cluster::node_text(node, &["INFO", "commandstats"]).await;
+    let prefix = format!("cmdstat_{command}:");
+    let Some(line) = stats.lines().find_map(|l| l.strip_prefix(prefix.as_str())) else {
+        return 0;
+    };
+    line.split(',')
+        .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+both_modes! {
+    /// `read_from = "replica_preferred"`: reads go to the replicas (after
+    /// READONLY), writes and keyless commands to the primaries; a replica
+    /// that is down leaves its reads to its primary, without an error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_go_to_replicas_when_asked(mode: PoolMode) {
+        let cluster = RedisCluster::start(3, 1).await;
+        let mut config = Config::for_tests(&cluster.url());
+        config.pool.mode = mode;
+        config.pool.health_check_interval_secs = 1;
+        config.upstream.cluster.read_from = poolside::config::ReadFrom::ReplicaPreferred;
+        config.upstream.cluster.refresh_interval_ms = 200;
+        let poolside = poolside::app::start(config).await.expect("poolside starts");
+        let c = poolside.cluster().expect("a cluster upstream");
+        // Nodes learn of each other's replicas by gossip: the map names them soon.
+        wait_until(WAIT, "the slot map names a replica per primary", || async {
+            c.topology_now()
+                .is_some_and(|t| t.replicas.iter().all(|r| !r.is_empty()))
+        })
+        .await;
+        let mut con = connect(poolside.client_addr).await;
+        let keys: Vec<String> = (0..90).map(|i| format!("r:{i}")).collect();
+        let mut pipe = redis::pipe();
+        for (i, key) in keys.iter().enumerate() {
+            pipe.cmd("SET").arg(key).arg(i).ignore();
+        }
+        let () = pipe.query_async(&mut con).await.expect("SETs");
+        let replicas: Vec<usize> = {
+            let mut r = Vec::new();
+            for primary in 0..3 {
+                r.push(cluster.replica_of(primary).await);
+            }
+            r
+        };
+        for (primary, &replica) in replicas.iter().enumerate() {
+            let offset = repl_offset(&cluster, primary, "master_repl_offset").await;
+            wait_until(WAIT, "the replica has its primary's writes", || async {
+                repl_offset(&cluster, replica, "slave_repl_offset").await >= offset
+            })
+            .await;
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let got: String = common::ok(&mut con, &["GET", key]).await;
+            assert_eq!(got, i.to_string());
+        }
+        let mut mget = vec!["MGET"];
+        mget.extend(keys.iter().map(String::as_str));
+        let all: Vec<String> = common::ok(&mut con, &mget).await;
+        assert_eq!(all.len(), 90);
+        for (primary, &replica) in replicas.iter().enumerate() {
+            let node = |i: usize| &cluster.nodes[i];
+            assert!(calls(node(replica), "get").await > 0, "replica {replica} served no GET");
+            assert!(calls(node(replica), "mget").await > 0, "replica {replica} served no MGET");
+            // A replica runs its primary's SETs (replication); one sent
+            // to it would be refused (MOVED).
+            let refused = command_stat(node(replica), "set", "rejected_calls").await;
+            assert_eq!(refused, 0, "a SET reached replica {replica}");
+            assert_eq!(calls(node(primary), "get").await, 0, "primary {primary} served a GET");
+            assert!(calls(node(replica), "readonly").await > 0);
+        }
+        let serving = c.status().nodes.iter().filter(|n| n.replica_of.is_some()).count();
+        assert_eq!(serving, 3, "/pool/status names each replica's primary");
+        // The first shard's replica goes away: its reads go to the primary.
+        cluster.nodes[replicas[0]].signal("KILL");
+        let gone = cluster.nodes[replicas[0]].addr().to_string();
+        wait_until(WAIT, "poolside sees the replica down", || async {
+            c.status().nodes.iter().any(|n| n.address == gone && !n.reachable)
+        })
+        .await;
+        for (i, key) in keys.iter().enumerate() {
+            let got: String = common::ok(&mut con, &["GET", key]).await;
+            assert_eq!(got, i.to_string());
+        }
+        assert!(calls(&cluster.nodes[0], "get").await > 0, "the primary took its replica's reads");
+        poolside.shutdown().await;
+    }
+}
+
 /// poolside answers CLUSTER SLOTS, NODES and MYID as a one-node cluster
 /// at the address the client connected to (ioredis skips a node with an
 /// empty host), in front of a cluster or a standalone Redis.

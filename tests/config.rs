@@ -616,7 +616,16 @@ fn cluster_settings_are_checked() {
     jailed(|jail| {
         jail.set_env("POOLSIDE_UPSTREAM__CLUSTER__READ_FROM", "replica_preferred");
         jail.set_env("REDIS_URL", "redis+cluster://n1:7000");
+        let config = load_default();
+        assert_eq!(
+            config.upstream.cluster.read_from,
+            poolside::config::ReadFrom::ReplicaPreferred
+        );
+    });
+    jailed(|jail| {
+        jail.set_env("POOLSIDE_UPSTREAM__CLUSTER__READ_FROM", "any_replica");
+        jail.set_env("REDIS_URL", "redis+cluster://n1:7000");
         let message = load_error();
-        assert!(message.contains("upstream.cluster.read_from"), "{message}");
+        assert!(message.contains("read_from"), "{message}");
     });
 }

@@ -41,7 +41,7 @@ use super::{prepare, Backend, Failed, Multiplexer, Out, Wants};
 use crate::cluster::keys::{KeyTable, Keys};
 use crate::cluster::slot::key_slot;
 use crate::cluster::topology::Topology;
-use crate::config::{Config, PoolMode};
+use crate::config::{Config, PoolMode, ReadFrom};
 use crate::error::{Error, Refusal};
 use crate::pool::{spawn_health_checker, Address, Pool, Target, UpstreamConn};
 use crate::resp::ReplyScanner;
@@ -92,8 +92,10 @@ pub struct ClusterStatus {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeStatus {
     pub address: String,
-    /// Slots it owns in the slot map (0: a seed that owns none).
+    /// Slots it owns in the slot map (0: a seed that owns none, a replica).
     pub slots: usize,
+    /// A replica serving reads (`read_from = "replica_preferred"`): its primary.
+    pub replica_of: Option<String>,
     pub reachable: bool,
     pub in_use: u32,
     pub idle: u32,
@@ -136,6 +138,9 @@ pub struct Cluster {
     max_redirects: usize,
     /// `upstream.cluster.failover_hold_ms`.
     hold: Duration,
+    /// `upstream.cluster.read_from = "replica_preferred"`: read-only
+    /// commands go to a replica of their slot's primary while one answers.
+    replica_reads: bool,
     health_interval: Duration,
     shutdown: watch::Receiver<bool>,
     /// For the nodes' lanes (multiplexed mode).
@@ -175,6 +180,7 @@ impl Cluster {
             refresh: Notify::new(),
             max_redirects: c.max_redirects as usize,
             hold: Duration::from_millis(c.failover_hold_ms),
+            replica_reads: c.read_from == ReadFrom::ReplicaPreferred,
             health_interval: Duration::from_secs(config.pool.health_check_interval_secs),
             shutdown,
             traffic,
@@ -199,10 +205,15 @@ impl Cluster {
                     .and_then(|t| t.primaries.iter().position(|p| *p == address))
                     .and_then(|i| owned.get(i).copied())
                     .unwrap_or(0);
+                let replica_of = topology.as_ref().and_then(|t| {
+                    let i = t.replicas.iter().position(|r| r.contains(&address))?;
+                    Some(t.primaries[i].clone())
+                });
                 NodeStatus {
                     reachable: !pool.health.is_down(),
                     address,
                     slots,
+                    replica_of,
                     in_use: s.in_use,
                     idle: s.idle,
                     connections: s.connections,
@@ -296,7 +307,36 @@ impl Cluster {
         target.address = Address::Fixed(addr.to_string());
         // A cluster has database 0 only.
         target.db = 0;
+        // A replica serves reads of its primary's slots after READONLY.
+        target.readonly = self.replica_reads
+            && self
+                .topology_now()
+                .is_some_and(|t| t.replicas.iter().flatten().any(|r| r == addr));
         target
+    }
+
+    /// Where a read-only command for the slots of `primaries[owner]` goes:
+    /// a replica whose pool is not known to be down (the first), else the
+    /// primary.
+    fn reader(&self, topology: &Topology, owner: usize) -> String {
+        if self.replica_reads {
+            for replica in topology.replicas.get(owner).into_iter().flatten() {
+                if !self.pool_for(replica).health.is_down() {
+                    return replica.clone();
+                }
+            }
+        }
+        topology.primaries[owner].clone()
+    }
+
+    /// The command (one RESP frame) only reads.
+    fn is_read(&self, frame: &[u8]) -> bool {
+        let Some(table) = self.keys.get() else {
+            return false;
+        };
+        frames(frame)
+            .first()
+            .is_some_and(|f| table.is_readonly(&f.args(frame)))
     }
 
     /// Reads the slot map now and then: at once, then every
@@ -399,7 +439,12 @@ impl Cluster {
         {
             let mut nodes = self.nodes.lock().expect("cluster nodes");
             let seed = self.seeds.first();
-            nodes.retain(|addr, _| Some(addr) == seed || topology.primaries.contains(addr));
+            let replica = |addr: &String| {
+                self.replica_reads && topology.replicas.iter().flatten().any(|r| r == addr)
+            };
+            nodes.retain(|addr, _| {
+                Some(addr) == seed || topology.primaries.contains(addr) || replica(addr)
+            });
         }
         if changed {
             info!(
@@ -501,19 +546,28 @@ impl Cluster {
     pub(super) fn single_node(&self, topology: &Topology, plan: &Plan) -> Option<Arc<NodeLanes>> {
         let buf = &plan.upstream[..];
         let mut owner = None;
+        // read_from = "replica_preferred": a batch of reads only goes to a replica.
+        let mut reads = self.replica_reads;
         for frame in frames(buf) {
             let args = frame.args(buf);
             let at = match self.route(&args) {
                 Route::Slot(slot) => topology.owner(slot)?,
-                Route::Any if broadcast(&args).is_none() && !is_scan(&args) => continue,
+                Route::Any if broadcast(&args).is_none() && !is_scan(&args) => {
+                    reads = false;
+                    continue;
+                }
                 _ => return None,
             };
             if *owner.get_or_insert(at) != at {
                 return None;
             }
+            reads = reads && self.keys.get().is_some_and(|t| t.is_readonly(&args));
         }
-        let addr = &topology.primaries[owner.unwrap_or(0)];
-        self.node(addr).1
+        let addr = match owner {
+            Some(owner) if reads => self.reader(topology, owner),
+            owner => topology.primaries[owner.unwrap_or(0)].clone(),
+        };
+        self.node(&addr).1
     }
 }
 
@@ -894,6 +948,14 @@ pub async fn execute_split(
     let mut answers: Vec<Answer> = (0..sends.len()).map(|_| Answer::Pending).collect();
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     let mut keyless = Vec::new();
+    // read_from = "replica_preferred": which sends only read.
+    let reads: Vec<bool> = match cluster.replica_reads {
+        true => sends
+            .iter()
+            .map(|(src, _)| cluster.is_read(bytes(src)))
+            .collect(),
+        false => Vec::new(),
+    };
     for (i, (_, slot)) in sends.iter().enumerate() {
         let Some(slot) = slot else {
             keyless.push(i);
@@ -906,14 +968,21 @@ pub async fn execute_split(
             answers[i] = Answer::Own(text);
             continue;
         };
-        let node = &topology.primaries[owner];
-        match groups.iter_mut().find(|(n, _)| n == node) {
+        let node = match reads.get(i) {
+            Some(true) => cluster.reader(topology, owner),
+            _ => topology.primaries[owner].clone(),
+        };
+        match groups.iter_mut().find(|(n, _)| *n == node) {
             Some((_, group)) => group.push(i),
-            None => groups.push((node.clone(), vec![i])),
+            None => groups.push((node, vec![i])),
         }
     }
     if !keyless.is_empty() {
-        match groups.first_mut() {
+        // With the first primary's share (a keyless write is no replica's).
+        match groups
+            .iter_mut()
+            .find(|(n, _)| topology.primaries.contains(n))
+        {
             Some((_, group)) => {
                 group.extend(keyless);
                 group.sort_unstable();
@@ -936,6 +1005,9 @@ pub async fn execute_split(
         how,
     };
     run.groups(&groups, &mut answers, &mut replies).await;
+    if cluster.replica_reads {
+        primaries_for_unsent_reads(&run, topology, &mut groups, &mut answers, &mut replies).await;
+    }
     hold_for_failover(&run, &mut groups, &mut answers, &mut replies).await;
     // Redirects, in the client's order: each re-send waits for the one before.
     for i in 0..answers.len() {
@@ -1054,6 +1126,40 @@ impl<'a, B: Fn(&Source) -> &'a [u8]> Run<'a, B> {
                 }
             }
         }
+    }
+}
+
+/// Reads sent to a replica that could not be reached (nothing was sent)
+/// go to their slot's primary at once.
+async fn primaries_for_unsent_reads<'a, B: Fn(&Source) -> &'a [u8]>(
+    run: &Run<'a, B>,
+    topology: &Topology,
+    groups: &mut Vec<(String, Vec<usize>)>,
+    answers: &mut [Answer],
+    replies: &mut Vec<BytesMut>,
+) {
+    let first = groups.len();
+    for g in 0..first {
+        if topology.primaries.contains(&groups[g].0) {
+            continue;
+        }
+        let unsent: Vec<usize> = groups[g]
+            .1
+            .iter()
+            .copied()
+            .filter(|&i| matches!(answers[i], Answer::Failed(Error::UpstreamDown(_))))
+            .collect();
+        for i in unsent {
+            let owner = run.sends[i].1.and_then(|slot| topology.owner(slot));
+            let node = &topology.primaries[owner.unwrap_or(0)];
+            match groups[first..].iter_mut().find(|(n, _)| n == node) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((node.clone(), vec![i])),
+            }
+        }
+    }
+    if groups.len() > first {
+        run.groups(&groups[first..], answers, replies).await;
     }
 }
 

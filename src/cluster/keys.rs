@@ -16,6 +16,8 @@ pub struct KeySpec {
     last: i64,
     step: i64,
     movable: bool,
+    /// Flagged `readonly`: a replica may serve it.
+    readonly: bool,
 }
 
 /// Command name (lower case; `name|sub` for subcommands) to key positions.
@@ -55,15 +57,13 @@ impl KeyTable {
             Some(Value::Int(n)) => *n,
             _ => 0,
         };
-        let movable = flags
-            .items()
-            .iter()
-            .any(|f| f.text() == Some("movablekeys"));
+        let flagged = |flag: &str| flags.items().iter().any(|f| f.text() == Some(flag));
         let spec = KeySpec {
             first: int(3),
             last: int(4),
             step: int(5),
-            movable,
+            movable: flagged("movablekeys"),
+            readonly: flagged("readonly"),
         };
         let name = name.to_ascii_lowercase().into_bytes();
         if let Some(subs) = items.get(9).filter(|s| !s.items().is_empty()) {
@@ -81,16 +81,16 @@ impl KeyTable {
         self.specs.is_empty()
     }
 
-    /// Where the keys of the command `args` (`args[0]` its name) are.
-    pub fn keys(&self, args: &[&[u8]]) -> Keys {
-        let Some(name) = args.first() else {
-            return Keys::None;
-        };
-        let lower = name.to_ascii_lowercase();
+    /// The command `args` only reads (the servers flag it `readonly`).
+    pub fn is_readonly(&self, args: &[&[u8]]) -> bool {
+        self.spec(args).is_some_and(|(_, spec)| spec.readonly)
+    }
+
+    /// The command's key positions, and its name in lower case.
+    fn spec(&self, args: &[&[u8]]) -> Option<(Vec<u8>, &KeySpec)> {
+        let lower = args.first()?.to_ascii_lowercase();
         let spec = if self.containers.contains(&lower) {
-            let Some(sub) = args.get(1) else {
-                return Keys::None;
-            };
+            let sub = args.get(1)?;
             let mut full = lower.clone();
             full.push(b'|');
             full.extend(sub.iter().map(u8::to_ascii_lowercase));
@@ -98,7 +98,12 @@ impl KeyTable {
         } else {
             self.specs.get(&lower)
         };
-        let Some(spec) = spec else {
+        spec.map(|spec| (lower, spec))
+    }
+
+    /// Where the keys of the command `args` (`args[0]` its name) are.
+    pub fn keys(&self, args: &[&[u8]]) -> Keys {
+        let Some((lower, spec)) = self.spec(args) else {
             return Keys::None;
         };
         if spec.movable {

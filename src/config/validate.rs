@@ -215,16 +215,6 @@ fn check_cluster(
             reason,
         ));
     }
-    if c.read_from != super::ReadFrom::Primary {
-        let reason = "reads from replicas are not built yet: every command goes to the \
-                      slot's primary (read_from = \"primary\")"
-            .to_string();
-        return Some((
-            "upstream.cluster.read_from",
-            "\"replica_preferred\"".into(),
-            reason,
-        ));
-    }
     None
 }
 

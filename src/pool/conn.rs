@@ -64,6 +64,8 @@ pub struct Target {
     /// `CLIENT SETNAME` sent at connect (`poolside:<instance>:<profile>`),
     /// so `CLIENT LIST` shows the fleet; `None` leaves connections unnamed.
     pub client_name: Option<String>,
+    /// `READONLY` sent at connect: a cluster replica that serves reads.
+    pub readonly: bool,
 }
 
 /// One upstream connection. It is `broken` from the moment anything is
@@ -128,6 +130,12 @@ impl UpstreamConn {
             }
             conn.name_and_select(target.client_name.as_deref(), target.db)
                 .await?;
+            if target.readonly {
+                let reply = conn.command(&[b"READONLY"]).await?;
+                if reply.first() == Some(&b'-') {
+                    return Err(UpstreamError::Reply(first_line(&reply)));
+                }
+            }
             Ok(conn)
         };
         match tokio::time::timeout(target.connect_timeout, connecting).await {

@@ -489,6 +489,7 @@ impl Sentinels {
             address: Address::Fixed(address.to_string()),
             tls,
             client_name: None,
+            readonly: false,
             ..self.inner.data.clone()
         };
         let asking = async {
