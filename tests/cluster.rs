@@ -682,6 +682,64 @@ async fn cluster_slots_name_poolside_as_the_one_node() {
     poolside.shutdown().await;
 }
 
+/// Each node is verified by the name the slot map gives it: a node that
+/// announces the host name `localhost` with a certificate for 127.0.0.1
+/// only is refused, though the seed (127.0.0.1) passed; `tls.server_name`
+/// names the one name every node is verified against.
+#[tokio::test]
+async fn cluster_nodes_are_verified_by_their_own_names() {
+    let certs = common::tls::Certs::for_names(&["127.0.0.1"]);
+    let conf = certs.dir.path().join("nodes.conf");
+    let node = certs
+        .redis_server(false)
+        .args(["--cluster-enabled", "yes", "--tls-cluster", "yes"])
+        .args(["--cluster-announce-hostname", "localhost"])
+        .args(["--cluster-preferred-endpoint-type", "hostname"])
+        .arg("--cluster-config-file")
+        .arg(conf.display().to_string())
+        .start()
+        .await;
+    let mut direct = node.direct_raw().await;
+    let added = raw(&mut direct, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).await;
+    assert_eq!(added, b"+OK\r\n");
+    let node_ref = &node;
+    wait_until(WAIT, "the one-node cluster is ok", || async move {
+        let mut c = node_ref.direct_raw().await;
+        let info = raw(&mut c, &["CLUSTER", "INFO"]).await;
+        String::from_utf8_lossy(&info).contains("cluster_state:ok")
+    })
+    .await;
+    let url = format!("rediss+cluster://127.0.0.1:{}", node.port());
+    let mut config = Config::for_tests(&url);
+    config.tls.ca_file = Some(certs.ca.clone());
+    config.upstream.cluster.failover_hold_ms = 0;
+    let poolside = poolside::app::start(config.clone())
+        .await
+        .expect("poolside starts");
+    let c = poolside.cluster().expect("a cluster upstream");
+    wait_until(
+        WAIT,
+        "the slot map names the node by its host name",
+        || async {
+            c.topology_now()
+                .is_some_and(|t| t.primaries == [format!("localhost:{}", node.port())])
+        },
+    )
+    .await;
+    let mut client = RawClient::connect(poolside.client_addr).await;
+    let refused = String::from_utf8(raw(&mut client, &["SET", "k", "v"]).await).unwrap();
+    assert!(
+        refused.starts_with("-ERR poolside:") && refused.contains("TLS handshake failed"),
+        "{refused}"
+    );
+    poolside.shutdown().await;
+    config.tls.server_name = Some("127.0.0.1".into());
+    let poolside = poolside::app::start(config).await.expect("poolside starts");
+    let mut client = RawClient::connect(poolside.client_addr).await;
+    assert_eq!(raw(&mut client, &["SET", "k", "v"]).await, b"+OK\r\n");
+    poolside.shutdown().await;
+}
+
 /// The ElastiCache Serverless shape: one TLS-only node that owns every
 /// slot, behind a `rediss+cluster://` URL; commands are verified over TLS
 /// to the node the slot map names (itself).

@@ -307,6 +307,14 @@ impl Cluster {
         target.address = Address::Fixed(addr.to_string());
         // A cluster has database 0 only.
         target.db = 0;
+        // Each node is verified by the name the slot map gives it (a host
+        // name, or an IP), as a cluster client does, unless
+        // `tls.server_name` fixes one name for all.
+        if let Some(tls) = &self.template.tls {
+            if let Ok(own) = tls.for_host(crate::pool::host_of(addr)) {
+                target.tls = Some(own);
+            }
+        }
         // A replica serves reads of its primary's slots after READONLY.
         target.readonly = self.replica_reads
             && self

@@ -62,12 +62,14 @@ pub struct Certs {
 
 impl Certs {
     pub fn generate() -> Certs {
+        Certs::for_names(&["localhost", "127.0.0.1"])
+    }
+
+    /// A server certificate valid for `names` only.
+    pub fn for_names(names: &[&str]) -> Certs {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = Ca::new("poolside test CA");
-        let (server_cert, server_key) = ca.leaf(
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
+        let (server_cert, server_key) = ca.leaf(names, ExtendedKeyUsagePurpose::ServerAuth);
         let (client_cert, client_key) = ca.leaf(&["poolside"], ExtendedKeyUsagePurpose::ClientAuth);
         let other = Ca::new("some other CA");
         let write = |name: &str, text: &str| {
