@@ -653,6 +653,102 @@ both_modes! {
     }
 }
 
+/// Each node is sized from its own pool's usage and its own `CLIENT LIST`:
+/// with every connection of one node held by blocked clients, that node
+/// (and only it) is named over the critical threshold, and every node's
+/// fleet view counts this poolside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_is_sized_from_its_own_usage() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let mut config = Config::for_tests(&cluster.url());
+    config.pool.max_connections = 4;
+    let poolside = poolside::app::start(config).await.expect("poolside starts");
+    let mut client = RawClient::connect(poolside.client_addr).await;
+    assert_eq!(raw(&mut client, &["PING"]).await, b"+PONG\r\n");
+    wait_for_status(&poolside, "each node's fleet view", |status| {
+        status["upstream"]["cluster_sizing"]
+            .as_array()
+            .is_some_and(|nodes| nodes.iter().all(|n| n["fleet"]["poolside_instances"] == 1))
+    })
+    .await;
+    let tag = tag_on(&poolside, 1);
+    let busy = poolside
+        .cluster()
+        .unwrap()
+        .topology_now()
+        .unwrap()
+        .primaries[1]
+        .clone();
+    let addr = poolside.client_addr;
+    let waiters: Vec<_> = (0..4)
+        .map(|i| {
+            let key = format!("{{{tag}}}:q{i}");
+            tokio::spawn(async move {
+                let mut c = RawClient::connect(addr).await;
+                raw(&mut c, &["BLPOP", &key, "20"]).await
+            })
+        })
+        .collect();
+    let status = wait_for_status(&poolside, "the busy node named critical", |status| {
+        let lines = status["recommendations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        lines.iter().any(|l| {
+            let l = l.as_str().unwrap_or_default();
+            l.starts_with(&format!("Cluster node {busy}: Utilization 100.0 %"))
+        })
+    })
+    .await;
+    let sizing = status["upstream"]["cluster_sizing"]
+        .as_array()
+        .expect("per node")
+        .clone();
+    assert_eq!(sizing.len(), 3, "{sizing:?}");
+    for node in &sizing {
+        let critical = node["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("critical"));
+        assert_eq!(critical, node["address"] == busy.as_str(), "{node}");
+    }
+    // Straight to the node: poolside has no connection to it left.
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|n| n.addr().to_string() == busy)
+        .unwrap();
+    let mut pusher = RawClient::connect(node.addr()).await;
+    for i in 0..4 {
+        let key = format!("{{{tag}}}:q{i}");
+        assert_eq!(raw(&mut pusher, &["RPUSH", &key, "x"]).await, b":1\r\n");
+    }
+    for waiter in waiters {
+        assert!(waiter.await.unwrap().starts_with(b"*2\r\n"));
+    }
+    poolside.shutdown().await;
+}
+
+/// `/pool/status` once `ready` holds for it (or a panic at the deadline).
+async fn wait_for_status(
+    poolside: &Running,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = common::get(poolside.admin_addr, "/pool/status")
+            .await
+            .json();
+        if ready(&status) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {status:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// poolside answers CLUSTER SLOTS, NODES and MYID as a one-node cluster
 /// at the address the client connected to (ioredis skips a node with an
 /// empty host), in front of a cluster or a standalone Redis.

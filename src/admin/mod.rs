@@ -6,6 +6,7 @@
 mod control;
 mod fleet;
 mod metrics;
+pub mod nodes;
 mod recommend;
 mod status;
 
@@ -66,6 +67,8 @@ pub struct AdminState {
     pub recommendation_window: Duration,
     /// What this instance names its upstream connections (`fleet.rs`).
     pub connection_name: Option<String>,
+    /// Redis Cluster mode: each node's usage and fleet (`nodes.rs`).
+    pub cluster_nodes: Option<Arc<nodes::ClusterNodes>>,
     health_interval: Duration,
 }
 
@@ -83,6 +86,11 @@ impl AdminState {
         let alerts = Arc::new(Alerts::new(a, config.profile.name()));
         let recommendation_window = Duration::from_secs(a.recommendation_window_secs);
         let control = Arc::new(ControlPlane::new(pool.clone()));
+        let keep = recommendation_window.max(Duration::from_secs(a.window_secs));
+        let health_interval = Duration::from_secs(config.pool.health_check_interval_secs);
+        let cluster_nodes = cluster
+            .clone()
+            .map(|c| Arc::new(nodes::ClusterNodes::new(c, keep, health_interval)));
         Ok(AdminState {
             metrics: Metrics::new(
                 pool.clone(),
@@ -102,13 +110,12 @@ impl AdminState {
             pool_mode: config.pool.mode,
             listening: AtomicBool::new(false),
             alerts,
-            usage: Arc::new(Usage::new(
-                recommendation_window.max(Duration::from_secs(a.window_secs)),
-            )),
+            usage: Arc::new(Usage::new(keep)),
             control,
             recommendation_window,
             connection_name: target.client_name.clone(),
-            health_interval: Duration::from_secs(config.pool.health_check_interval_secs),
+            cluster_nodes,
+            health_interval,
         })
     }
 
@@ -116,18 +123,25 @@ impl AdminState {
     pub fn spawn_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let window = self.alerts.window();
         let alerts = self.alerts.clone();
-        vec![
+        let tick = usage::tick_for(window);
+        let nodes = self
+            .cluster_nodes
+            .clone()
+            .map(|nodes| nodes::spawn_sampler(nodes, tick, shutdown.clone()));
+        let mut tasks = vec![
             usage::spawn_sampler(
                 self.pool.clone(),
                 self.traffic.clone(),
                 self.usage.clone(),
                 window,
-                usage::tick_for(window),
+                tick,
                 move |w, in_use, max| alerts.observe(w, in_use, max),
                 shutdown.clone(),
             ),
             control::spawn_refresher(self.control.clone(), self.health_interval, shutdown),
-        ]
+        ];
+        tasks.extend(nodes);
+        tasks
     }
 }
 

@@ -2,6 +2,7 @@
 //! instances on that Redis, alerts and recommendations, in field names
 //! applications already parse.
 
+use super::nodes::{self, NodeSizing};
 use crate::backend::cluster::ClusterStatus;
 use std::sync::atomic::Ordering;
 
@@ -99,6 +100,10 @@ pub struct Upstream {
     /// (the top-level pool figures are the first seed's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
+    /// Redis Cluster only: each node's sizing recommendations and fleet,
+    /// from its own pool's usage and its own `CLIENT LIST`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_sizing: Option<Vec<NodeSizing>>,
 }
 
 /// `upstream.sentinel` in `/pool/status`.
@@ -199,7 +204,7 @@ pub fn pool_status(state: &AdminState) -> PoolStatus {
         thresholds.target_percent(),
     );
     let address = state.upstream.describe();
-    let (recommendations, sizing) = recommend(&Inputs {
+    let (mut recommendations, sizing) = recommend(&Inputs {
         max: s.max_connections,
         min_idle: state.min_idle,
         in_use: s.in_use,
@@ -210,6 +215,22 @@ pub fn pool_status(state: &AdminState) -> PoolStatus {
         server: &server,
         fleet: &fleet,
     });
+    let cluster_sizing = state.cluster_nodes.as_ref().map(|n| {
+        n.sizing(&nodes::Context {
+            thresholds,
+            window: state.recommendation_window,
+            min_idle: state.min_idle,
+            target_percent: thresholds.target_percent(),
+            connection_name: state.connection_name.as_deref(),
+        })
+    });
+    if let Some(per_node) = &cluster_sizing {
+        let lines = nodes::node_lines(per_node);
+        if !lines.is_empty() {
+            recommendations.retain(|r| r != super::recommend::OPTIMAL);
+            recommendations.extend(lines);
+        }
+    }
     let status = match (reachable, level) {
         (false, _) => "unhealthy",
         (true, Level::Ok) => "healthy",
@@ -236,7 +257,7 @@ pub fn pool_status(state: &AdminState) -> PoolStatus {
             window_secs: state.alerts.window().as_secs(),
         },
         metrics: counters(&s, &state.pool.stats.checkout_wait(), &state.traffic),
-        upstream: upstream(state, reachable, server),
+        upstream: upstream(state, reachable, server, cluster_sizing),
         fleet,
         sizing,
         recommendations,
@@ -269,7 +290,12 @@ fn counters(s: &Snapshot, wait: &Counts, traffic: &Traffic) -> Counters {
     }
 }
 
-fn upstream(state: &AdminState, reachable: bool, server: ServerInfo) -> Upstream {
+fn upstream(
+    state: &AdminState,
+    reachable: bool,
+    server: ServerInfo,
+    cluster_sizing: Option<Vec<NodeSizing>>,
+) -> Upstream {
     let health = &state.pool.health;
     let last_check = health.last_check_unix_ms.load(Ordering::Relaxed);
     let latency_us = health.last_latency_us.load(Ordering::Relaxed);
@@ -292,6 +318,7 @@ fn upstream(state: &AdminState, reachable: bool, server: ServerInfo) -> Upstream
         resent_batches: state.traffic.resent_total(),
         sentinel: sentinel_status(state),
         cluster: state.cluster.as_ref().map(|c| c.status()),
+        cluster_sizing,
     }
 }
 
