@@ -238,11 +238,47 @@ pub const COUNTED: [&str; 64] = [
     "ZSCORE",
 ];
 
-/// Index of `name` in [`COUNTED`], or `COUNTED.len()` for `other`. Never allocates.
+/// A name of at most 16 bytes as one number: its bytes big-endian, zero
+/// padded, so numbers sort as the names do (no name holds a NUL byte).
+const fn pack(name: &[u8]) -> u128 {
+    let mut v = 0u128;
+    let mut i = 0;
+    while i < name.len() {
+        v = (v << 8) | name[i].to_ascii_uppercase() as u128;
+        i += 1;
+    }
+    // Callers keep `name` within 16 bytes; the empty name is 0.
+    match v.checked_shl(8 * (16 - name.len() as u32)) {
+        Some(v) => v,
+        None => 0,
+    }
+}
+
+/// [`COUNTED`] packed, in the same (sorted) order.
+const COUNTED_KEYS: [u128; COUNTED.len()] = {
+    let mut keys = [0u128; COUNTED.len()];
+    let mut i = 0;
+    while i < COUNTED.len() {
+        assert!(
+            COUNTED[i].len() <= 16,
+            "a counted name is longer than 16 bytes"
+        );
+        keys[i] = pack(COUNTED[i].as_bytes());
+        assert!(i == 0 || keys[i - 1] < keys[i], "COUNTED is not sorted");
+        i += 1;
+    }
+    keys
+};
+
+/// Index of `name` in [`COUNTED`], or `COUNTED.len()` for `other`. Never
+/// allocates; one integer binary search (it runs for every command).
 pub fn counted_index(name: &[u8]) -> usize {
-    let mut buf = [0u8; MAX_NAME];
-    upper(name, &mut buf)
-        .and_then(|upper| COUNTED.binary_search_by(|c| c.as_bytes().cmp(upper)).ok())
+    // A NUL would pack as the padding ("GET\0" as "GET").
+    if name.len() > 16 || name.contains(&0) {
+        return COUNTED.len();
+    }
+    COUNTED_KEYS
+        .binary_search(&pack(name))
         .unwrap_or(COUNTED.len())
 }
 
@@ -283,6 +319,11 @@ mod tests {
         assert_eq!(COUNTED[counted_index(b"zRangeByScore")], "ZRANGEBYSCORE");
         assert_eq!(counted_index(b"NO-SUCH-COMMAND"), COUNTED.len());
         assert_eq!(counted_index(&[b'A'; 100]), COUNTED.len());
+        assert_eq!(counted_index(b"GET\0"), COUNTED.len());
+        assert_eq!(counted_index(b""), COUNTED.len());
+        for (i, name) in COUNTED.iter().enumerate() {
+            assert_eq!(counted_index(name.to_lowercase().as_bytes()), i, "{name}");
+        }
     }
 
     #[test]

@@ -234,14 +234,32 @@ fn length_line(
 /// or digits not starting with `0`, within `i64`. (`+1`, `01`, `-0` and
 /// the empty string are not numbers to Redis.)
 fn redis_int(digits: &[u8]) -> Option<i64> {
-    let unsigned = digits.strip_prefix(b"-").unwrap_or(digits);
+    let (negative, unsigned) = match digits.strip_prefix(b"-") {
+        Some(unsigned) => (true, unsigned),
+        None => (false, digits),
+    };
     match unsigned {
-        [b'0'] if unsigned.len() == digits.len() => return Some(0),
-        [b'1'..=b'9', rest @ ..] if rest.iter().all(u8::is_ascii_digit) => {}
+        [b'0'] if !negative => return Some(0),
+        [b'1'..=b'9', ..] => {}
         _ => return None,
     }
-    // Only ASCII digits and a sign are left; `parse` catches the overflow.
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    // Accumulated on the number's own side of 0, so i64::MIN is read too;
+    // the checked steps catch the overflow. (Every frame's lengths pass
+    // here: no UTF-8 check and no second pass.)
+    let mut n: i64 = 0;
+    for &d in unsigned {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let digit = i64::from(d - b'0');
+        n = n.checked_mul(10)?;
+        n = if negative {
+            n.checked_sub(digit)?
+        } else {
+            n.checked_add(digit)?
+        };
+    }
+    Some(n)
 }
 
 /// C's `isspace` in the C locale.
