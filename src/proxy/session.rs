@@ -88,7 +88,7 @@ impl<S: ClientSocket> Session<S> {
             // grow with what passes.
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
-            frames: Vec::with_capacity(8),
+            frames: Vec::new(),
             early: BytesMut::new(),
             shutdown,
         }

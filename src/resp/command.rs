@@ -52,7 +52,8 @@ impl CommandScanner {
     pub fn new(limits: Limits) -> CommandScanner {
         CommandScanner {
             limits,
-            args: Vec::with_capacity(64),
+            // Empty until the first frame: an idle client should cost little.
+            args: Vec::new(),
             frame_start: 0,
             pos: 0,
             remaining: None,
