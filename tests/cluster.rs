@@ -558,6 +558,41 @@ both_modes! {
     }
 }
 
+/// A MULTI the servers refuse (an ACL without it) is refused to the client
+/// with the node's own words when poolside would hold it, so no command
+/// the client meant to queue runs on its own unnoticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_multi_is_not_held() {
+    let cluster = RedisCluster::start(3, 0).await;
+    for node in &cluster.nodes {
+        let args = [
+            "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-multi",
+        ];
+        assert_eq!(common::cluster::node_text(node, &args).await, "OK");
+    }
+    let url = cluster.url().replacen("://", "://app:pw@", 1);
+    let poolside = poolside::app::start(Config::for_tests(&url))
+        .await
+        .expect("poolside starts");
+    let mut direct = RawClient::connect(cluster.nodes[0].addr()).await;
+    assert_eq!(raw(&mut direct, &["AUTH", "app", "pw"]).await, b"+OK\r\n");
+    let refusal = raw(&mut direct, &["MULTI"]).await;
+    assert!(
+        refusal.starts_with(b"-NOPERM"),
+        "{}",
+        String::from_utf8_lossy(&refusal)
+    );
+    let mut client = RawClient::connect(poolside.client_addr).await;
+    assert_eq!(raw(&mut client, &["MULTI"]).await, refusal);
+    // Not in a transaction: the command runs, EXEC has no MULTI.
+    assert_eq!(raw(&mut client, &["SET", "k", "v"]).await, b"+OK\r\n");
+    assert_eq!(
+        raw(&mut client, &["EXEC"]).await,
+        b"-ERR EXEC without MULTI\r\n"
+    );
+    poolside.shutdown().await;
+}
+
 /// `calls` of `INFO commandstats`' line for `command` on `node` (0 when absent).
 async fn calls(node: &common::RedisServer, command: &str) -> u64 {
     command_stat(node, command, "calls").await

@@ -579,6 +579,36 @@ impl Cluster {
     }
 }
 
+/// A MULTI poolside is about to hold (answered before its node is known):
+/// tried on the first primary, with DISCARD after it, so that a MULTI the
+/// servers refuse (an ACL without it) is refused to the client now, not
+/// found out once the transaction's commands ran one by one. `Some`: the
+/// refusal to answer instead of `+OK`.
+pub(super) async fn multi_refused(
+    backend: &Backend,
+    cluster: &Cluster,
+    topology: &Topology,
+    wants: Wants,
+) -> Result<Option<BytesMut>, Error> {
+    const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+    const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
+    let how = Sending {
+        wants,
+        limit: backend.reply_limit(super::plan::Wait::None),
+        lanes: false,
+    };
+    let node = &topology.primaries[0];
+    // One entry per command: each reply is read before the connection goes back.
+    let (mut replies, ranges) =
+        run_on_node(backend, cluster, node, vec![MULTI, DISCARD], how).await?;
+    let first = ranges.first().cloned().unwrap_or(0..0);
+    if replies[first.clone()].starts_with(b"+") {
+        return Ok(None);
+    }
+    replies.truncate(first.end);
+    Ok(Some(replies.split_off(first.start)))
+}
+
 /// Follows the redirects among the replies of `batch`, which ran on
 /// `node`'s lanes, in `out[mark..]`: each is replaced by the reply of its
 /// command where the redirect pointed (or by the error that met it there).

@@ -368,6 +368,14 @@ impl Exec {
             // MULTI alone names no node: answered as Redis answers it, and
             // held until the next batch does (a cluster client's commands
             // inside it must all be in one slot anyway).
+            let backend = &self.backend;
+            let refused = cluster::multi_refused(backend, cluster, &topology, *client.wants)
+                .await
+                .map_err(|error| Failed { error, answered: 0 })?;
+            if let Some(refusal) = refused {
+                out.buf.extend_from_slice(&refusal);
+                return Ok(None);
+            }
             out.buf.extend_from_slice(b"+OK\r\n");
             client.pin.multi = true;
             client.pin.queued = 0;
