@@ -334,12 +334,6 @@ async fn run_lane(
                 while let Ok(more) = rx.try_recv() {
                     queue(&mut wbuf, &mut waiting, &mut written, more, now);
                 }
-                // Let the sessions already woken hand over their batches
-                // too: one write for all of them.
-                tokio::task::yield_now().await;
-                while let Ok(more) = rx.try_recv() {
-                    queue(&mut wbuf, &mut waiting, &mut written, more, now);
-                }
                 if let Err(e) = conn.send(&wbuf).await {
                     break Some(Error::ConnectionLost(e.cause()));
                 }
