@@ -813,19 +813,18 @@ async fn cluster_slots_name_poolside_as_the_one_node() {
     poolside.shutdown().await;
 }
 
-/// Each node is verified by the name the slot map gives it: a node that
-/// announces the host name `localhost` with a certificate for 127.0.0.1
-/// only is refused, though the seed (127.0.0.1) passed; `tls.server_name`
-/// names the one name every node is verified against.
-#[tokio::test]
-async fn cluster_nodes_are_verified_by_their_own_names() {
-    let certs = common::tls::Certs::for_names(&["127.0.0.1"]);
+/// A TLS-only node (`certs`' server certificate, more redis-server `args`)
+/// that owns every slot, once its cluster is ok, and poolside's
+/// configuration for it (`rediss+cluster://`, trusting `certs`' CA).
+async fn tls_one_node_cluster(
+    certs: &common::tls::Certs,
+    args: &[&str],
+) -> (common::RedisServer, Config) {
     let conf = certs.dir.path().join("nodes.conf");
     let node = certs
         .redis_server(false)
         .args(["--cluster-enabled", "yes", "--tls-cluster", "yes"])
-        .args(["--cluster-announce-hostname", "localhost"])
-        .args(["--cluster-preferred-endpoint-type", "hostname"])
+        .args(args.iter().copied())
         .arg("--cluster-config-file")
         .arg(conf.display().to_string())
         .start()
@@ -843,6 +842,23 @@ async fn cluster_nodes_are_verified_by_their_own_names() {
     let url = format!("rediss+cluster://127.0.0.1:{}", node.port());
     let mut config = Config::for_tests(&url);
     config.tls.ca_file = Some(certs.ca.clone());
+    (node, config)
+}
+
+/// Each node is verified by the name the slot map gives it: a node that
+/// announces the host name `localhost` with a certificate for 127.0.0.1
+/// only is refused, though the seed (127.0.0.1) passed; `tls.server_name`
+/// names the one name every node is verified against.
+#[tokio::test]
+async fn cluster_nodes_are_verified_by_their_own_names() {
+    let certs = common::tls::Certs::for_names(&["127.0.0.1"]);
+    let announce = [
+        "--cluster-announce-hostname",
+        "localhost",
+        "--cluster-preferred-endpoint-type",
+        "hostname",
+    ];
+    let (node, mut config) = tls_one_node_cluster(&certs, &announce).await;
     config.upstream.cluster.failover_hold_ms = 0;
     let poolside = poolside::app::start(config.clone())
         .await
@@ -877,27 +893,8 @@ async fn cluster_nodes_are_verified_by_their_own_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_cluster_over_tls_serves_clients() {
     let certs = common::tls::Certs::generate();
-    let conf = certs.dir.path().join("nodes.conf");
-    let node = certs
-        .redis_server(false)
-        .args(["--cluster-enabled", "yes", "--tls-cluster", "yes"])
-        .arg("--cluster-config-file")
-        .arg(conf.display().to_string())
-        .start()
-        .await;
+    let (node, config) = tls_one_node_cluster(&certs, &[]).await;
     let mut direct = node.direct_raw().await;
-    let added = raw(&mut direct, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).await;
-    assert_eq!(added, b"+OK\r\n");
-    let node_ref = &node;
-    wait_until(WAIT, "the one-node cluster is ok", || async move {
-        let mut c = node_ref.direct_raw().await;
-        let info = raw(&mut c, &["CLUSTER", "INFO"]).await;
-        String::from_utf8_lossy(&info).contains("cluster_state:ok")
-    })
-    .await;
-    let url = format!("rediss+cluster://127.0.0.1:{}", node.port());
-    let mut config = Config::for_tests(&url);
-    config.tls.ca_file = Some(certs.ca.clone());
     let poolside = poolside::app::start(config).await.expect("poolside starts");
     let mut client = RawClient::connect(poolside.client_addr).await;
     for i in 0..20 {
