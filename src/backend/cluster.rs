@@ -622,17 +622,10 @@ pub(super) async fn fix_redirects(
     mark: usize,
 ) {
     let frames = frames(batch);
-    let mut scanner = ReplyScanner::default();
-    let mut ranges = Vec::with_capacity(frames.len());
-    let mut at = mark;
-    for _ in &frames {
-        match scanner.scan(out, at) {
-            Ok(Some(end)) => ranges.push(at..end),
-            // Not the batch's replies whole (never expected): as they are.
-            _ => return,
-        }
-        at = ranges.last().map_or(at, |r| r.end);
-    }
+    // Not the batch's replies whole (never expected): as they are.
+    let Some(ranges) = reply_ranges(out, mark, Some(frames.len())) else {
+        return;
+    };
     let how = Sending {
         wants,
         limit: backend.reply_limit(super::plan::Wait::None),
@@ -686,18 +679,9 @@ pub(super) fn redirects_to_crossslot(out: &mut BytesMut, mark: usize) {
     {
         return;
     }
-    let mut scanner = ReplyScanner::default();
-    let mut ranges = Vec::new();
-    let mut at = mark;
-    while at < out.len() {
-        match scanner.scan(out, at) {
-            Ok(Some(end)) => {
-                ranges.push(at..end);
-                at = end;
-            }
-            _ => return,
-        }
-    }
+    let Some(ranges) = reply_ranges(out, mark, None) else {
+        return;
+    };
     let tail = out.split_off(mark);
     for range in ranges {
         let reply = &tail[range.start - mark..range.end - mark];
@@ -707,6 +691,20 @@ pub(super) fn redirects_to_crossslot(out: &mut BytesMut, mark: usize) {
             r => r,
         });
     }
+}
+
+/// The ranges of the whole replies in `buf` from `from` on: `count` of
+/// them, or every one to the end (`None`); `None` when they are not whole.
+fn reply_ranges(buf: &[u8], from: usize, count: Option<usize>) -> Option<Vec<Range<usize>>> {
+    let mut scanner = ReplyScanner::default();
+    let mut ranges = Vec::with_capacity(count.unwrap_or(4));
+    let mut at = from;
+    while count.map_or(at < buf.len(), |n| ranges.len() < n) {
+        let end = scanner.scan(buf, at).ok()??;
+        ranges.push(at..end);
+        at = end;
+    }
+    Some(ranges)
 }
 
 /// Where one command goes.
@@ -1620,18 +1618,7 @@ async fn on_lane(
             }
         }
     }
-    let mut ranges = Vec::with_capacity(batch.len());
-    let mut scanner = ReplyScanner::default();
-    let mut at = 0;
-    for _ in batch {
-        match scanner.scan(&out, at) {
-            Ok(Some(end)) => {
-                ranges.push(at..end);
-                at = end;
-            }
-            _ => return Err(Error::Internal),
-        }
-    }
+    let ranges = reply_ranges(&out, 0, Some(batch.len())).ok_or(Error::Internal)?;
     backend.traffic.round_trip_done(started.elapsed());
     Ok((out, ranges))
 }

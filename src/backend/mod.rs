@@ -326,21 +326,20 @@ impl Exec {
             let cluster = cluster.clone();
             return Box::pin(self.execute_on_cluster(&cluster, plan, client, out)).await;
         }
-        if let Mode::Multiplexed(mux) = &self.backend.mode {
-            if plan.shareable && self.pinned.is_none() && plan.stream_from.is_none() {
-                let limit = self.backend.reply_buffer;
-                let socket = self.client.as_ref();
-                let inbox = self.inbox.get_or_insert_with(|| Inbox::new(limit, socket));
-                let backend = &self.backend;
-                let wants = *client.wants;
-                let ran = execute_shared(backend, mux, None, inbox, plan, wants, out).await;
-                if ran.is_err() {
-                    // Pieces of the failed batch may still come: not on the
-                    // next batch's channel.
-                    self.inbox = None;
-                }
-                return ran;
+        let multiplexed = matches!(self.backend.mode, Mode::Multiplexed(_));
+        if multiplexed && plan.shareable && self.pinned.is_none() && plan.stream_from.is_none() {
+            let limit = self.backend.reply_buffer;
+            let socket = self.client.as_ref();
+            let inbox = self.inbox.get_or_insert_with(|| Inbox::new(limit, socket));
+            let backend = &self.backend;
+            let wants = *client.wants;
+            let ran = execute_shared(backend, None, inbox, plan, wants, out).await;
+            if ran.is_err() {
+                // Pieces of the failed batch may still come: not on the
+                // next batch's channel.
+                self.inbox = None;
             }
+            return ran;
         }
         // Boxed (one allocation per batch on this path): a checkout's state
         // is about 1.7 KiB, which would otherwise be part of every session's
@@ -393,9 +392,7 @@ impl Exec {
             let socket = self.client.as_ref();
             let inbox = self.inbox.get_or_insert_with(|| Inbox::new(limit, socket));
             let (backend, wants) = (&self.backend, *client.wants);
-            let mux = &node.mux;
-            let ran =
-                execute_shared(backend, mux, Some(node.clone()), inbox, plan, wants, out).await;
+            let ran = execute_shared(backend, Some(node), inbox, plan, wants, out).await;
             match ran {
                 Ok(ran) => return Ok(ran),
                 // The node is down and nothing was sent: the split path

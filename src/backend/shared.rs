@@ -83,19 +83,36 @@ struct Batch {
     node: Option<Arc<NodeLanes>>,
 }
 
-/// Multiplexed mode: hands the batch to a shared lane (of `mux`, or of a
-/// cluster's `node`) and waits for its replies on the client's own channel,
-/// spilling a big batch's pieces to the client as they come; or defers it
-/// (see the module doc) and returns.
+/// The lanes a batch goes to: its cluster node's, else the backend's.
+fn lanes<'a>(backend: &'a Backend, node: &'a Option<Arc<NodeLanes>>) -> Option<&'a Multiplexer> {
+    match (node, &backend.mode) {
+        (Some(node), _) => Some(&node.mux),
+        (None, Mode::Multiplexed(mux)) => Some(mux),
+        (None, _) => None,
+    }
+}
+
+/// Multiplexed mode: hands the batch to a shared lane (the backend's, or
+/// a cluster `node`'s) and waits for its replies on the client's own
+/// channel, spilling a big batch's pieces to the client as they come; or
+/// defers it (see the module doc) and returns.
 pub(super) async fn execute_shared(
     backend: &Backend,
-    mux: &Multiplexer,
     node: Option<Arc<NodeLanes>>,
     inbox: &mut Inbox,
     plan: &mut Plan,
     wants: Wants,
     out: &mut Out<'_>,
 ) -> Result<Option<Upstream>, Failed> {
+    // The batch keeps its node (for a re-send, and its redirects).
+    let held = node.clone();
+    let Some(mux) = lanes(backend, &held) else {
+        // Never: the callers have lanes.
+        return Err(Failed {
+            error: Error::Internal,
+            answered: 0,
+        });
+    };
     let mut batch = Batch {
         node,
         bytes: plan.upstream.split().freeze(),
@@ -159,11 +176,9 @@ pub(super) async fn settle(
         return Ok(());
     };
     let node = batch.node.clone();
-    let mux = match (&node, &backend.mode) {
-        (Some(node), _) => &node.mux,
-        (None, Mode::Multiplexed(mux)) => mux,
-        // Never: only shared batches are deferred.
-        (None, _) => return Ok(()),
+    // Never without lanes: only shared batches are deferred.
+    let Some(mux) = lanes(backend, &node) else {
+        return Ok(());
     };
     let waits = inbox.early.is_some() || inbox.direct.as_ref().is_some_and(|d| d.wait());
     if !waits {
