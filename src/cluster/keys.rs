@@ -5,6 +5,7 @@
 //! move with their arguments are read here as Redis' own `getkeys`
 //! procedures read them.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::sentinel::value::Value;
@@ -83,36 +84,57 @@ impl KeyTable {
 
     /// The command `args` only reads (the servers flag it `readonly`).
     pub fn is_readonly(&self, args: &[&[u8]]) -> bool {
-        self.spec(args).is_some_and(|(_, spec)| spec.readonly)
+        self.spec(args).is_some_and(|spec| spec.readonly)
     }
 
-    /// The command's key positions, and its name in lower case.
-    fn spec(&self, args: &[&[u8]]) -> Option<(Vec<u8>, &KeySpec)> {
-        let lower = args.first()?.to_ascii_lowercase();
-        let spec = if self.containers.contains(&lower) {
-            let sub = args.get(1)?;
-            let mut full = lower.clone();
-            full.push(b'|');
-            full.extend(sub.iter().map(u8::to_ascii_lowercase));
-            self.specs.get(&full)
+    /// The command's key positions (a container's by its subcommand).
+    /// Looked up for every command routed: names are lower-cased on the
+    /// stack, not in an allocation.
+    fn spec(&self, args: &[&[u8]]) -> Option<&KeySpec> {
+        let name = *args.first()?;
+        let mut buf = [0u8; NAME_BUF];
+        let lower = lowered(&[name], &mut buf);
+        if self.containers.contains(&*lower) {
+            let sub = *args.get(1)?;
+            let mut full = [0u8; NAME_BUF];
+            self.specs.get(&*lowered(&[name, b"|", sub], &mut full))
         } else {
-            self.specs.get(&lower)
-        };
-        spec.map(|spec| (lower, spec))
+            self.specs.get(&*lower)
+        }
     }
 
     /// Where the keys of the command `args` (`args[0]` its name) are.
     pub fn keys(&self, args: &[&[u8]]) -> Keys {
-        let Some((lower, spec)) = self.spec(args) else {
+        let Some(spec) = self.spec(args) else {
             return Keys::None;
         };
         if spec.movable {
-            if let Some(keys) = movable_keys(&lower, args) {
+            let mut buf = [0u8; NAME_BUF];
+            if let Some(keys) = movable_keys(&lowered(&args[..1], &mut buf), args) {
                 return keys;
             }
         }
         legacy_keys(spec, args.len())
     }
+}
+
+/// Longest lower-cased name (with its `|subcommand`) kept on the stack.
+const NAME_BUF: usize = 64;
+
+/// `parts` joined and lower-cased: in `buf` when they fit, else allocated.
+fn lowered<'b>(parts: &[&[u8]], buf: &'b mut [u8; NAME_BUF]) -> Cow<'b, [u8]> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > NAME_BUF {
+        return Cow::Owned(parts.concat().to_ascii_lowercase());
+    }
+    let mut at = 0;
+    for part in parts {
+        for (d, s) in buf[at..].iter_mut().zip(part.iter()) {
+            *d = s.to_ascii_lowercase();
+        }
+        at += part.len();
+    }
+    Cow::Borrowed(&buf[..len])
 }
 
 /// The legacy `first, last, step` range over `argc` arguments.
