@@ -234,12 +234,18 @@ pub enum Event {
 }
 
 /// One client's handle on the backend.
+/// A client's own connection, kept between its batches.
+struct Pinned {
+    conn: Upstream,
+    /// Cluster mode: the node pool `conn` came from.
+    pool: Option<Pool>,
+}
+
 pub struct Exec {
     backend: Arc<Backend>,
     /// Held while the client's state needs it (MULTI, WATCH, CLIENT TRACKING).
-    pinned: Option<Upstream>,
-    /// Cluster mode: the node pool `pinned` came from.
-    pinned_pool: Option<Pool>,
+    /// Boxed: most clients never pin, and this is part of every session.
+    pinned: Option<Box<Pinned>>,
     /// Cluster mode: the client's MULTI was answered here; it goes to the
     /// node of the next batch's first key, ahead of that batch.
     held_multi: bool,
@@ -256,7 +262,6 @@ impl Exec {
         Exec {
             backend,
             pinned: None,
-            pinned_pool: None,
             held_multi: false,
             inbox: None,
             client,
@@ -295,9 +300,9 @@ impl Exec {
     /// Resolves when the session must act while it waits for its client
     /// (cancel-safe); never while nothing is pinned or deferred.
     pub async fn event(&mut self) -> Event {
-        if let Some(conn) = &self.pinned {
-            let pool = self.pinned_pool.as_ref().unwrap_or(&self.backend.pool);
-            pool.moved_from(conn.generation).await;
+        if let Some(pinned) = &self.pinned {
+            let pool = pinned.pool.as_ref().unwrap_or(&self.backend.pool);
+            pool.moved_from(pinned.conn.generation).await;
             return Event::PinMoved;
         }
         match self.inbox.as_mut() {
@@ -412,9 +417,9 @@ impl Exec {
             cluster::execute_split(backend, cluster, &topology, plan, *client.wants, out).await?;
             return Ok(None);
         }
-        let pool = match (&self.pinned, &self.pinned_pool) {
-            (Some(_), Some(pool)) => pool.clone(),
-            _ => cluster.pool_for(&cluster.node_for_batch(&topology, plan)),
+        let pool = match self.pinned.as_ref().and_then(|p| p.pool.as_ref()) {
+            Some(pool) => pool.clone(),
+            None => cluster.pool_for(&cluster.node_for_batch(&topology, plan)),
         };
         let mark = out.buf.len();
         let in_transaction = client.pin.multi
@@ -455,7 +460,7 @@ impl Exec {
         loop {
             let was_pinned = self.pinned.is_some();
             let pool = node.as_ref().unwrap_or(&self.backend.pool);
-            let mut conn = match self.pinned.take() {
+            let mut conn = match self.pinned.take().map(|p| p.conn) {
                 Some(mut conn) if pool.primary().is_some() && pool.is_stale(&conn) => {
                     // Its MULTI / WATCH / tracking lives on a node that is
                     // no longer the primary: the client must start again there.
@@ -521,8 +526,8 @@ impl Exec {
                 return Ok(Some(conn));
             }
             if client.pin.active() {
-                self.pinned = Some(conn);
-                self.pinned_pool = node.clone();
+                let pool = node.clone();
+                self.pinned = Some(Box::new(Pinned { conn, pool }));
             }
             return Ok(None);
         }
@@ -531,10 +536,9 @@ impl Exec {
     /// RESET, or the client is gone: a pinned connection carries state (a
     /// transaction, WATCH, tracking) and is closed, not reused.
     pub fn release(&mut self) {
-        if let Some(mut conn) = self.pinned.take() {
-            conn.mark_broken();
+        if let Some(mut pinned) = self.pinned.take() {
+            pinned.conn.mark_broken();
         }
-        self.pinned_pool = None;
         self.held_multi = false;
     }
 }

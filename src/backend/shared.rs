@@ -144,7 +144,8 @@ pub(super) async fn execute_shared(
         return Ok(None);
     }
     let mark = out.buf.len();
-    let redirected = receive(backend, mux, inbox, &mut batch, out).await?;
+    // Boxed, as in `settle`: most batches are deferred.
+    let redirected = Box::pin(receive(backend, mux, inbox, &mut batch, out)).await?;
     if redirected {
         // Boxed: the redirects' state is no part of every session's future.
         Box::pin(follow_redirects(backend, &batch, out, mark)).await;
@@ -187,7 +188,10 @@ pub(super) async fn settle(
     }
     let replies = batch.replies;
     let mark = out.buf.len();
-    let redirected = receive(backend, mux, inbox, &mut batch, out)
+    // Boxed: when the lane wrote the replies (above) the session waits for
+    // nothing, and this state would be part of every session's future,
+    // idle or not.
+    let redirected = Box::pin(receive(backend, mux, inbox, &mut batch, out))
         .await
         .map_err(|failed| (failed, replies))?;
     if redirected {
