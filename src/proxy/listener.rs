@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{tcp, unix, TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::session::Session;
 use super::socket::{ClientSocket, Split};
@@ -87,11 +87,12 @@ fn admit<S>(
         return;
     }
     traffic.client_connected();
-    let (shared, shutdown) = (shared.clone(), shutdown.clone());
-    // The session is made inside the task, so that the task holds it once
-    // (in `run`'s state) and not a second time as a captured value.
+    let mut session = Session::new(shared.clone(), socket, shutdown.clone());
+    debug!(client = session.id(), peer, "client connected");
+    // Made here, not inside the task: the task then holds the session and
+    // nothing else of what made it.
     sessions.spawn(async move {
-        Session::new(shared, socket, shutdown).run(&peer).await;
+        session.run().await;
         traffic.client_disconnected();
     });
 }

@@ -94,15 +94,17 @@ impl<S: ClientSocket> Session<S> {
         }
     }
 
-    /// Serves the client until the session ends. By reference: an async
-    /// fn's by-value argument is stored in its future twice (the argument,
-    /// then the moved local), which every session would pay for.
-    pub async fn run(&mut self, peer: &str) {
-        let id = self.client_state.id;
-        debug!(client = id, peer, "client connected");
+    /// Serves the client until the session ends. By reference, and with
+    /// nothing else to keep: every byte of this future is every session's.
+    pub async fn run(&mut self) {
         let end = self.serve().await;
         self.exec.release();
-        debug!(client = id, peer, reason = ?end, "client disconnected");
+        debug!(client = self.id(), reason = ?end, "client disconnected");
+    }
+
+    /// The client's id (`CLIENT ID`), which names it in the log.
+    pub fn id(&self) -> u64 {
+        self.client_state.id
     }
 
     async fn serve(&mut self) -> End {
