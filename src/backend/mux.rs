@@ -98,29 +98,38 @@ impl Multiplexer {
 
     /// Queues a batch on the least busy lane, opening a lane when all are saturated.
     pub async fn submit(&self, mut req: MuxRequest) -> Result<(), Error> {
-        // Sentinel mode: no lane takes a batch while a failover holds. The
-        // waits here (for a failover, for a lane to open) are rare, and boxed:
-        // unboxed, their state (about 1.4 KiB) would be part of every
-        // session's future, idle or not.
+        // Sentinel mode: no lane takes a batch while a failover holds.
         if self.pool.holds() {
-            Box::pin(self.pool.ready()).await?;
+            self.pool.ready().await?;
         }
         loop {
             let lane = match self.pick() {
                 Some(lane) => lane,
-                None => Box::pin(self.open_lane()).await?,
+                None => self.open_lane().await?,
             };
-            lane.in_flight.fetch_add(1, Ordering::AcqRel);
-            match lane.tx.send(req) {
+            match send(&lane, req) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(back)) => {
-                    // The lane closed before taking it: nothing was written, try another.
-                    lane.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    lane.closed.store(true, Ordering::Release);
-                    req = back;
-                }
+                Err(back) => req = back,
             }
         }
+    }
+
+    /// Queues a batch on a lane now if one takes it without waiting (no
+    /// failover holds, no lane must open); else gives it back, for
+    /// [`Multiplexer::submit`]. The sessions' path: the waits' state (about
+    /// 1.4 KiB) and the batch (held twice by an async fn's by-value
+    /// argument) would otherwise be part of every session's future, idle or not.
+    pub fn try_submit(&self, mut req: MuxRequest) -> Result<(), MuxRequest> {
+        if self.pool.holds() {
+            return Err(req);
+        }
+        while let Some(lane) = self.pick() {
+            match send(&lane, req) {
+                Ok(()) => return Ok(()),
+                Err(back) => req = back,
+            }
+        }
+        Err(req)
     }
 
     /// The least busy open lane, unless every lane is saturated (or held
@@ -387,6 +396,17 @@ async fn run_lane(
             }
         }
     }
+}
+
+/// Queues `req` on `lane`; gives it back when the lane closed before
+/// taking it (nothing was written: it may go to another).
+fn send(lane: &Lane, req: MuxRequest) -> Result<(), MuxRequest> {
+    lane.in_flight.fetch_add(1, Ordering::AcqRel);
+    lane.tx.send(req).map_err(|mpsc::error::SendError(back)| {
+        lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+        lane.closed.store(true, Ordering::Release);
+        back
+    })
 }
 
 /// A batch the lane will not write: its client submits it again.

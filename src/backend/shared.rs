@@ -216,7 +216,11 @@ async fn submit(
         direct,
         started: batch.started,
     };
-    mux.submit(req)
+    let Err(req) = mux.try_submit(req) else {
+        return Ok(());
+    };
+    // Boxed: see `try_submit`.
+    Box::pin(mux.submit(req))
         .await
         .map_err(|error| Failed { error, answered: 0 })
 }
