@@ -214,19 +214,23 @@ impl<S: ClientSocket> Session<S> {
         if self.settle().await.is_err() {
             return Some(Flow::Abort);
         }
-        let batch = Batch {
-            buf: &self.rbuf,
-            scanner: &self.scanner,
-            frames: &self.frames,
-        };
-        let shared = &self.shared;
-        planner::plan(
-            &shared.policy,
-            &shared.traffic,
-            &mut self.client_state,
-            &batch,
-            &mut self.plan,
-        );
+        // In a block: what is not held across the awaits below is not
+        // part of every session's future.
+        {
+            let batch = Batch {
+                buf: &self.rbuf,
+                scanner: &self.scanner,
+                frames: &self.frames,
+            };
+            let shared = &self.shared;
+            planner::plan(
+                &shared.policy,
+                &shared.traffic,
+                &mut self.client_state,
+                &batch,
+                &mut self.plan,
+            );
+        }
         if self.plan.may_block {
             // Boxed, like the other rare paths (a stream, a malformed
             // frame): their state would be part of every session's future.
@@ -276,31 +280,33 @@ impl<S: ClientSocket> Session<S> {
                 .reserve(self.rbuf.capacity().clamp(INITIAL_BUFFER, MAX_READ));
         }
         loop {
-            let deadline = match (partial_since, self.shared.idle_timeout) {
-                (Some(t), _) => Some((t + self.shared.frame_timeout, End::FrameTimeout)),
-                (None, Some(idle)) => Some((Instant::now() + idle, End::IdleTimeout)),
-                (None, None) => None,
+            // A partial frame's deadline, else the idle one (`idle`).
+            let (deadline, idle) = match (partial_since, self.shared.idle_timeout) {
+                (Some(t), _) => (Some(t + self.shared.frame_timeout), false),
+                (None, Some(idle)) => (Some(Instant::now() + idle), true),
+                (None, None) => (None, true),
             };
             // Without a deadline the timer branch is never polled, so no timer is
             // registered per read: it showed in profiles of 1000-client runs.
             let timed = deadline.is_some();
-            let (at, why) = deadline.unwrap_or((Instant::now(), End::IdleTimeout));
+            let at = deadline.unwrap_or_else(Instant::now);
             tokio::select! {
                 biased;
                 read = read_client(&mut self.client, &mut self.rbuf) => return read.map_err(End::Io),
                 _ = tokio::time::sleep_until(at.into()), if timed => {
-                    if matches!(why, End::IdleTimeout) && self.exec.deferred_in_flight() {
+                    if idle && self.exec.deferred_in_flight() {
                         // The client waits for its replies: not idle. The
                         // timer starts again once they are in.
                         self.settle().await?;
                         continue;
                     }
                     self.settle().await?;
-                    if matches!(why, End::FrameTimeout) {
-                        write_error(&mut self.wbuf, "ERR Protocol error: incomplete command timed out");
-                        let _ = self.flush().await;
+                    if idle {
+                        return Err(End::IdleTimeout);
                     }
-                    return Err(why);
+                    write_error(&mut self.wbuf, "ERR Protocol error: incomplete command timed out");
+                    let _ = self.flush().await;
+                    return Err(End::FrameTimeout);
                 }
                 _ = self.shutdown.changed() => {
                     self.settle().await?;
