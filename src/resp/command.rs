@@ -34,17 +34,27 @@ impl Frame {
     }
 }
 
+/// Flags an argument range whose bytes are in [`CommandScanner`]'s decoded
+/// inline arguments, not in the client's buffer.
+const DECODED: usize = 1 << (usize::BITS - 1);
+
 /// Scans commands out of a client's read buffer, resuming an incomplete frame
 /// where the last call stopped instead of starting it over.
 #[derive(Debug)]
 pub struct CommandScanner {
     limits: Limits,
-    /// Argument byte ranges of every frame scanned since the last `consume`.
+    /// Argument byte ranges of every frame scanned since the last `consume`:
+    /// in the client's buffer, or (flagged [`DECODED`]) in `decoded`.
     pub args: Vec<Range<usize>>,
+    /// Inline arguments Redis unquotes (`"a b"`, `\x41`), as Redis reads
+    /// them: not bytes of the client's buffer. Empty (unallocated) unless
+    /// a client sends such a line.
+    decoded: Vec<u8>,
     frame_start: usize,
     pos: usize,
-    /// Bulk strings still expected in the frame in progress; `None` before its header.
-    remaining: Option<usize>,
+    /// Bulk strings still expected in the frame in progress (at most
+    /// `MAX_MULTIBULK_LEN`, a `u32`); `None` before its header.
+    remaining: Option<u32>,
     frame_first_arg: usize,
 }
 
@@ -54,6 +64,7 @@ impl CommandScanner {
             limits,
             // Empty until the first frame: an idle client should cost little.
             args: Vec::new(),
+            decoded: Vec::new(),
             frame_start: 0,
             pos: 0,
             remaining: None,
@@ -61,14 +72,19 @@ impl CommandScanner {
         }
     }
 
-    /// The argument `i` of `frame` as bytes of `buf`.
+    /// The argument `i` of `frame`: bytes of `buf`, or of an inline
+    /// argument as Redis unquoted it.
     #[inline]
-    pub fn arg<'b>(&self, buf: &'b [u8], frame: &Frame, i: usize) -> Option<&'b [u8]> {
+    pub fn arg<'a>(&'a self, buf: &'a [u8], frame: &Frame, i: usize) -> Option<&'a [u8]> {
         let idx = frame.args.0 as usize + i;
         if idx >= frame.args.1 as usize {
             return None;
         }
-        buf.get(self.args[idx].clone())
+        let r = self.args[idx].clone();
+        if r.start & DECODED != 0 {
+            return self.decoded.get(r.start & !DECODED..r.end & !DECODED);
+        }
+        buf.get(r)
     }
 
     /// The next complete frame, `Ok(None)` when the buffer holds only part of one.
@@ -100,7 +116,7 @@ impl CommandScanner {
                 return Err(ProtocolError::TooManyArgs(self.limits.max_args));
             }
             self.pos = cr + 2;
-            self.remaining = Some(n.max(0) as usize);
+            self.remaining = Some(n.max(0) as u32);
         }
         while let Some(left) = self.remaining.filter(|n| *n > 0) {
             if self.pos >= buf.len() {
@@ -132,10 +148,11 @@ impl CommandScanner {
     }
 
     /// An inline command: a line ending at the first `\n` (a `\r` before it
-    /// is dropped), found as Redis finds it (a NUL byte before it hides it).
-    /// A line Redis' `sdssplitargs` refuses (unbalanced quotes) is refused
-    /// with Redis' error; the arguments are split at whitespace all the same
-    /// (see [`CommandScanner::write_frame`] for why not as Redis splits them).
+    /// is dropped), found as Redis finds it (a NUL byte before it hides it),
+    /// and split into arguments as Redis' `sdssplitargs` splits it (quotes,
+    /// escapes); a line it refuses (unbalanced quotes) is refused with
+    /// Redis' error. The arguments are what poolside classifies, checks and
+    /// forwards (re-encoded as an array, see [`CommandScanner::write_frame`]).
     fn scan_inline(&mut self, buf: &[u8]) -> Result<Option<Frame>, ProtocolError> {
         let start = self.frame_start;
         let nl = match memchr::memchr2(b'\n', 0, &buf[start..]) {
@@ -153,23 +170,116 @@ impl CommandScanner {
         if line_end > start && buf[line_end - 1] == b'\r' {
             line_end -= 1;
         }
-        if !quotes_balanced(&buf[start..line_end]) {
+        let first = self.args.len();
+        if self.split_inline(buf, start, line_end).is_err() {
+            self.args.truncate(first);
             return Err(ProtocolError::UnbalancedQuotes);
         }
+        Ok(Some(self.finish_frame(end)))
+    }
+
+    /// Redis' `sdssplitargs` (sds.c) over `buf[start..end]`, with `end` as
+    /// its NUL (the line holds none: the search for `\n` stopped at any).
+    /// Between arguments C's `isspace` is skipped; an unquoted run ends at a
+    /// space, `\t`, `\r` or `\n` (so `\v` and `\f` belong to it); a quote
+    /// anywhere in a word opens a quoted part, which must close and be
+    /// followed by a space or the end. Inside `"..."`, `\xHH` is one byte,
+    /// `\n \r \t \b \a` are control bytes and `\` escapes any other;
+    /// inside `'...'` only `\'` is an escape. An argument without quotes is
+    /// a range of `buf`; one with quotes is decoded into `decoded`.
+    fn split_inline(&mut self, buf: &[u8], start: usize, end: usize) -> Result<(), ()> {
+        let at = |i: usize| if i < end { buf[i] } else { 0 };
         let mut i = start;
-        while i < line_end {
-            while i < line_end && buf[i].is_ascii_whitespace() {
+        loop {
+            while at(i) != 0 && is_c_space(at(i)) {
                 i += 1;
             }
-            let s = i;
-            while i < line_end && !buf[i].is_ascii_whitespace() {
-                i += 1;
+            if at(i) == 0 {
+                return Ok(());
             }
-            if i > s {
-                self.args.push(s..i);
+            let word = i;
+            // Where the argument's decoded bytes start, once it has a quote.
+            let mut decoded_from: Option<usize> = None;
+            let (mut in_double, mut in_single) = (false, false);
+            loop {
+                let c = at(i);
+                // The byte the argument gains, if any.
+                let mut byte = None;
+                let mut done = false;
+                if in_double {
+                    if c == b'\\' && at(i + 1) == b'x' && is_hex(at(i + 2)) && is_hex(at(i + 3)) {
+                        byte = Some(hex(at(i + 2)) * 16 + hex(at(i + 3)));
+                        i += 3;
+                    } else if c == b'\\' && at(i + 1) != 0 {
+                        i += 1;
+                        byte = Some(match at(i) {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                    } else if c == b'"' {
+                        if at(i + 1) != 0 && !is_c_space(at(i + 1)) {
+                            return Err(());
+                        }
+                        done = true;
+                    } else if c == 0 {
+                        return Err(());
+                    } else {
+                        byte = Some(c);
+                    }
+                } else if in_single {
+                    if c == b'\\' && at(i + 1) == b'\'' {
+                        i += 1;
+                        byte = Some(b'\'');
+                    } else if c == b'\'' {
+                        if at(i + 1) != 0 && !is_c_space(at(i + 1)) {
+                            return Err(());
+                        }
+                        done = true;
+                    } else if c == 0 {
+                        return Err(());
+                    } else {
+                        byte = Some(c);
+                    }
+                } else {
+                    match c {
+                        b' ' | b'\n' | b'\r' | b'\t' | 0 => done = true,
+                        b'"' | b'\'' => {
+                            in_double = c == b'"';
+                            in_single = c == b'\'';
+                            if decoded_from.is_none() {
+                                // The plain bytes before the quote come first.
+                                decoded_from = Some(self.decoded.len());
+                                self.decoded.extend_from_slice(&buf[word..i]);
+                            }
+                        }
+                        _ => byte = Some(c),
+                    }
+                }
+                if let (Some(b), Some(_)) = (byte, decoded_from) {
+                    self.decoded.push(b);
+                }
+                if done {
+                    break;
+                }
+                if at(i) != 0 {
+                    i += 1;
+                }
+            }
+            match decoded_from {
+                None => self.args.push(word..i),
+                Some(from) => {
+                    let to = self.decoded.len();
+                    self.args.push(from | DECODED..to | DECODED);
+                }
+            }
+            if at(i) != 0 {
+                i += 1;
             }
         }
-        Ok(Some(self.finish_frame(end)))
     }
 
     fn finish_frame(&mut self, end: usize) -> Frame {
@@ -205,8 +315,17 @@ impl CommandScanner {
     pub fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.frame_start);
         self.args.drain(..self.frame_first_arg);
+        let mut decoded = false;
         for r in &mut self.args {
-            *r = r.start - n..r.end - n;
+            if r.start & DECODED != 0 {
+                decoded = true;
+            } else {
+                *r = r.start - n..r.end - n;
+            }
+        }
+        if !decoded {
+            // Freed, not kept: such lines are rare.
+            self.decoded = Vec::new();
         }
         self.frame_first_arg = 0;
         self.frame_start -= n;
@@ -268,70 +387,13 @@ fn is_c_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
-/// Whether Redis' `sdssplitargs` (sds.c) accepts `line`, an inline command
-/// without its line ending: every quoted part closed, each closing quote
-/// followed by a space or the end of the line. A quote anywhere in a word
-/// opens a quoted part; inside `"..."`, `\` escapes the next byte and
-/// `\xHH` is one byte; inside `'...'`, only `\'` is an escape. A
-/// translation of that loop, with the end of `line` as its NUL.
-fn quotes_balanced(line: &[u8]) -> bool {
-    let at = |i: usize| line.get(i).copied().unwrap_or(0);
-    let mut i = 0;
-    loop {
-        while at(i) != 0 && is_c_space(at(i)) {
-            i += 1;
-        }
-        if at(i) == 0 {
-            return true;
-        }
-        let (mut in_double, mut in_single) = (false, false);
-        loop {
-            let c = at(i);
-            let mut done = false;
-            if in_double {
-                if c == b'\\'
-                    && at(i + 1) == b'x'
-                    && at(i + 2).is_ascii_hexdigit()
-                    && at(i + 3).is_ascii_hexdigit()
-                {
-                    i += 3;
-                } else if c == b'\\' && at(i + 1) != 0 {
-                    i += 1;
-                } else if c == b'"' {
-                    if at(i + 1) != 0 && !is_c_space(at(i + 1)) {
-                        return false;
-                    }
-                    done = true;
-                } else if c == 0 {
-                    return false;
-                }
-            } else if in_single {
-                if c == b'\\' && at(i + 1) == b'\'' {
-                    i += 1;
-                } else if c == b'\'' {
-                    if at(i + 1) != 0 && !is_c_space(at(i + 1)) {
-                        return false;
-                    }
-                    done = true;
-                } else if c == 0 {
-                    return false;
-                }
-            } else {
-                match c {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => done = true,
-                    b'"' => in_double = true,
-                    b'\'' => in_single = true,
-                    _ => {}
-                }
-            }
-            if at(i) != 0 {
-                i += 1;
-            }
-            if done {
-                break;
-            }
-        }
-    }
+fn is_hex(c: u8) -> bool {
+    c.is_ascii_hexdigit()
+}
+
+/// The value of a hex digit (one [`is_hex`] accepts).
+fn hex(c: u8) -> u8 {
+    char::from(c).to_digit(16).unwrap_or(0) as u8
 }
 
 #[cfg(test)]
@@ -396,7 +458,7 @@ mod tests {
         }
         assert_eq!(
             &out[..],
-            b"*1\r\n$4\r\nPING\r\n*2\r\n$10\r\n\"FLUSHALL\"\r\n$2\r\nx\x0b\r\n"
+            b"*1\r\n$4\r\nPING\r\n*2\r\n$8\r\nFLUSHALL\r\n$2\r\nx\x0b\r\n"
         );
     }
 
@@ -564,24 +626,36 @@ mod tests {
     }
 
     #[test]
-    fn quotes_are_checked_as_redis_splits_inline_commands() {
-        for line in [
-            &b""[..],
-            b"   ",
-            b"PING",
-            b"SET k v",
-            b"SET \"a b\" c",
-            b"SET 'a b' c",
-            b"SET \"a\\\" b\"",
-            b"SET \"\\x41\"",
-            b"SET 'it\\'s'",
-            b"SET a\"b c\"",
-            b"SET \"a\"\x0b",
-            b"\"FLUSHALL\"",
-            b"\x0b",
-        ] {
-            assert!(quotes_balanced(line), "{}", line.escape_ascii());
-        }
+    fn inline_commands_are_split_as_redis_splits_them() {
+        let split = |line: &[u8]| -> Vec<Vec<u8>> {
+            let mut input = line.to_vec();
+            input.extend_from_slice(b"\r\n");
+            let frames =
+                scan_all(&input).unwrap_or_else(|e| panic!("{}: {e:?}", line.escape_ascii()));
+            frames.into_iter().next().unwrap_or_default()
+        };
+        let v = |args: &[&[u8]]| args.iter().map(|a| a.to_vec()).collect::<Vec<_>>();
+        assert_eq!(split(b""), v(&[]));
+        assert_eq!(split(b"   "), v(&[]));
+        assert_eq!(split(b"\x0b"), v(&[]));
+        assert_eq!(split(b"SET k  v"), v(&[b"SET", b"k", b"v"]));
+        assert_eq!(split(b"SET \"a b\" c"), v(&[b"SET", b"a b", b"c"]));
+        assert_eq!(split(b"SET 'a b' c"), v(&[b"SET", b"a b", b"c"]));
+        assert_eq!(split(b"SET \"a\\\" b\""), v(&[b"SET", b"a\" b"]));
+        assert_eq!(
+            split(b"ECHO \"\\x41\\n\\t\\r\\b\\a\\q\""),
+            v(&[b"ECHO", b"A\n\t\r\x08\x07q"])
+        );
+        assert_eq!(split(b"ECHO \"\\x4g\""), v(&[b"ECHO", b"x4g"]));
+        assert_eq!(split(b"SET 'it\\'s'"), v(&[b"SET", b"it's"]));
+        assert_eq!(split(b"SET 'a\\nb'"), v(&[b"SET", b"a\\nb"]));
+        assert_eq!(split(b"SET a\"b c\""), v(&[b"SET", b"ab c"]));
+        assert_eq!(split(b"SET \"a\"\x0b"), v(&[b"SET", b"a"]));
+        assert_eq!(split(b"SET \"a b\" "), v(&[b"SET", b"a b"]));
+        assert_eq!(split(b"\"FLUSHALL\""), v(&[b"FLUSHALL"]));
+        assert_eq!(split(b"x\x0by\x0cz"), v(&[b"x\x0by\x0cz"]));
+        assert_eq!(split(b"\x0c a"), v(&[b"a"]));
+        assert_eq!(split(b"SET \"\""), v(&[b"SET", b""]));
         for line in [
             &b"SET \"a b"[..],
             b"SET 'a b",
@@ -594,7 +668,33 @@ mod tests {
             b"\"",
             b"'",
         ] {
-            assert!(!quotes_balanced(line), "{}", line.escape_ascii());
+            let mut input = line.to_vec();
+            input.extend_from_slice(b"\r\n");
+            assert_eq!(
+                scan_all(&input),
+                Err(ProtocolError::UnbalancedQuotes),
+                "{}",
+                line.escape_ascii()
+            );
         }
+    }
+
+    #[test]
+    fn decoded_inline_arguments_survive_consume() {
+        let input = b"SET \"a b\" 'c'\r\n*1\r\n$4\r\nPI";
+        let mut s = CommandScanner::new(Limits::default());
+        let f = s.next_frame(input).unwrap().unwrap();
+        assert_eq!(s.arg(input, &f, 1), Some(&b"a b"[..]));
+        assert!(s.next_frame(input).unwrap().is_none());
+        s.consume(f.end);
+        let mut rest = input[f.end..].to_vec();
+        rest.extend_from_slice(b"NG\r\nECHO \"x\"\r\n");
+        let g = s.next_frame(&rest).unwrap().unwrap();
+        assert_eq!(s.arg(&rest, &g, 0), Some(&b"PING"[..]));
+        let h = s.next_frame(&rest).unwrap().unwrap();
+        assert_eq!(s.arg(&rest, &h, 1), Some(&b"x"[..]));
+        let mut out = BytesMut::new();
+        s.write_frame(&rest, &h, &mut out);
+        assert_eq!(&out[..], b"*2\r\n$4\r\nECHO\r\n$1\r\nx\r\n");
     }
 }
