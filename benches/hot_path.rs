@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use poolside::command::classify;
+use poolside::command::{classify, counted_index};
 use poolside::resp::write_command;
 use poolside::resp::{CommandScanner, Limits, ReplyScanner};
 
@@ -82,6 +82,27 @@ fn classify_commands(c: &mut Criterion) {
     });
 }
 
+fn count_commands(c: &mut Criterion) {
+    // Counted names in client spelling, and one that is not counted.
+    let names: [&[u8]; 8] = [
+        b"GET",
+        b"set",
+        b"HGETALL",
+        b"evalsha",
+        b"BLPOP",
+        b"expire",
+        b"MULTI",
+        b"NO-SUCH-COMMAND",
+    ];
+    c.bench_function("counted_index_8_names", |b| {
+        b.iter(|| {
+            for name in names {
+                black_box(counted_index(black_box(name)));
+            }
+        })
+    });
+}
+
 fn split_replies(c: &mut Criterion) {
     let mut group = c.benchmark_group("split_replies");
     for n in [16usize, 1000] {
@@ -101,5 +122,11 @@ fn split_replies(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scan_commands, classify_commands, split_replies);
+criterion_group!(
+    benches,
+    scan_commands,
+    classify_commands,
+    count_commands,
+    split_replies
+);
 criterion_main!(benches);

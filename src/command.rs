@@ -270,16 +270,47 @@ const COUNTED_KEYS: [u128; COUNTED.len()] = {
     keys
 };
 
+/// Slots of the direct-mapped table over [`COUNTED_KEYS`]: four per name,
+/// so most names have a slot of their own.
+const SLOTS: usize = 256;
+
+/// A packed name's slot: its two halves folded, Fibonacci-hashed to 8 bits.
+const fn slot_of(key: u128) -> usize {
+    let folded = (key as u64) ^ ((key >> 64) as u64);
+    (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize
+}
+
+/// For each slot, 1 + the index of the first counted name found there, or 0.
+/// A name whose slot another took is found by the binary search instead.
+const COUNTED_SLOTS: [u8; SLOTS] = {
+    assert!(COUNTED.len() < u8::MAX as usize);
+    let mut slots = [0u8; SLOTS];
+    let mut i = 0;
+    while i < COUNTED.len() {
+        let slot = slot_of(COUNTED_KEYS[i]);
+        if slots[slot] == 0 {
+            slots[slot] = (i + 1) as u8;
+        }
+        i += 1;
+    }
+    slots
+};
+
 /// Index of `name` in [`COUNTED`], or `COUNTED.len()` for `other`. Never
-/// allocates; one integer binary search (it runs for every command).
+/// allocates; one table probe, a binary search only where two names share
+/// a slot (it runs for every command).
 pub fn counted_index(name: &[u8]) -> usize {
     // A NUL would pack as the padding ("GET\0" as "GET").
     if name.len() > 16 || name.contains(&0) {
         return COUNTED.len();
     }
-    COUNTED_KEYS
-        .binary_search(&pack(name))
-        .unwrap_or(COUNTED.len())
+    let key = pack(name);
+    match COUNTED_SLOTS[slot_of(key)] {
+        // No counted name has this slot.
+        0 => COUNTED.len(),
+        at if COUNTED_KEYS[usize::from(at) - 1] == key => usize::from(at) - 1,
+        _ => COUNTED_KEYS.binary_search(&key).unwrap_or(COUNTED.len()),
+    }
 }
 
 #[cfg(test)]
