@@ -1595,7 +1595,10 @@ async fn on_lane(
             direct: None,
             started,
         };
-        mux.submit(req).await?;
+        if let Err(req) = mux.try_submit(req) {
+            // Boxed, as a session's submit is: the waits are rare.
+            Box::pin(mux.submit(req)).await?;
+        }
         loop {
             let piece = match backlog.0.recv().await {
                 Ok(piece) => piece,
