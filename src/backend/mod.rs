@@ -233,7 +233,6 @@ pub enum Event {
     Replies,
 }
 
-/// One client's handle on the backend.
 /// A client's own connection, kept between its batches.
 struct Pinned {
     conn: Upstream,
@@ -241,6 +240,7 @@ struct Pinned {
     pool: Option<Pool>,
 }
 
+/// One client's handle on the backend.
 pub struct Exec {
     backend: Arc<Backend>,
     /// Held while the client's state needs it (MULTI, WATCH, CLIENT TRACKING).
