@@ -200,56 +200,49 @@ impl CommandScanner {
             let word = i;
             // Where the argument's decoded bytes start, once it has a quote.
             let mut decoded_from: Option<usize> = None;
-            let (mut in_double, mut in_single) = (false, false);
+            // The quote the argument is inside, if any.
+            let mut quote: Option<u8> = None;
             loop {
                 let c = at(i);
                 // The byte the argument gains, if any.
                 let mut byte = None;
                 let mut done = false;
-                if in_double {
-                    if c == b'\\' && at(i + 1) == b'x' && is_hex(at(i + 2)) && is_hex(at(i + 3)) {
-                        byte = Some(hex(at(i + 2)) * 16 + hex(at(i + 3)));
-                        i += 3;
-                    } else if c == b'\\' && at(i + 1) != 0 {
-                        i += 1;
-                        byte = Some(match at(i) {
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'b' => 0x08,
-                            b'a' => 0x07,
-                            other => other,
-                        });
-                    } else if c == b'"' {
+                match quote {
+                    Some(q) if c == b'\\' => match (q, at(i + 1)) {
+                        (b'"', b'x') if is_hex(at(i + 2)) && is_hex(at(i + 3)) => {
+                            byte = Some(hex(at(i + 2)) * 16 + hex(at(i + 3)));
+                            i += 3;
+                        }
+                        (b'"', next) if next != 0 => {
+                            i += 1;
+                            byte = Some(match next {
+                                b'n' => b'\n',
+                                b'r' => b'\r',
+                                b't' => b'\t',
+                                b'b' => 0x08,
+                                b'a' => 0x07,
+                                other => other,
+                            });
+                        }
+                        (b'\'', b'\'') => {
+                            i += 1;
+                            byte = Some(b'\'');
+                        }
+                        // A backslash that escapes nothing is itself.
+                        _ => byte = Some(c),
+                    },
+                    Some(q) if c == q => {
                         if at(i + 1) != 0 && !is_c_space(at(i + 1)) {
                             return Err(());
                         }
                         done = true;
-                    } else if c == 0 {
-                        return Err(());
-                    } else {
-                        byte = Some(c);
                     }
-                } else if in_single {
-                    if c == b'\\' && at(i + 1) == b'\'' {
-                        i += 1;
-                        byte = Some(b'\'');
-                    } else if c == b'\'' {
-                        if at(i + 1) != 0 && !is_c_space(at(i + 1)) {
-                            return Err(());
-                        }
-                        done = true;
-                    } else if c == 0 {
-                        return Err(());
-                    } else {
-                        byte = Some(c);
-                    }
-                } else {
-                    match c {
+                    Some(_) if c == 0 => return Err(()),
+                    Some(_) => byte = Some(c),
+                    None => match c {
                         b' ' | b'\n' | b'\r' | b'\t' | 0 => done = true,
                         b'"' | b'\'' => {
-                            in_double = c == b'"';
-                            in_single = c == b'\'';
+                            quote = Some(c);
                             if decoded_from.is_none() {
                                 // The plain bytes before the quote come first.
                                 decoded_from = Some(self.decoded.len());
@@ -257,7 +250,7 @@ impl CommandScanner {
                             }
                         }
                         _ => byte = Some(c),
-                    }
+                    },
                 }
                 if let (Some(b), Some(_)) = (byte, decoded_from) {
                     self.decoded.push(b);
