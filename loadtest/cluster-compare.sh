@@ -35,7 +35,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$ROOT/loadtest/lib.sh"
 # A node's cluster bus listens on its port + 10000: keep both under 65536.
 node_port() {
     local port

@@ -33,6 +33,7 @@ EOF
 }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$ROOT/loadtest/lib.sh"
 rounds=3 quick=0 scenarios=a,b,c,d,e,f,g targets_wanted="" presets=baseline,stress,ultimate
 connections=persistent,per-request lt_duration="" fleet_maxclients=500 out="" build=1 keep=0
 command_line="loadtest/compare.sh $*"
@@ -187,18 +188,7 @@ if want multiplexed; then
 fi
 
 if want twemproxy; then
-    cat >"$work/nutcracker.yml" <<EOF
-compare:
-  listen: 127.0.0.1:${ports[5]}
-  redis: true
-  hash: fnv1a_64
-  distribution: ketama
-  preconnect: true
-  auto_eject_hosts: false
-  server_connections: 1
-  servers:
-    - 127.0.0.1:$redis_port:1
-EOF
+    twemproxy_config compare "${ports[5]}" "$redis_port" >"$work/nutcracker.yml"
     nutcracker -t -c "$work/nutcracker.yml" >"$work/nutcracker-check.log" 2>&1 ||
         die "nutcracker rejected its config: $(cat "$work/nutcracker-check.log")"
     nutcracker -c "$work/nutcracker.yml" -o "$work/nutcracker.log" -p "$work/nutcracker.pid" \

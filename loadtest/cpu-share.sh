@@ -5,7 +5,7 @@
 # /proc/PID/stat) that redis-benchmark, the proxy and Redis used, and their
 # sum as cores busy over the run's wall time. On a machine with fewer cores
 # than processes this tells a proxy that costs CPU from one that waits.
-# twemproxy's configuration is compare.sh's.
+# twemproxy's configuration is compare.sh's (loadtest/lib.sh).
 #
 #   loadtest/cpu-share.sh [ROUNDS] [-- redis-benchmark args]
 #   loadtest/cpu-share.sh 3 -- -c 50 -P 16 -n 3000000 -t get    # scenario (b), the default
@@ -23,7 +23,7 @@ bin=target/release/poolside
 bin=$PWD/$bin
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. loadtest/lib.sh
 wait_pong() {
     for _ in $(seq 200); do
         [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
@@ -56,18 +56,7 @@ ports=("$redis_port" "$ps_port")
 proxies=("" "$ps_pid")
 if command -v nutcracker >/dev/null; then
     tw_port=$(free_port)
-    cat >"$work/nutcracker.yml" <<EOF
-pool:
-  listen: 127.0.0.1:$tw_port
-  redis: true
-  hash: fnv1a_64
-  distribution: ketama
-  preconnect: true
-  auto_eject_hosts: false
-  server_connections: 1
-  servers:
-    - 127.0.0.1:$redis_port:1
-EOF
+    twemproxy_config pool "$tw_port" "$redis_port" >"$work/nutcracker.yml"
     nutcracker -c "$work/nutcracker.yml" -s "$(free_port)" -o "$work/nutcracker.log" \
         -p "$work/nutcracker.pid" &
     tw_pid=$!

@@ -15,7 +15,7 @@ bin=${2:-target/release/poolside}
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 ulimit -n $((3 * n + 100)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. loadtest/lib.sh
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
