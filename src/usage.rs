@@ -183,12 +183,28 @@ pub fn spawn_sampler<F>(
     window: Duration,
     tick: Duration,
     mut observe: F,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()>
 where
     F: FnMut(&Window, u32, u32) + Send + 'static,
 {
     let max = pool.snapshot().max_connections;
+    spawn_every(tick, shutdown, move || {
+        usage.record(&pool, traffic.commands_total());
+        let summary = usage.summarize(window);
+        observe(&summary, pool.snapshot().in_use, max);
+    })
+}
+
+/// Calls `f` every `tick` (a late tick delays the next) until shutdown.
+pub fn spawn_every<F>(
+    tick: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    mut f: F,
+) -> JoinHandle<()>
+where
+    F: FnMut() + Send + 'static,
+{
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(tick);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -197,9 +213,7 @@ where
                 _ = ticks.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            usage.record(&pool, traffic.commands_total());
-            let summary = usage.summarize(window);
-            observe(&summary, pool.snapshot().in_use, max);
+            f();
         }
     })
 }

@@ -19,7 +19,7 @@ use super::recommend::{recommend, Inputs, OPTIMAL};
 use crate::alerts::Thresholds;
 use crate::backend::cluster::Cluster;
 use crate::pool::Pool;
-use crate::usage::Usage;
+use crate::usage::{self, Usage};
 
 /// What poolside watches of one node.
 struct Watch {
@@ -166,17 +166,9 @@ pub fn node_lines(sizing: &[NodeSizing]) -> Vec<String> {
 pub fn spawn_sampler(
     nodes: Arc<ClusterNodes>,
     tick: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(tick);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            nodes.sample(&shutdown);
-        }
-    })
+    // The node watches it starts stop with the same signal.
+    let theirs = shutdown.clone();
+    usage::spawn_every(tick, shutdown, move || nodes.sample(&theirs))
 }
