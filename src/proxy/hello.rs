@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 
 use super::local::ClientState;
-use crate::resp::{write_error, CommandScanner, Frame};
+use crate::resp::{write_error, write_error_quoting, CommandScanner, Frame};
 
 /// The protocol HELLO asks for (`Some(None)`: keep the current one), or
 /// `None` after the refusal was written to `out`.
@@ -48,7 +48,7 @@ pub fn check(
             i += 3;
         } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
             let n = arg(i + 1).unwrap_or_default();
-            if n.iter().any(|b| *b <= b' ' || *b > b'~') {
+            if !super::local::valid_attr(n) {
                 return refuse(
                     out,
                     "ERR Client names cannot contain spaces, newlines or special characters.",
@@ -57,8 +57,8 @@ pub fn check(
             name = Some(n);
             i += 2;
         } else {
-            let shown = String::from_utf8_lossy(opt);
-            return refuse(out, &format!("ERR Syntax error in HELLO option '{shown}'"));
+            write_error_quoting(out, &[b"ERR Syntax error in HELLO option '", opt, b"'"]);
+            return None;
         }
     }
     if let Some((user, pass)) = auth {

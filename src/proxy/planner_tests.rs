@@ -288,3 +288,40 @@ fn batches_running_scripts_are_never_resendable() {
     assert!(!f.plan(&[&["EVALSHA_RO", "abc", "0"]]).resendable);
     assert!(f.plan(&[&["GET", "k"]]).resendable);
 }
+
+#[test]
+fn client_setinfo_answers_as_redis_7_2() {
+    // Redis 7.2's clientSetinfoCommand and validateClientAttr (networking.c).
+    let mut f = Fixture::new();
+    let plan = f.plan(&[
+        &["CLIENT", "SETINFO", "lib-name", "redis-py"],
+        &["CLIENT", "SETINFO", "LIB-VER", "8.1.0"],
+        &["CLIENT", "SETINFO", "Lib-Name", "has space"],
+        &["CLIENT", "SETINFO", "lib-name", "caf\u{e9}"],
+        &["CLIENT", "SETINFO", "lib-name", ""],
+        &["CLIENT", "SETINFO", "flavour", "x"],
+        &["CLIENT", "SETINFO", "lib-name"],
+    ]);
+    assert_eq!(
+        shape(plan),
+        [
+            "L:+OK",
+            "L:+OK",
+            "L:-ERR Lib-Name cannot contain spaces, newlines or special characters.",
+            "L:-ERR lib-name cannot contain spaces, newlines or special characters.",
+            "L:+OK",
+            "L:-ERR Unrecognized option 'flavour'",
+            "L:-ERR wrong number of arguments for 'client|setinfo' command",
+        ]
+    );
+    // A NUL byte: refused in a name, as Redis 7.0 refuses it; an option is
+    // quoted up to it, as Redis' `%s` prints it.
+    let plan = f.plan(&[&["CLIENT", "SETNAME", "app\0x"], &["HELLO", "3", "B\0X"]]);
+    assert_eq!(
+        shape(plan),
+        [
+            "L:-ERR Client names cannot contain spaces, newlines or special characters.",
+            "L:-ERR Syntax error in HELLO option 'B'"
+        ]
+    );
+}

@@ -12,7 +12,10 @@ mod command;
 mod reply;
 
 pub use command::{CommandScanner, Frame};
-pub use reply::{decimal, write_bulk, write_command, write_error, write_simple, ReplyScanner};
+pub use reply::{
+    decimal, write_bulk, write_command, write_error, write_error_quoting, write_simple,
+    ReplyScanner,
+};
 
 /// Hard limits applied while scanning client input.
 #[derive(Debug, Clone, Copy)]

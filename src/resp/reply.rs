@@ -122,6 +122,21 @@ pub fn write_error(out: &mut BytesMut, msg: &str) {
     out.put_slice(b"\r\n");
 }
 
+/// An error reply made of `parts` (the first starts with its code), for a
+/// message that quotes what the client sent as Redis' `%s` prints it: its
+/// bytes as they are, up to a NUL. Line breaks are replaced, as in
+/// [`write_error`] (Redis' `addReplyErrorFormat` does the same).
+pub fn write_error_quoting(out: &mut BytesMut, parts: &[&[u8]]) {
+    out.put_u8(b'-');
+    for part in parts {
+        let part = part.split(|b| *b == 0).next().unwrap_or_default();
+        for b in part {
+            out.put_u8(if *b == b'\r' || *b == b'\n' { b' ' } else { *b });
+        }
+    }
+    out.put_slice(b"\r\n");
+}
+
 pub fn write_bulk(out: &mut BytesMut, data: Option<&[u8]>) {
     match data {
         None => out.put_slice(b"$-1\r\n"),
