@@ -91,6 +91,23 @@ impl ClusterAsk {
     }
 }
 
+impl Local {
+    /// The command as a client wrote it, for poolside's own errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Local::Auth => "AUTH",
+            Local::Hello => "HELLO",
+            Local::Quit => "QUIT",
+            Local::Reset => "RESET",
+            Local::ClientSetName => "CLIENT SETNAME",
+            Local::ClientGetName => "CLIENT GETNAME",
+            Local::ClientSetInfo => "CLIENT SETINFO",
+            Local::ClientReply => "CLIENT REPLY",
+            Local::Cluster(_) => "CLUSTER",
+        }
+    }
+}
+
 /// Longest command name in the table; longer names are plain `Stateless`.
 const MAX_NAME: usize = 24;
 

@@ -427,3 +427,47 @@ both_modes! {
         poolside.shutdown().await;
     }
 }
+
+both_modes! {
+    /// Redis queues CLIENT SETNAME, AUTH and the like inside MULTI and runs
+    /// them at EXEC; poolside answers them itself, so it refuses them there
+    /// as Redis refuses a command it will not queue: the transaction is
+    /// discarded at EXEC, and nothing in it ran (RESET still runs at once).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_answered_by_poolside_abort_a_transaction(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |_| {}).await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        let queued = Reply::Simple("QUEUED".into());
+        client.command(&["MULTI"]).await.expect_ok();
+        assert_eq!(client.command(&["SET", "k", "1"]).await, queued);
+        for args in [&["CLIENT", "SETNAME", "app"][..], &["CLIENT", "REPLY", "OFF"]] {
+            let refused = client.command(args).await.expect_error();
+            assert!(
+                refused.starts_with("ERR Command not allowed inside a transaction"),
+                "{args:?}: {refused}"
+            );
+        }
+        assert_eq!(client.command(&["INCR", "n"]).await, queued);
+        let exec = client.command(&["EXEC"]).await.expect_error();
+        assert!(exec.starts_with("EXECABORT"), "{exec}");
+        assert_eq!(client.command(&["GET", "k"]).await, Reply::Bulk(None));
+        assert_eq!(client.command(&["GET", "n"]).await, Reply::Bulk(None));
+        assert_eq!(
+            client.command(&["CLIENT", "GETNAME"]).await,
+            Reply::Bulk(None),
+            "the refused SETNAME never ran"
+        );
+        // RESET inside MULTI runs at once and ends the transaction.
+        client.command(&["MULTI"]).await.expect_ok();
+        assert_eq!(client.command(&["SET", "k", "2"]).await, queued);
+        assert_eq!(
+            client.command(&["RESET"]).await,
+            Reply::Simple("RESET".into())
+        );
+        let exec = client.command(&["EXEC"]).await.expect_error();
+        assert!(exec.contains("EXEC without MULTI"), "{exec}");
+        assert_eq!(client.command(&["GET", "k"]).await, Reply::Bulk(None));
+        poolside.shutdown().await;
+    }
+}

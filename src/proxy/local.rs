@@ -149,10 +149,11 @@ impl ClientState {
             Local::Hello => unreachable_hello(out),
             // The state is reset by `reset()` once the commands before
             // RESET in the pipeline have run (RESET ends its plan).
-            Local::Reset => {
+            Local::Reset if argc == 1 => {
                 write_simple(out, "RESET");
                 return Answer::Reset;
             }
+            Local::Reset => wrong_arity(out, "reset"),
             Local::ClientSetName => match arg(2) {
                 Some(name) if argc == 3 => _ = self.set_name(name, out),
                 _ => wrong_arity(out, "client|setname"),

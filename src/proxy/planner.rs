@@ -9,7 +9,9 @@ use super::local::{self, Answer, ClientState};
 use super::policy::{self, Policy};
 use crate::backend::{Plan, Remote};
 use crate::command::{allowed_before_auth, classify, Class, Local};
-use crate::resp::{decimal, write_command, write_error, CommandScanner, Frame};
+use crate::resp::{
+    decimal, write_command, write_error, write_error_quoting, CommandScanner, Frame,
+};
 use crate::traffic::Traffic;
 
 /// A client batch as the session read it: whole frames of `buf`.
@@ -48,7 +50,7 @@ pub fn plan(
         // RESET and CLIENT REPLY ON are answered whatever the reply mode
         // (Redis clears it first); everything else follows it.
         let silent = client.take_silence();
-        plan.silence_next(silent && !always_answered(class, scanner.arg(buf, f, 2)));
+        plan.silence_next(silent && !always_answered(class, f.argc(), scanner.arg(buf, f, 2)));
         if answered_before_auth(client, name, sub, class, plan)
             || refused_by_policy(policy, traffic, client, in_multi, name, sub, plan)
         {
@@ -71,6 +73,27 @@ pub fn plan(
                 plan.rest = Some(f.end);
                 return;
             }
+            // Redis queues these and runs them at EXEC, but poolside answers
+            // them itself: they cannot be in the transaction. Refused as
+            // Redis refuses a command it will not queue, which discards the
+            // transaction at EXEC (QUIT and RESET run at once, as in Redis).
+            Class::Local(Local::Reset) if in_multi && f.argc() != 1 => {
+                client.pin.doomed = true;
+                plan.push_local(|out| local::wrong_arity(out, "reset"));
+                continue;
+            }
+            Class::Local(l) if in_multi && !matches!(l, Local::Quit | Local::Reset) => {
+                client.pin.doomed = true;
+                plan.push_local(|out| {
+                    let text = [
+                        &b"ERR Command not allowed inside a transaction (poolside answers "[..],
+                        l.name().as_bytes(),
+                        b" itself)",
+                    ];
+                    write_error_quoting(out, &text);
+                });
+                continue;
+            }
             Class::Local(l) => {
                 match plan.push_local(|out| client.answer(l, buf, scanner, f, out)) {
                     Answer::Close => {
@@ -87,6 +110,7 @@ pub fn plan(
                 continue;
             }
             Class::Unsupported(msg) => {
+                client.pin.doomed |= in_multi;
                 plan.push_local(|out| write_error(out, &format!("ERR poolside: {msg}")));
                 continue;
             }
@@ -199,11 +223,15 @@ fn write_hello(proto: Option<u8>, up: &mut bytes::BytesMut) {
     }
 }
 
-/// Answered even under CLIENT REPLY OFF/SKIP: RESET, CLIENT REPLY ON.
-fn always_answered(class: Class, mode: Option<&[u8]>) -> bool {
+/// Answered even under CLIENT REPLY OFF/SKIP: RESET, CLIENT REPLY ON. Not
+/// with the wrong number of arguments: Redis refuses those before running
+/// them, and the refusal is a reply like any other.
+fn always_answered(class: Class, argc: usize, mode: Option<&[u8]>) -> bool {
     match class {
-        Class::Local(Local::Reset) => true,
-        Class::Local(Local::ClientReply) => mode.is_some_and(|m| m.eq_ignore_ascii_case(b"ON")),
+        Class::Local(Local::Reset) => argc == 1,
+        Class::Local(Local::ClientReply) => {
+            argc == 3 && mode.is_some_and(|m| m.eq_ignore_ascii_case(b"ON"))
+        }
         _ => false,
     }
 }

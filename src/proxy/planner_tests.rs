@@ -259,6 +259,27 @@ fn client_reply_off_and_skip_silence_replies_but_keep_the_commands() {
 }
 
 #[test]
+fn reset_and_reply_on_with_extra_arguments_are_refused_and_follow_the_reply_mode() {
+    let mut f = Fixture::new();
+    let plan = f.plan(&[&["RESET", "x"], &["PING"]]);
+    assert_eq!(
+        shape(plan),
+        [
+            "L:-ERR wrong number of arguments for 'reset' command",
+            "R:Plain"
+        ]
+    );
+    // Under CLIENT REPLY OFF Redis refuses them before they run: silently.
+    let plan = f.plan(&[
+        &["CLIENT", "REPLY", "OFF"],
+        &["RESET", "x"],
+        &["CLIENT", "REPLY", "ON", "x"],
+        &["CLIENT", "REPLY", "ON"],
+    ]);
+    assert_eq!(shape(plan), ["L:+OK"]);
+}
+
+#[test]
 fn resp3_tracking_streams_so_invalidations_can_arrive_any_time() {
     let mut f = Fixture::new();
     f.client.wants.proto = 3;
@@ -324,4 +345,39 @@ fn client_setinfo_answers_as_redis_7_2() {
             "L:-ERR Syntax error in HELLO option 'B'"
         ]
     );
+}
+
+#[test]
+fn commands_poolside_answers_are_refused_inside_multi_and_doom_it() {
+    let mut f = Fixture::new();
+    let plan = f.plan(&[
+        &["MULTI"],
+        &["CLIENT", "SETNAME", "app"],
+        &["AUTH", "secret"],
+        &["SET", "k", "v"],
+        &["EXEC"],
+        &["CLIENT", "GETNAME"],
+    ]);
+    let refused = "L:-ERR Command not allowed inside a transaction (poolside answers";
+    let got = shape(plan);
+    assert_eq!(got[0], "R:Multi");
+    assert!(got[1].starts_with(refused) && got[1].ends_with("CLIENT SETNAME itself)"));
+    assert!(got[2].starts_with(refused) && got[2].ends_with("AUTH itself)"));
+    assert_eq!(got[3], "R:Plain");
+    assert_eq!(got[4], "R:ExecAborted", "EXEC discards what was queued");
+    assert_eq!(got[5], "L:$-1", "the refused SETNAME never ran");
+    assert!(f.client.name.is_none());
+    // QUIT and RESET run at once inside MULTI, as in Redis; a RESET with
+    // arguments is refused before it runs, and dooms the transaction.
+    let plan = f.plan(&[&["MULTI"], &["RESET", "x"], &["EXEC"]]);
+    assert_eq!(
+        shape(plan),
+        [
+            "R:Multi",
+            "L:-ERR wrong number of arguments for 'reset' command",
+            "R:ExecAborted"
+        ]
+    );
+    let plan = f.plan(&[&["MULTI"], &["RESET"]]);
+    assert_eq!(shape(plan), ["R:Multi", "L:+RESET"]);
 }
