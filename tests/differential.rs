@@ -294,6 +294,27 @@ fn corpus() -> Vec<Entry> {
             .cmd(&["RESET"])
             .cmd(&["HGETALL", h])
             .cmd(&["CLIENT", "GETNAME"]),
+        Entry::new("errors of the commands poolside answers itself")
+            .cmd(&["RESET", "x"])
+            .cmd(&["CLIENT", "SETNAME"])
+            .cmd(&["CLIENT", "SETNAME", "a b"])
+            .cmd(&["CLIENT", "GETNAME", "x"])
+            .cmd(&["CLIENT", "REPLY", "bogus"])
+            .cmd(&["CLIENT", "REPLY", "ON", "x"])
+            .cmd(&["HELLO", "3", "SETNAME", "a b"])
+            .cmd(&["HELLO", "2", "bogus"])
+            .cmd(&["HELLO", "0"])
+            .cmd(&["AUTH"])
+            .cmd(&["AUTH", "a", "b", "c"])
+            .cmd(&["AUTH", "nopass"])
+            .cmd(&["SELECT", "abc"])
+            .cmd(&["SELECT", "16"])
+            // Refused before it runs: the transaction is discarded.
+            .cmd(&["MULTI"])
+            .cmd(&["SET", s, "in-multi"])
+            .cmd(&["RESET", "x"])
+            .cmd(&["EXEC"])
+            .cmd(&["GET", s]),
     ]
 }
 
