@@ -511,6 +511,26 @@ both_modes! {
             b"-EXECABORT Transaction discarded because of previous errors.\r\n"
         );
         assert_eq!(raw(&mut client, &["MGET", &x, &y]).await, b"*2\r\n$-1\r\n$-1\r\n");
+        // A command poolside answers itself cannot be queued: refused, and
+        // EXEC is the EXECABORT of a transaction with a refused command,
+        // before (the MULTI is still held) or after the first key.
+        let refused = b"-ERR Command not allowed inside a transaction (poolside answers CLIENT SETNAME itself)\r\n";
+        for setname_first in [true, false] {
+            assert_eq!(raw(&mut client, &["MULTI"]).await, b"+OK\r\n");
+            if setname_first {
+                assert_eq!(raw(&mut client, &["CLIENT", "SETNAME", "a"]).await, refused);
+            }
+            assert_eq!(raw(&mut client, &["SET", &x, "1"]).await, b"+QUEUED\r\n");
+            if !setname_first {
+                assert_eq!(raw(&mut client, &["CLIENT", "SETNAME", "a"]).await, refused);
+            }
+            assert_eq!(
+                raw(&mut client, &["EXEC"]).await,
+                b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+            );
+            assert_eq!(raw(&mut client, &["GET", &x]).await, b"$-1\r\n");
+        }
+        assert_eq!(raw(&mut client, &["CLIENT", "GETNAME"]).await, b"$-1\r\n");
         // Nothing queued: EXEC and DISCARD answer as Redis does.
         assert_eq!(raw(&mut client, &["MULTI"]).await, b"+OK\r\n");
         assert_eq!(raw(&mut client, &["EXEC"]).await, b"*0\r\n");
