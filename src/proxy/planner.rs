@@ -83,15 +83,13 @@ pub fn plan(
                 continue;
             }
             Class::Local(l) if in_multi && !matches!(l, Local::Quit | Local::Reset) => {
-                client.pin.doomed = true;
-                plan.push_local(|out| {
-                    let text = [
-                        &b"ERR Command not allowed inside a transaction (poolside answers "[..],
-                        l.name().as_bytes(),
-                        b" itself)",
-                    ];
-                    write_error_quoting(out, &text);
-                });
+                refuse_in_multi(client, plan, l.name());
+                continue;
+            }
+            // Its reply is rewritten to describe the client (not the pooled
+            // connection), which cannot be done inside EXEC's array.
+            Class::ClientInfo if in_multi => {
+                refuse_in_multi(client, plan, "CLIENT INFO");
                 continue;
             }
             Class::Local(l) => {
@@ -153,6 +151,22 @@ pub fn plan(
         }
         plan.push_remote(remote, |up| scanner.write_frame(buf, f, up));
     }
+}
+
+/// A command poolside answers (or rewrites the answer of) itself, inside
+/// MULTI: Redis would queue it, but upstream it could not be this client's.
+/// Refused as Redis refuses a command it will not queue, which dooms the
+/// transaction (its EXEC becomes EXECABORT).
+fn refuse_in_multi(client: &mut ClientState, plan: &mut Plan, name: &str) {
+    client.pin.doomed = true;
+    plan.push_local(|out| {
+        let text = [
+            &b"ERR Command not allowed inside a transaction (poolside answers "[..],
+            name.as_bytes(),
+            b" itself)",
+        ];
+        write_error_quoting(out, &text);
+    });
 }
 
 /// EVAL, EVALSHA, FCALL and their read-only forms run user code.
