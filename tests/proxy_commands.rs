@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::raw::{RawClient, Read, Reply};
+use common::raw::{encode, RawClient, Read, Reply};
 use common::{both_modes, connect, ok, query, start_poolside, wait_until, RedisServer};
 use poolside::config::{PoolMode, Secret};
 use redis::Value;
@@ -468,6 +468,42 @@ both_modes! {
         let exec = client.command(&["EXEC"]).await.expect_error();
         assert!(exec.contains("EXEC without MULTI"), "{exec}");
         assert_eq!(client.command(&["GET", "k"]).await, Reply::Bulk(None));
+        poolside.shutdown().await;
+    }
+}
+
+both_modes! {
+    /// A client whose replies are off still gets its subscription's pushes
+    /// (Redis sends those whatever the reply mode) and nothing else: not a
+    /// PING's reply while subscribed. Back to request/reply, replies stay
+    /// off until CLIENT REPLY ON.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscriber_with_replies_off_gets_only_its_pushes(mode: PoolMode) {
+        let redis = RedisServer::start().await;
+        let poolside = start_poolside(&redis, mode, |_| {}).await;
+        let mut client = RawClient::connect(poolside.client_addr).await;
+        let mut publisher = RawClient::connect(poolside.client_addr).await;
+        let push = |kind: &str, second: &str, third: Reply| {
+            Reply::Array(Some(vec![Reply::bulk(kind), Reply::bulk(second), third]))
+        };
+        client.send(&encode(&["CLIENT", "REPLY", "OFF"])).await.unwrap();
+        client.send(&encode(&["SUBSCRIBE", "news"])).await.unwrap();
+        assert_eq!(client.reply().await, push("subscribe", "news", Reply::Int(1)));
+        assert_eq!(publisher.command(&["PUBLISH", "news", "m"]).await, Reply::Int(1));
+        assert_eq!(client.reply().await, push("message", "news", Reply::bulk("m")));
+        client.send(&encode(&["PING"])).await.unwrap();
+        client.send(&encode(&["UNSUBSCRIBE"])).await.unwrap();
+        assert_eq!(
+            client.reply().await,
+            push("unsubscribe", "news", Reply::Int(0)),
+            "the PING's reply is silenced, as Redis silences it"
+        );
+        client.send(&encode(&["GET", "k"])).await.unwrap();
+        client.command(&["CLIENT", "REPLY", "ON"]).await.expect_ok();
+        assert_eq!(
+            client.command(&["PING"]).await,
+            Reply::Simple("PONG".into())
+        );
         poolside.shutdown().await;
     }
 }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::local::ClientState;
+use super::local::{ClientState, ReplyMode};
 use super::planner::{self, Batch};
 use super::socket::ClientSocket;
 use super::Shared;
@@ -17,6 +17,10 @@ use crate::backend::{ClientView, Event, Exec, Out, Plan};
 use crate::error::{Error, Side};
 use crate::pool::Upstream;
 use crate::resp::{write_error, CommandScanner, Frame, ProtocolError};
+
+/// Sent ahead of a stream for a client whose replies are off; Redis
+/// answers it nothing.
+const CLIENT_REPLY_OFF: &[u8] = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n";
 
 /// A new client's read buffer.
 const INITIAL_BUFFER: usize = 1024;
@@ -414,6 +418,16 @@ impl<S: ClientSocket> Session<S> {
         let generation = conn.generation;
         let backend = self.shared.backend.clone();
         let upstream = conn.streaming();
+        if self.client_state.reply == ReplyMode::Off {
+            // poolside silences replies itself, but a stream's replies pass
+            // through untouched: Redis must know, and it then still sends
+            // the pushes (confirmations, messages) and silences the rest,
+            // as it does for such a client straight.
+            upstream
+                .write_all(CLIENT_REPLY_OFF)
+                .await
+                .map_err(End::Io)?;
+        }
         let result = tokio::select! {
             r = super::stream::pump(&mut self.client, upstream, pending, &self.shared) => r,
             _ = self.shutdown.changed() => Ok(None),
