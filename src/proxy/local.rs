@@ -200,7 +200,10 @@ impl ClientState {
         } else if mode.eq_ignore_ascii_case(b"OFF") {
             self.reply = ReplyMode::Off;
         } else if mode.eq_ignore_ascii_case(b"SKIP") {
-            self.reply = ReplyMode::Skip;
+            // Under OFF, Redis ignores SKIP: replies stay off.
+            if self.reply != ReplyMode::Off {
+                self.reply = ReplyMode::Skip;
+            }
         } else {
             write_error(out, "ERR syntax error");
         }

@@ -5,7 +5,7 @@
 
 use super::blocking;
 use super::hello;
-use super::local::{self, Answer, ClientState};
+use super::local::{self, Answer, ClientState, ReplyMode};
 use super::policy::{self, Policy};
 use crate::backend::{Plan, Remote};
 use crate::command::{allowed_before_auth, classify, Class, Local};
@@ -49,8 +49,10 @@ pub fn plan(
         let class = classify(name, sub);
         // RESET and CLIENT REPLY ON are answered whatever the reply mode
         // (Redis clears it first); everything else follows it.
+        let skipping = client.reply == ReplyMode::Skip;
         let silent = client.take_silence();
-        plan.silence_next(silent && !always_answered(class, f.argc(), scanner.arg(buf, f, 2)));
+        let mode = scanner.arg(buf, f, 2);
+        plan.silence_next(silent && !always_answered(class, f.argc(), mode, skipping));
         if answered_before_auth(client, name, sub, class, plan)
             || refused_by_policy(policy, traffic, client, in_multi, name, sub, plan)
         {
@@ -237,12 +239,14 @@ fn write_hello(proto: Option<u8>, up: &mut bytes::BytesMut) {
     }
 }
 
-/// Answered even under CLIENT REPLY OFF/SKIP: RESET, CLIENT REPLY ON. Not
-/// with the wrong number of arguments: Redis refuses those before running
-/// them, and the refusal is a reply like any other.
-fn always_answered(class: Class, argc: usize, mode: Option<&[u8]>) -> bool {
+/// Answered even under CLIENT REPLY OFF: RESET and CLIENT REPLY ON, which
+/// clear it before they answer; under SKIP only CLIENT REPLY ON (Redis'
+/// RESET clears what is set for the commands after it, not the skip of its
+/// own reply). Not with the wrong number of arguments: Redis refuses those
+/// before running them, and the refusal is a reply like any other.
+fn always_answered(class: Class, argc: usize, mode: Option<&[u8]>, skipping: bool) -> bool {
     match class {
-        Class::Local(Local::Reset) => argc == 1,
+        Class::Local(Local::Reset) => argc == 1 && !skipping,
         Class::Local(Local::ClientReply) => {
             argc == 3 && mode.is_some_and(|m| m.eq_ignore_ascii_case(b"ON"))
         }

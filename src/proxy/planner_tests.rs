@@ -280,6 +280,26 @@ fn reset_and_reply_on_with_extra_arguments_are_refused_and_follow_the_reply_mode
 }
 
 #[test]
+fn skip_is_ignored_under_off_and_silences_a_reset() {
+    // As Redis 7.0.15 answers them (checked straight against it).
+    let mut f = Fixture::new();
+    let plan = f.plan(&[
+        &["CLIENT", "REPLY", "OFF"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["PING"],
+        &["PING"],
+    ]);
+    assert_eq!(shape(plan), ["S:Plain", "S:Plain"], "still off");
+    let plan = f.plan(&[
+        &["CLIENT", "REPLY", "ON"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["RESET"],
+    ]);
+    assert_eq!(shape(plan), ["L:+OK"], "the skip covers RESET's own reply");
+    assert!(plan.reset, "which still resets");
+}
+
+#[test]
 fn resp3_tracking_streams_so_invalidations_can_arrive_any_time() {
     let mut f = Fixture::new();
     f.client.wants.proto = 3;
