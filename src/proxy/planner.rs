@@ -52,7 +52,10 @@ pub fn plan(
         let skipping = client.reply == ReplyMode::Skip;
         let silent = client.take_silence();
         let mode = scanner.arg(buf, f, 2);
-        plan.silence_next(silent && !always_answered(class, f.argc(), mode, skipping));
+        // Inside MULTI, CLIENT REPLY ON is refused, not run: silenced too.
+        let answered = always_answered(class, f.argc(), mode, skipping)
+            && !(in_multi && matches!(class, Class::Local(Local::ClientReply)));
+        plan.silence_next(silent && !answered);
         if answered_before_auth(client, name, sub, class, plan)
             || refused_by_policy(policy, traffic, client, in_multi, name, sub, plan)
         {

@@ -297,6 +297,15 @@ fn skip_is_ignored_under_off_and_silences_a_reset() {
     ]);
     assert_eq!(shape(plan), ["L:+OK"], "the skip covers RESET's own reply");
     assert!(plan.reset, "which still resets");
+    // Inside MULTI under OFF, CLIENT REPLY ON is refused, not run: silenced;
+    // RESET runs at once, clears OFF and answers.
+    let plan = f.plan(&[
+        &["CLIENT", "REPLY", "OFF"],
+        &["MULTI"],
+        &["CLIENT", "REPLY", "ON"],
+        &["RESET"],
+    ]);
+    assert_eq!(shape(plan), ["S:Multi", "L:+RESET"]);
 }
 
 #[test]

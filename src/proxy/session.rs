@@ -418,11 +418,12 @@ impl<S: ClientSocket> Session<S> {
         let generation = conn.generation;
         let backend = self.shared.backend.clone();
         let upstream = conn.streaming();
-        if self.client_state.reply == ReplyMode::Off {
+        if self.client_state.reply == ReplyMode::Off && !self.client_state.pin.multi {
             // poolside silences replies itself, but a stream's replies pass
             // through untouched: Redis must know, and it then still sends
             // the pushes (confirmations, messages) and silences the rest,
-            // as it does for such a client straight.
+            // as it does for such a client straight. (Inside MULTI it would
+            // only be queued: a stream that starts there is not silenced.)
             upstream
                 .write_all(CLIENT_REPLY_OFF)
                 .await
