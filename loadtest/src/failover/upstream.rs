@@ -149,7 +149,11 @@ impl Sentinels {
         let reply = timeout(self.limit, async {
             let conn = match cached {
                 Some(conn) => conn,
-                None => cached.insert(client.get_multiplexed_async_connection().await?),
+                None => cached.insert(
+                    client
+                        .get_multiplexed_async_connection_with_config(&control(self.limit))
+                        .await?,
+                ),
             };
             cmd.query_async::<T>(conn).await
         })
@@ -209,12 +213,24 @@ impl Sentinels {
     }
 }
 
+/// A control connection's timeouts: the run's `--timeout`, not the client
+/// library's defaults (a 500 ms response timeout, which a Sentinel on a busy
+/// machine can miss for SENTINEL FAILOVER).
+fn control(limit: Duration) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(limit))
+        .set_response_timeout(Some(limit))
+}
+
 /// The pid of the redis-server at `addr` (INFO server), checked against
 /// /proc so that only a redis-server listening on that port is ever killed.
 pub async fn redis_pid(addr: &str, limit: Duration) -> anyhow::Result<u32> {
     let client = Client::open(format!("redis://{addr}"))?;
     let info: String = timeout(limit, async {
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let config = control(limit);
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         redis::cmd("INFO")
             .arg("server")
             .query_async(&mut conn)
@@ -261,7 +277,10 @@ pub async fn connect_primary(addr: &str, limit: Duration) -> anyhow::Result<Mult
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let attempt = timeout(Duration::from_secs(1), async {
-            let mut conn = client.get_multiplexed_async_connection().await?;
+            let config = control(limit);
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
             let role: redis::Value = redis::cmd("ROLE").query_async(&mut conn).await?;
             RedisResult::Ok((conn, role))
         })
