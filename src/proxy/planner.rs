@@ -52,9 +52,7 @@ pub fn plan(
         let skipping = client.reply == ReplyMode::Skip;
         let silent = client.take_silence();
         let mode = scanner.arg(buf, f, 2);
-        // Inside MULTI, CLIENT REPLY ON is refused, not run: silenced too.
-        let answered = always_answered(class, f.argc(), mode, skipping)
-            && !(in_multi && matches!(class, Class::Local(Local::ClientReply)));
+        let answered = always_answered(class, f.argc(), mode, skipping, in_multi);
         plan.silence_next(silent && !answered);
         if answered_before_auth(client, name, sub, class, plan)
             || refused_by_policy(policy, traffic, client, in_multi, name, sub, plan)
@@ -82,11 +80,6 @@ pub fn plan(
             // them itself: they cannot be in the transaction. Refused as
             // Redis refuses a command it will not queue, which discards the
             // transaction at EXEC (QUIT and RESET run at once, as in Redis).
-            Class::Local(Local::Reset) if in_multi && f.argc() != 1 => {
-                client.pin.doomed = true;
-                plan.push_local(|out| local::wrong_arity(out, "reset"));
-                continue;
-            }
             Class::Local(l) if in_multi && !matches!(l, Local::Quit | Local::Reset) => {
                 refuse_in_multi(client, plan, l.name());
                 continue;
@@ -108,7 +101,10 @@ pub fn plan(
                         plan.rest = Some(f.end);
                         return;
                     }
-                    Answer::Done => {}
+                    // Inside MULTI only QUIT and RESET get here, and a RESET
+                    // that is done, not reset, was refused (its arity):
+                    // that dooms the transaction, as in Redis.
+                    Answer::Done => client.pin.doomed |= in_multi,
                 }
                 continue;
             }
@@ -246,12 +242,19 @@ fn write_hello(proto: Option<u8>, up: &mut bytes::BytesMut) {
 /// clear it before they answer; under SKIP only CLIENT REPLY ON (Redis'
 /// RESET clears what is set for the commands after it, not the skip of its
 /// own reply). Not with the wrong number of arguments: Redis refuses those
-/// before running them, and the refusal is a reply like any other.
-fn always_answered(class: Class, argc: usize, mode: Option<&[u8]>, skipping: bool) -> bool {
+/// before running them, and the refusal is a reply like any other; nor
+/// CLIENT REPLY ON inside MULTI, which is refused there, not run.
+fn always_answered(
+    class: Class,
+    argc: usize,
+    mode: Option<&[u8]>,
+    skipping: bool,
+    in_multi: bool,
+) -> bool {
     match class {
         Class::Local(Local::Reset) => argc == 1 && !skipping,
         Class::Local(Local::ClientReply) => {
-            argc == 3 && mode.is_some_and(|m| m.eq_ignore_ascii_case(b"ON"))
+            !in_multi && argc == 3 && mode.is_some_and(|m| m.eq_ignore_ascii_case(b"ON"))
         }
         _ => false,
     }
